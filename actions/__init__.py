@@ -1,0 +1,1 @@
+"""Custom actions of the Voltbay assistant (served by rasa-sdk's action server)."""

@@ -1,0 +1,1 @@
+"""Project tooling (stdlib only, run with the app env's Python)."""

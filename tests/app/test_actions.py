@@ -1,0 +1,232 @@
+"""Custom actions run against a seeded SQLite shop and trackers built from JSON fixtures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rasa_sdk.events import ConversationPaused, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.handoff_actions import ActionFallback, ActionHandoff, handoff_reason, unclear_turns_in_a_row
+from actions.order_actions import (
+    NOT_AN_ORDER_NUMBER,
+    ActionCancelOrder,
+    ActionCheckCancellation,
+    ActionOrderStatus,
+    ValidateOrderStatusForm,
+)
+from actions.service_actions import (
+    ActionSubmitRepair,
+    ActionSubmitReturn,
+    ValidateRepairForm,
+    ValidateReturnForm,
+    request_key,
+    return_reason_from_text,
+)
+from actions.shop import OrderStatus
+from actions.shop_db import ShopDatabase
+
+from .conftest import load_tracker, texts
+
+
+async def test_order_form_takes_a_number_typed_in_any_shape(shop: ShopDatabase, dispatcher, domain) -> None:
+    tracker = load_tracker("order_form_tracker")  # latest text: "its vb 104233"
+    events = await ValidateOrderStatusForm().run(dispatcher, tracker, domain)
+    assert SlotSet("order_number", "VB-104233") in events
+    assert texts(dispatcher) == []
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("VB-999999", "I couldn't find order VB-999999"),
+        ("my number is banana", None),  # nothing extracted: the form re-asks, no slot set
+    ],
+)
+async def test_order_form_refuses_unknown_or_missing_numbers(
+    shop: ShopDatabase, dispatcher: CollectingDispatcher, domain: dict[str, Any], typed: str, message: str | None
+) -> None:
+    tracker = load_tracker("order_form_tracker", latest_message={"text": typed, "intent": {"name": "inform"}})
+    events = await ValidateOrderStatusForm().run(dispatcher, tracker, domain)
+    assert SlotSet("order_number", "VB-999999") not in events
+    if message:
+        assert SlotSet("order_number", None) in events
+        assert message in texts(dispatcher)[0]
+    else:
+        assert events == []
+
+
+async def test_order_form_explains_a_malformed_entity(shop: ShopDatabase, dispatcher, domain) -> None:
+    validator = ValidateOrderStatusForm()
+    result = await validator.validate_order_number("VB-12", dispatcher, load_tracker("order_form_tracker"), domain)
+    assert result == {"order_number": None}
+    assert texts(dispatcher) == [NOT_AN_ORDER_NUMBER]
+    tracker = load_tracker("order_form_tracker")
+    result = await validator.validate_order_number({"not": "text"}, dispatcher, tracker, domain)
+    assert result == {"order_number": None}
+
+
+async def test_order_status_reports_the_order(shop: ShopDatabase, dispatcher, domain) -> None:
+    tracker = load_tracker("order_form_tracker", slots={"order_number": "VB-310977"})
+    assert await ActionOrderStatus().run(dispatcher, tracker, domain) == []
+    assert "is on its way" in texts(dispatcher)[0]
+
+
+async def test_cancellation_of_a_processing_order(shop: ShopDatabase, dispatcher, domain) -> None:
+    tracker = load_tracker("order_form_tracker", slots={"order_number": "VB-412650", "order_request": "cancel"})
+    assert await ActionCheckCancellation().run(dispatcher, tracker, domain) == [SlotSet("order_cancellable", True)]
+    assert texts(dispatcher) == []  # utter_confirm_cancel asks next
+    await ActionCancelOrder().run(dispatcher, tracker, domain)
+    assert "is cancelled" in texts(dispatcher)[-1]
+    assert shop.get_order("VB-412650").status is OrderStatus.CANCELLED  # type: ignore[union-attr]
+    # A duplicate confirmation does not pretend to cancel twice.
+    await ActionCancelOrder().run(dispatcher, tracker, domain)
+    assert "couldn't cancel it" in texts(dispatcher)[-1] and "already cancelled" in texts(dispatcher)[-1]
+
+
+async def test_shipped_order_cannot_be_cancelled(shop: ShopDatabase, dispatcher, domain) -> None:
+    tracker = load_tracker("order_form_tracker", slots={"order_number": "VB-310977"})
+    assert await ActionCheckCancellation().run(dispatcher, tracker, domain) == [SlotSet("order_cancellable", False)]
+    assert "already shipped" in texts(dispatcher)[0]
+
+
+async def test_repair_form_checks_the_order_and_tells_warranty(shop: ShopDatabase, dispatcher, domain) -> None:
+    tracker = load_tracker("order_form_tracker")
+    validator = ValidateRepairForm()
+    assert await validator.validate_order_number("VB-104233", dispatcher, tracker, domain) == {
+        "order_number": "VB-104233"
+    }
+    assert "under warranty" in texts(dispatcher)[-1]
+    assert await validator.validate_order_number("VB-208415", dispatcher, tracker, domain) == {
+        "order_number": "VB-208415"
+    }
+    assert "warranty has ended" in texts(dispatcher)[-1]
+    assert await validator.validate_order_number("VB-412650", dispatcher, tracker, domain) == {"order_number": None}
+    assert "hasn't been delivered" in texts(dispatcher)[-1]
+
+
+@pytest.mark.parametrize(
+    ("slot", "value", "accepted"),
+    [
+        ("device", "  Pixel   8 ", "Pixel 8"),
+        ("device", "", None),
+        ("device", "x" * 300, None),
+        ("issue_description", "broken", None),  # too short to help a technician
+        ("issue_description", "the screen flickers\nwhen charging", "the screen flickers when charging"),
+        ("issue_description", 42, None),
+    ],
+)
+async def test_repair_form_free_text(
+    shop: ShopDatabase, dispatcher, domain, slot: str, value: Any, accepted: str | None
+) -> None:
+    validate = getattr(ValidateRepairForm(), f"validate_{slot}")
+    result = await validate(value, dispatcher, load_tracker("order_form_tracker"), domain)
+    assert result == {slot: accepted}
+    assert bool(texts(dispatcher)) == (accepted is None)
+
+
+async def test_return_form_enforces_the_window(shop: ShopDatabase, dispatcher, domain) -> None:
+    tracker = load_tracker("order_form_tracker")
+    validator = ValidateReturnForm()
+    assert (await validator.validate_order_number("VB-117864", dispatcher, tracker, domain))["order_number"]
+    assert "can be returned until" in texts(dispatcher)[-1]
+    assert (await validator.validate_order_number("VB-841020", dispatcher, tracker, domain))["order_number"] is None
+    assert "outside the return window" in texts(dispatcher)[-1]
+    assert (await validator.validate_order_number("VB-905377", dispatcher, tracker, domain))["order_number"] is None
+    assert "already been returned" in texts(dispatcher)[-1]
+
+
+@pytest.mark.parametrize(
+    ("typed", "reason"),
+    [
+        ("damaged", "damaged"),
+        ("it arrived BROKEN", "damaged"),
+        ("you sent the wrong size", "wrong_item"),
+        ("looks different from the photos", "not_as_described"),
+        ("i changed my mind", "changed_mind"),
+        ("other", "other"),
+        ("asdfgh", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_return_reason_from_text(typed: str | None, reason: str | None) -> None:
+    found = return_reason_from_text(typed)
+    assert (found.value if found else None) == reason
+
+
+async def test_submitting_twice_books_one_repair(shop: ShopDatabase, dispatcher, domain) -> None:
+    tracker = load_tracker(
+        "order_form_tracker",
+        slots={"order_number": "VB-104233", "device": "headphones", "issue_description": "no sound on the left"},
+    )
+    events = await ActionSubmitRepair().run(dispatcher, tracker, domain)
+    await ActionSubmitRepair().run(dispatcher, tracker, domain)  # Rasa retried the call
+    first, second = texts(dispatcher)
+    assert "RP-000001" in first and "RP-000001" in second
+    assert len(shop.service_requests_for("VB-104233")) == 1
+    assert events == [SlotSet("device", None), SlotSet("issue_description", None)]
+
+
+async def test_submit_return(shop: ShopDatabase, dispatcher, domain) -> None:
+    tracker = load_tracker("order_form_tracker", slots={"order_number": "VB-117864", "return_reason": "damaged"})
+    assert await ActionSubmitReturn().run(dispatcher, tracker, domain) == [SlotSet("return_reason", None)]
+    assert "RT-000001" in texts(dispatcher)[0]
+    assert shop.service_requests_for("VB-117864")[0]["return_reason"] == "damaged"
+
+
+def test_request_key_prefers_the_message_id() -> None:
+    tracker = load_tracker("order_form_tracker")
+    assert request_key(tracker) == "34600111222:wamid.HBgLMzQ2MDAxMTEyMjIVAgASGBQzQTlCRDg3"
+    no_id = load_tracker("order_form_tracker", latest_message={"text": "x", "intent": {"name": "inform"}})
+    assert request_key(no_id) == "34600111222:1764072000.0"
+
+
+async def test_handoff_pauses_and_records_the_reason(dispatcher, domain) -> None:
+    tracker = load_tracker("offer_accepted_tracker")
+    events = await ActionHandoff().run(dispatcher, tracker, domain)
+    assert events == [SlotSet("handoff_reason", "accepted_offer:payment_problem"), ConversationPaused()]
+
+
+@pytest.mark.parametrize(
+    ("intent", "reason"),
+    [("human_handoff", "customer_request"), ("nlu_fallback", "low_confidence"), ("greet", "other:greet")],
+)
+def test_handoff_reason(intent: str, reason: str) -> None:
+    tracker = load_tracker("offer_accepted_tracker", latest_message={"text": "x", "intent": {"name": intent}})
+    assert handoff_reason(tracker) == reason
+
+
+def _tracker_with_turns(*turns: tuple[str, list[str]]) -> Any:
+    """A tracker whose user messages (intent) were each answered by the given actions."""
+    events: list[dict[str, Any]] = [{"event": "action", "name": "action_listen"}]
+    for intent, actions in turns:
+        events.append({"event": "user", "text": intent, "parse_data": {"intent": {"name": intent}}})
+        events.extend({"event": "action", "name": name} for name in actions)
+        if actions:
+            events.append({"event": "action", "name": "action_listen"})
+    last_intent = turns[-1][0]
+    return load_tracker("offer_accepted_tracker", events=events,
+                        latest_message={"text": last_intent, "intent": {"name": last_intent}})
+
+
+async def test_first_unclear_message_asks_to_rephrase(dispatcher, domain) -> None:
+    tracker = _tracker_with_turns(("greet", ["utter_greet"]), ("nlu_fallback", []))
+    assert await ActionFallback().run(dispatcher, tracker, domain) == []
+    assert dispatcher.messages[0]["response"] == "utter_ask_rephrase"
+
+
+async def test_second_unclear_message_in_a_row_hands_over(dispatcher, domain) -> None:
+    tracker = _tracker_with_turns(("nlu_fallback", ["action_fallback"]), ("nlu_fallback", []))
+    events = await ActionFallback().run(dispatcher, tracker, domain)
+    assert events == [SlotSet("handoff_reason", "low_confidence"), ConversationPaused()]
+    assert dispatcher.messages[0]["response"] == "utter_handoff"
+
+
+async def test_a_clear_message_in_between_resets_the_count(dispatcher, domain) -> None:
+    tracker = _tracker_with_turns(
+        ("nlu_fallback", ["action_fallback"]), ("faq", ["utter_faq"]), ("nlu_fallback", [])
+    )
+    assert unclear_turns_in_a_row(tracker) == 1
+    assert await ActionFallback().run(dispatcher, tracker, domain) == []
