@@ -1,0 +1,1 @@
+"""WhatsApp Cloud API channel: webhook parsing, rendering, Graph API client, Rasa channel."""
