@@ -67,7 +67,7 @@ test-app: $(APP_VENV)/.installed
 	$(APP_PY) -m pytest -q tests/app
 
 test-rasa: $(RASA_VENV)/.installed
-	$(RASA_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/rasa_env
+	$(RASA_VENV)/bin/python -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning tests/rasa_env
 
 validate: env
 	@$(APP_PY) scripts/validate_data.py --rasa $(RASA)

@@ -1,0 +1,164 @@
+"""Rasa input channel `whatsapp` (Meta's Cloud API): verify, store, ACK; the worker answers later.
+
+credentials.yml:
+    connectors.whatsapp.channel.WhatsAppInput:
+      # every key is optional; unset keys come from the environment variables of `WhatsAppSettings`
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from connectors.inbox import Inbox, InboxRow, create_inbox_engine
+from connectors.settings import WhatsAppSettings
+from connectors.whatsapp.graph_api import GraphClient
+from connectors.whatsapp.output import CHANNEL, WhatsAppOutput
+from connectors.whatsapp.signature import is_valid_signature
+from connectors.whatsapp.to_rasa import apply_menu, to_inbox_item
+from connectors.whatsapp.updates import MAX_BODY_BYTES, MalformedWebhook, WebhookBatch, decode_body, parse_webhook
+from connectors.worker import InboxWorker
+
+logger = logging.getLogger(__name__)
+
+
+def status_rows(batch: WebhookBatch) -> list[dict[str, Any]]:
+    return [
+        {
+            "message_id": s.wamid,
+            "status": s.status[:16],
+            "sent_at": s.timestamp,
+            "recipient_id": s.recipient_id,
+            "business_id": s.phone_number_id,
+            "errors": json.dumps(list(s.errors)) if s.errors else None,
+        }
+        for s in batch.statuses
+    ]
+
+
+async def already_handled(agent: Any, row: InboxRow) -> bool:
+    """Did Rasa already store this message (crash after the turn, before the row was marked done)?"""
+    if agent is None or getattr(agent, "tracker_store", None) is None:
+        return False
+    tracker = await agent.tracker_store.retrieve_full_tracker(row.conversation_id)
+    if tracker is None:
+        return False
+    return any(getattr(event, "message_id", None) == row.message_id for event in tracker.events)
+
+
+class WhatsAppInput(InputChannel):
+    @classmethod
+    def name(cls) -> str:
+        return CHANNEL
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> InputChannel:
+        return cls(WhatsAppSettings.load(credentials or {}))
+
+    def __init__(self, settings: WhatsAppSettings) -> None:
+        self.settings = settings
+        self.client = GraphClient(settings.access_token, settings.graph_api_url, settings.api_version)
+        self._inbox: Inbox | None = None
+        self.worker: InboxWorker | None = None
+        self._agent: Any = None
+
+    @property
+    def inbox(self) -> Inbox:
+        # Opened on first use (server start), not at import or construction.
+        if self._inbox is None:
+            self._inbox = Inbox(create_inbox_engine(self.settings.inbox_db_url))
+        return self._inbox
+
+    def get_output_channel(self) -> OutputChannel:
+        """For reminders and trigger_intent: replies go from the default business number."""
+        return WhatsAppOutput(self.client, self.inbox, self.settings.phone_number_id, reply_to="",
+                              conversation_id="", template=self.settings.template)
+
+    def output_for(self, row: InboxRow) -> WhatsAppOutput:
+        return WhatsAppOutput(self.client, self.inbox, row.business_id, row.reply_to, row.conversation_id,
+                              turn_id=row.message_id, template=self.settings.template)
+
+    async def handle_row(self, row: InboxRow, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
+        if row.attempts > 1 and await already_handled(self._agent, row):
+            logger.info("inbox message %s was handled before a restart; not answering twice", row.message_id)
+            return
+        menu = await asyncio.to_thread(self.inbox.menu, CHANNEL, row.conversation_id)
+        text = apply_menu(row.message["text"], menu)
+        await self.client.mark_read_and_typing(row.business_id, row.message_id)
+        output = self.output_for(row)
+        await on_new_message(
+            UserMessage(text, output, row.conversation_id, input_channel=CHANNEL, message_id=row.message_id,
+                        metadata=row.message.get("metadata"))
+        )
+        await asyncio.to_thread(self.inbox.save_menu, CHANNEL, row.conversation_id, output.menu)
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        bp = Blueprint(f"{CHANNEL}_webhook", __name__)
+        settings = self.settings
+
+        @bp.listener("after_server_start")
+        async def start_worker(app: Any, _loop: Any) -> None:
+            self._agent = getattr(app.ctx, "agent", None)
+            if not settings.run_worker:
+                logger.info("WhatsApp worker off on this replica: webhooks are stored and ACKed only")
+                return
+
+            async def handler(row: InboxRow) -> None:
+                await self.handle_row(row, on_new_message)
+
+            self.worker = InboxWorker(self.inbox, handler, concurrency=settings.concurrency,
+                                      stale_after=settings.stale_after_seconds)
+            app.ctx.whatsapp_worker_task = asyncio.create_task(self.worker.run())
+
+        @bp.listener("before_server_stop")
+        async def stop_worker(app: Any, _loop: Any) -> None:
+            if self.worker is not None:
+                await self.worker.stop()
+            await self.client.close()
+
+        @bp.route("/", methods=["GET"])
+        async def health(_: Request) -> HTTPResponse:
+            return response.json({"status": "ok"})
+
+        @bp.route("/webhook", methods=["GET"])
+        async def verify(request: Request) -> HTTPResponse:
+            args = request.args
+            if (
+                args.get("hub.mode") == "subscribe"
+                and settings.verify_token
+                and args.get("hub.verify_token") == settings.verify_token
+            ):
+                return response.text(args.get("hub.challenge", ""))
+            return response.text("verification failed", status=403)
+
+        @bp.route("/webhook", methods=["POST"])
+        async def receive(request: Request) -> HTTPResponse:
+            body = request.body or b""
+            if len(body) > MAX_BODY_BYTES:
+                return response.json({"error": "body larger than 3 MB"}, status=413)
+            if not is_valid_signature(body, request.headers.get("X-Hub-Signature-256"), settings.app_secret):
+                return response.json({"error": "missing or invalid X-Hub-Signature-256"}, status=403)
+            try:
+                batch = parse_webhook(decode_body(body))
+            except MalformedWebhook as error:
+                # Not 200: Meta keeps the update and retries, so nothing is lost while we fix the cause.
+                logger.warning("refused a signed but malformed webhook: %s", error)
+                return response.json({"error": f"malformed webhook: {error}"}, status=400)
+            for error in batch.errors:
+                logger.warning("WhatsApp account error %s: %s", error.get("code"), error.get("title"))
+            items = [to_inbox_item(message) for message in batch.messages]
+            await asyncio.to_thread(self.inbox.add_safely, items)
+            await asyncio.to_thread(self.inbox.add_statuses, status_rows(batch))
+            if self.worker is not None and items:
+                self.worker.notify()
+            return response.json({"status": "ok"})
+
+        return bp

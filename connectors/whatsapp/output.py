@@ -1,0 +1,118 @@
+"""The Rasa OutputChannel of the Cloud API: render, send with the retry policy, record every result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from rasa.core.channels.channel import OutputChannel
+
+from connectors.inbox import Inbox
+from connectors.whatsapp.errors import Verdict
+from connectors.whatsapp.graph_api import GraphClient, SendResult
+from connectors.whatsapp.render import render_response, template_message
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "whatsapp"
+
+
+class WhatsAppOutput(OutputChannel):
+    """Sends one conversation's replies from the business number that received its message."""
+
+    @classmethod
+    def name(cls) -> str:
+        return CHANNEL
+
+    def __init__(
+        self,
+        client: GraphClient,
+        inbox: Inbox,
+        phone_number_id: str,
+        reply_to: str,
+        conversation_id: str,
+        turn_id: str | None = None,
+        template: tuple[str, str] | None = None,  # (name, language) for 131047
+    ) -> None:
+        self.client = client
+        self.inbox = inbox
+        self.phone_number_id = phone_number_id
+        self.reply_to = reply_to
+        self.conversation_id = conversation_id
+        self.turn_id = turn_id
+        self.template = template
+        self.menu: dict[str, str] = {}  # options of this turn, saved by the worker afterwards
+        self._count = 0
+        self._already_sent: set[str] | None = None
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        rendered = render_response(self.reply_to, message)
+        if rendered.menu:
+            self.menu = dict(rendered.menu)
+        for payload in rendered.payloads:
+            await self._deliver(payload)
+
+    async def _deliver(self, payload: dict[str, Any]) -> None:
+        self._count += 1
+        turn_key = f"{self.turn_id}#{self._count}" if self.turn_id else None
+        if turn_key and turn_key in await self._sent_before():
+            logger.info("not re-sending %s: it went out before a restart", turn_key)
+            return
+        result = await self.client.send(self.phone_number_id, payload)
+        if not result.ok and result.verdict is Verdict.TEMPLATE and self.template:
+            await self._record(payload, result, turn_key=None)  # the refused free-form message
+            payload = template_message(self.reply_to, *self.template)
+            result = await self.client.send(self.phone_number_id, payload)
+        await self._record(payload, result, turn_key)
+
+    async def _sent_before(self) -> set[str]:
+        if self._already_sent is None:
+            self._already_sent = await asyncio.to_thread(self.inbox.sent_turn_keys, self.turn_id or "")
+        return self._already_sent
+
+    async def _record(self, payload: dict[str, Any], result: SendResult, turn_key: str | None) -> None:
+        if not result.ok:
+            logger.warning("WhatsApp send to conversation failed for good: %s", result.error)
+        error = result.error
+        await asyncio.to_thread(
+            self.inbox.record_outbound,
+            {
+                "channel": CHANNEL,
+                "conversation_id": self.conversation_id,
+                "business_id": self.phone_number_id,
+                "message_id": result.message_id,
+                "turn_key": turn_key,
+                "state": "sent" if result.ok else "failed",
+                "error_code": error.code if error and not result.ok else None,
+                "error": str(error)[:1000] if error and not result.ok else None,
+                "payload": json.dumps(payload, ensure_ascii=False),
+            },
+        )
+
+    # Rasa calls these for reminders, trigger_intent and anything not using send_response.
+    async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
+        await self.send_response(recipient_id, {"text": text})
+
+    async def send_image_url(self, recipient_id: str, image: str, **kwargs: Any) -> None:
+        await self.send_response(recipient_id, {"image": image})
+
+    async def send_attachment(self, recipient_id: str, attachment: str, **kwargs: Any) -> None:
+        await self.send_response(recipient_id, {"attachment": attachment})
+
+    async def send_text_with_buttons(
+        self, recipient_id: str, text: str, buttons: list[dict[str, Any]], **kwargs: Any
+    ) -> None:
+        await self.send_response(recipient_id, {"text": text, "buttons": buttons})
+
+    async def send_quick_replies(
+        self, recipient_id: str, text: str, quick_replies: list[dict[str, Any]], **kwargs: Any
+    ) -> None:
+        await self.send_response(recipient_id, {"text": text, "quick_replies": quick_replies})
+
+    async def send_custom_json(self, recipient_id: str, json_message: dict[str, Any], **kwargs: Any) -> None:
+        await self.send_response(recipient_id, {"custom": json_message})
+
+    async def send_elements(self, recipient_id: str, elements: Any, **kwargs: Any) -> None:
+        await self.send_response(recipient_id, {"elements": elements})

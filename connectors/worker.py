@@ -1,0 +1,111 @@
+"""Drains the inbox: in order within a conversation, concurrently across conversations.
+
+A row is marked done only after its handler returned (Rasa handled the message).
+Rows left `processing` by a crash are resumed on start; messages older than
+`stale_after` seconds are marked stale and not answered. Channel-agnostic:
+the Cloud API and Evolution channels pass their own handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from connectors.inbox import DONE, Inbox, InboxRow
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+FAILED = "failed"
+
+Handler = Callable[[InboxRow], Awaitable[None]]
+T = TypeVar("T")
+
+
+class InboxWorker:
+    def __init__(
+        self,
+        inbox: Inbox,
+        handler: Handler,
+        concurrency: int = 16,
+        stale_after: float = 86400.0,
+        poll_interval: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.inbox = inbox
+        self.handler = handler
+        self.stale_after = stale_after
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self._slots = asyncio.Semaphore(concurrency)
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+
+    def notify(self) -> None:
+        """New rows were stored: look now instead of at the next poll."""
+        self._wake.set()
+
+    async def _db(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    async def run(self) -> None:
+        resumed = await self._db(self.inbox.resume_unfinished)
+        if resumed:
+            logger.warning("resuming %d inbox message(s) left unfinished by a restart", resumed)
+        while not self._stopped.is_set():
+            try:
+                await self.dispatch_once()
+            except Exception:  # the loop must survive a database hiccup
+                logger.exception("inbox dispatch failed; retrying")
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+
+    async def dispatch_once(self) -> int:
+        """Start a drain task for every conversation with pending rows and none running."""
+        stale = await self._db(self.inbox.mark_stale, int(self.clock() - self.stale_after))
+        if stale:
+            logger.warning("marked %d old inbox message(s) stale (older than %ss)", stale, self.stale_after)
+        conversations = await self._db(self.inbox.pending_conversations, list(self._active))
+        for conversation_id in conversations:
+            task = asyncio.create_task(self._drain(conversation_id))
+            self._active[conversation_id] = task
+            task.add_done_callback(lambda _t, c=conversation_id: self._finished(c))
+        return len(conversations)
+
+    def _finished(self, conversation_id: str) -> None:
+        self._active.pop(conversation_id, None)
+        self._wake.set()  # rows may have arrived for it meanwhile
+
+    async def _drain(self, conversation_id: str) -> None:
+        async with self._slots:
+            while not self._stopped.is_set():
+                row = await self._db(self.inbox.claim_next, conversation_id)
+                if row is None:
+                    return
+                try:
+                    await self.handler(row)
+                except Exception:
+                    state = FAILED if row.attempts >= MAX_ATTEMPTS else None
+                    logger.exception("handling inbox message %s failed (attempt %d)", row.message_id, row.attempts)
+                    if state:
+                        await self._db(self.inbox.finish, row.id, state)
+                        continue
+                    await self._db(self.inbox.release, row.id)
+                    return  # keep the order: try this conversation again on a later round
+                await self._db(self.inbox.finish, row.id, DONE)
+
+    async def idle(self) -> None:
+        """Wait until no drain task is running (tests, shutdown)."""
+        while self._active:
+            await asyncio.gather(*list(self._active.values()), return_exceptions=True)
+
+    async def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+        await self.idle()

@@ -1,0 +1,91 @@
+"""Fixtures for the channel tests (rasa env): inbox databases and a Graph API stand-in."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from connectors.inbox import Inbox, create_inbox_engine
+
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL_RASA", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inbox]:
+    if request.param == "sqlite":
+        yield Inbox(create_inbox_engine(f"sqlite:///{tmp_path / 'inbox.db'}"))
+        return
+    name = f"voltbay_inbox_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", future=True)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL not reachable: {error.orig}")
+    box = Inbox(create_inbox_engine(POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"))
+    yield box
+    box.engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_inbox(tmp_path: Path) -> Inbox:
+    return Inbox(create_inbox_engine(f"sqlite:///{tmp_path / 'inbox.db'}"))
+
+
+class GraphStandIn:
+    """Answers /{version}/{phone_number_id}/messages like the Cloud API; scripted failures first."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        self.failures: list[tuple[int, dict[str, Any]]] = []  # (http status, body) served before successes
+        self.count = 0
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        payload = await request.json()
+        assert request.headers.get("Authorization") == "Bearer test-token"
+        self.received.append((request.match_info["phone_number_id"], payload))
+        if self.failures:
+            status, body = self.failures.pop(0)
+            return web.json_response(body, status=status)
+        if payload.get("status") == "read":
+            return web.json_response({"success": True})
+        self.count += 1
+        return web.json_response({"messaging_product": "whatsapp", "contacts": [{"input": payload.get("to")}],
+                                  "messages": [{"id": f"wamid.OUT{self.count}"}]})
+
+    def sent(self) -> list[dict[str, Any]]:
+        return [p for _, p in self.received if p.get("status") != "read"]
+
+
+def graph_error(code: int, status: int = 400) -> tuple[int, dict[str, Any]]:
+    return status, {"error": {"message": f"error {code}", "type": "OAuthException", "code": code,
+                              "error_data": {"details": "details"}, "fbtrace_id": "Atrace"}}
+
+
+@pytest.fixture
+async def graph() -> AsyncIterator[GraphStandIn]:
+    stand_in = GraphStandIn()
+    app = web.Application()
+    app.router.add_post("/{version}/{phone_number_id}/messages", stand_in.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    stand_in.url = f"http://127.0.0.1:{port}"
+    yield stand_in
+    await runner.cleanup()

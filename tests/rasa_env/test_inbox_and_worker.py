@@ -1,0 +1,171 @@
+"""Durable inbox (SQLite and PostgreSQL) and the worker that drains it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from connectors.inbox import DONE, PENDING, PROCESSING, SKIPPED, STALE, Inbox, InboxItem, InboxRow
+from connectors.worker import Handler, InboxWorker
+
+
+def item(message_id: str, conversation: str = "c1", sent_at: int = 1_000, **message: object) -> InboxItem:
+    return InboxItem(message_id=message_id, channel="whatsapp", conversation_id=conversation, reply_to=conversation,
+                     business_id="PNID", sent_at=sent_at, message=message or {"text": message_id, "metadata": {}})
+
+
+def test_duplicates_are_dropped_in_one_batch_and_across_batches(inbox: Inbox) -> None:
+    assert inbox.add([item("m1"), item("m2"), item("m1")]) == ["m1", "m2"]
+    assert inbox.add([item("m2"), item("m3")]) == ["m3"]
+    assert inbox.add_safely([item("m1")]) == []
+    assert inbox.states() == {PENDING: 3}
+
+
+def test_reactions_are_recorded_but_not_queued(inbox: Inbox) -> None:
+    inbox.add([item("r1", skip="reaction", metadata={})])
+    assert inbox.states() == {SKIPPED: 1}
+    assert inbox.pending_conversations() == []
+
+
+def test_claim_in_order_and_resume_after_crash(inbox: Inbox) -> None:
+    inbox.add([item("late", sent_at=2_000), item("early", sent_at=1_000), item("other", conversation="c2")])
+    assert inbox.pending_conversations() == ["c1", "c2"]
+    first = inbox.claim_next("c1")
+    assert first is not None and first.message_id == "early" and first.attempts == 1
+    assert inbox.states() == {PENDING: 2, PROCESSING: 1}
+    assert inbox.resume_unfinished() == 1  # the process died while handling "early"
+    again = inbox.claim_next("c1")
+    assert again is not None and again.message_id == "early" and again.attempts == 2
+    inbox.finish(again.id)
+    assert inbox.claim_next("c1").message_id == "late"  # type: ignore[union-attr]
+    assert inbox.pending_conversations(exclude=["c1"]) == ["c2"]
+
+
+def test_old_backlog_is_marked_stale(inbox: Inbox) -> None:
+    inbox.add([item("old", sent_at=100), item("new", sent_at=5_000)])
+    assert inbox.mark_stale(older_than=1_000) == 1
+    assert inbox.states() == {STALE: 1, PENDING: 1}
+
+
+def test_menus_and_turn_keys(inbox: Inbox) -> None:
+    inbox.save_menu("whatsapp", "c1", {"1": "/affirm", "2": "/deny"})
+    assert inbox.menu("whatsapp", "c1") == {"1": "/affirm", "2": "/deny"}
+    assert inbox.menu("evolution", "c1") == {}
+    inbox.save_menu("whatsapp", "c1", {})
+    assert inbox.menu("whatsapp", "c1") == {}
+    for key, state in (("m1#1", "sent"), ("m1#2", "failed"), ("m10#1", "sent")):
+        inbox.record_outbound({"channel": "whatsapp", "conversation_id": "c1", "business_id": "P", "turn_key": key,
+                               "state": state, "payload": "{}"})
+    assert inbox.sent_turn_keys("m1") == {"m1#1"}
+
+
+def test_hostile_text_is_stored_verbatim(inbox: Inbox) -> None:
+    nasty = "'); DROP TABLE wa_inbox; -- \x00\u202e"
+    inbox.add([item("x1", text=nasty, metadata={"profile_name": nasty})])
+    row = inbox.claim_next("c1")
+    assert row is not None and row.message["text"] == nasty
+
+
+def make_worker(inbox: Inbox, handler: Handler, **kwargs: object) -> InboxWorker:
+    """A worker whose clock sits just after the test messages' timestamps (nothing is stale)."""
+    return InboxWorker(inbox, handler, clock=lambda: 5_000, **kwargs)  # type: ignore[arg-type]
+
+
+async def _run_worker(worker: InboxWorker) -> None:
+    await worker.dispatch_once()
+    await worker.idle()
+
+
+async def test_worker_keeps_order_per_conversation_and_runs_conversations_concurrently(sqlite_inbox: Inbox) -> None:
+    sqlite_inbox.add([item(f"a{i}", "A", sent_at=i) for i in range(5)] + [item(f"b{i}", "B", sent_at=i)
+                                                                         for i in range(5)])
+    log: list[str] = []
+    running: set[str] = set()
+    overlap = asyncio.Event()
+
+    async def handler(row: InboxRow) -> None:
+        running.add(row.conversation_id)
+        if len(running) == 2:
+            overlap.set()
+        await asyncio.sleep(0.01)
+        log.append(row.message_id)
+        running.discard(row.conversation_id)
+
+    await _run_worker(make_worker(sqlite_inbox, handler, concurrency=4))
+    assert [m for m in log if m.startswith("a")] == [f"a{i}" for i in range(5)]
+    assert [m for m in log if m.startswith("b")] == [f"b{i}" for i in range(5)]
+    assert overlap.is_set()
+    assert sqlite_inbox.states() == {DONE: 10}
+
+
+async def test_a_failing_message_blocks_only_its_conversation_and_is_retried(sqlite_inbox: Inbox) -> None:
+    sqlite_inbox.add([item("a1", "A", 1), item("a2", "A", 2), item("b1", "B", 1)])
+    calls: list[str] = []
+
+    async def handler(row: InboxRow) -> None:
+        calls.append(row.message_id)
+        if row.message_id == "a1" and row.attempts == 1:
+            raise RuntimeError("Rasa was not ready")
+
+    worker = make_worker(sqlite_inbox, handler)
+    await _run_worker(worker)
+    assert calls == ["a1", "b1"] or calls == ["b1", "a1"]
+    assert sqlite_inbox.states() == {PENDING: 2, DONE: 1}  # a1 released, a2 not jumped ahead
+    await _run_worker(worker)
+    assert calls[-2:] == ["a1", "a2"]
+    assert sqlite_inbox.states() == {DONE: 3}
+
+
+async def test_worker_gives_up_after_max_attempts(sqlite_inbox: Inbox) -> None:
+    sqlite_inbox.add([item("bad", "A", 1), item("next", "A", 2)])
+
+    async def handler(row: InboxRow) -> None:
+        if row.message_id == "bad":
+            raise ValueError("always fails")
+
+    worker = make_worker(sqlite_inbox, handler)
+    for _ in range(5):
+        await _run_worker(worker)
+    assert sqlite_inbox.states() == {"failed": 1, DONE: 1}
+
+
+async def test_worker_marks_stale_and_resumes_on_start(sqlite_inbox: Inbox) -> None:
+    sqlite_inbox.add([item("old", "A", sent_at=10), item("fresh", "B", sent_at=99_990)])
+    sqlite_inbox.claim_next("B")  # left processing by a crash
+    handled: list[str] = []
+
+    async def handler(row: InboxRow) -> None:
+        handled.append(row.message_id)
+
+    worker = InboxWorker(sqlite_inbox, handler, stale_after=3600, poll_interval=0.05, clock=lambda: 100_000)
+    task = asyncio.create_task(worker.run())
+    for _ in range(100):
+        if handled:
+            break
+        await asyncio.sleep(0.02)
+    await worker.stop()
+    task.cancel()
+    assert handled == ["fresh"]
+    assert sqlite_inbox.states() == {STALE: 1, DONE: 1}
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+async def test_notify_wakes_the_worker(sqlite_inbox: Inbox, concurrency: int) -> None:
+    handled: list[str] = []
+
+    async def handler(row: InboxRow) -> None:
+        handled.append(row.message_id)
+
+    worker = make_worker(sqlite_inbox, handler, concurrency=concurrency, poll_interval=30)
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.05)
+    sqlite_inbox.add([item("m1")])
+    worker.notify()
+    for _ in range(100):
+        if handled:
+            break
+        await asyncio.sleep(0.01)
+    await worker.stop()
+    task.cancel()
+    assert handled == ["m1"]
