@@ -19,13 +19,13 @@ RASA := $(RASA_VENV)/bin/rasa
 APP_PY := $(APP_VENV)/bin/python
 STAGE := scripts/stage.sh
 
-.PHONY: help env run train lint test test-app test-rasa validate test-stories test-nlu test-dialogue lock clean
+.PHONY: help env run train lint test test-app test-rasa validate test-stories test-nlu test-dialogue test-integration lock clean
 
 help:
 	@echo "make run     start the assistant (Rasa :5005, actions :5055) on embedded defaults"
 	@echo "make test    lint, unit tests, validate, train, rasa test (what CI runs)"
 	@echo "make train   train a model if data/, domain/ or config.yml changed"
-	@echo "make validate | lint | test-app | test-rasa | test-stories | test-nlu | lock | clean"
+	@echo "make validate | lint | test-app | test-rasa | test-stories | test-nlu | test-integration | lock | clean"
 
 # --- environments -----------------------------------------------------------
 $(RASA_VENV)/.installed: requirements/rasa.in requirements/rasa.lock
@@ -79,10 +79,14 @@ test-stories: env
 
 test-nlu: env
 	@mkdir -p results
-	$(RASA) test nlu --nlu tests/nlu --model models --out results
+	$(RASA) test nlu --nlu tests/nlu --domain domain --model models --out results
 	@$(APP_PY) scripts/check_nlu_report.py results/intent_report.json --min-macro-f1 0.90
 
 test-dialogue: test-stories test-nlu
+
+# The WhatsApp channel inside a running Rasa server (needs a trained model).
+test-integration: env
+	$(RASA_VENV)/bin/python -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning tests/integration
 
 test: env
 	@rm -f results/stages.log
@@ -93,6 +97,7 @@ test: env
 	@$(STAGE) "rasa train" make --no-print-directory train
 	@$(STAGE) "rasa test (stories)" make --no-print-directory test-stories
 	@$(STAGE) "rasa test (held-out NLU)" make --no-print-directory test-nlu
+	@$(STAGE) "integration (live Rasa)" make --no-print-directory test-integration
 	@$(STAGE) --summary
 
 clean:

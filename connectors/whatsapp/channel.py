@@ -61,7 +61,12 @@ class WhatsAppInput(InputChannel):
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> InputChannel:
-        return cls(WhatsAppSettings.load(credentials or {}))
+        settings = WhatsAppSettings.load(credentials or {})
+        if not settings.app_secret:
+            logger.warning("WHATSAPP_APP_SECRET is not set: every webhook POST will be refused with 403")
+        if not settings.access_token:
+            logger.warning("WHATSAPP_ACCESS_TOKEN is not set: replies cannot be sent")
+        return cls(settings)
 
     def __init__(self, settings: WhatsAppSettings) -> None:
         self.settings = settings

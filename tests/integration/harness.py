@@ -1,0 +1,177 @@
+"""Starts the real processes for integration tests: Graph stand-in, action server, Rasa with our channels."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connectors.whatsapp.signature import sign
+
+ROOT = Path(__file__).resolve().parents[2]
+RASA_PY = ROOT / ".venv/rasa/bin/python"
+APP_PY = ROOT / ".venv/app/bin/python"
+APP_SECRET = "integration-app-secret"
+RASA_TOKEN = "integration-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
+         raw: bytes | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            text = response.read().decode()
+            return response.status, json.loads(text) if text.startswith(("{", "[")) else text
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.25, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def text_webhook(user: str, wamid: str, text: str, phone_number_id: str = "PNID-1",
+                 button_id: str | None = None, name: str = "Test Customer") -> bytes:
+    message: dict[str, Any] = {"from": user, "id": wamid, "timestamp": str(int(time.time()))}
+    if button_id:
+        message.update(type="interactive",
+                       interactive={"type": "button_reply", "button_reply": {"id": button_id, "title": text}})
+    else:
+        message.update(type="text", text={"body": text})
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550001111", "phone_number_id": phone_number_id},
+        "contacts": [{"profile": {"name": name}, "wa_id": user}],
+        "messages": [message],
+    }
+    payload = {"object": "whatsapp_business_account",
+               "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": value}]}]}
+    return json.dumps(payload, ensure_ascii=False).encode()
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    graph_port: int = field(default_factory=free_port)
+    actions_port: int = field(default_factory=free_port)
+    rasa_port: int = field(default_factory=free_port)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def graph_url(self) -> str:
+        return f"http://127.0.0.1:{self.graph_port}"
+
+    @property
+    def rasa_url(self) -> str:
+        return f"http://127.0.0.1:{self.rasa_port}"
+
+    @property
+    def inbox_url(self) -> str:
+        return f"sqlite:///{self.workdir / 'tracker.db'}"
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.procs[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "RASA_TELEMETRY_ENABLED": "false",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "WHATSAPP_APP_SECRET": APP_SECRET,
+            "WHATSAPP_VERIFY_TOKEN": "integration-verify",
+            "WHATSAPP_ACCESS_TOKEN": "test-token",
+            "WHATSAPP_GRAPH_API_URL": self.graph_url,
+            "WHATSAPP_PHONE_NUMBER_ID": "PNID-1",
+            "WHATSAPP_INBOX_DB_URL": self.inbox_url,
+            "SHOP_DB_URL": f"sqlite:///{self.workdir / 'shop.db'}",
+        }
+
+    def start(self) -> None:
+        (self.workdir / "endpoints.yml").write_text(
+            f'action_endpoint:\n  url: "http://127.0.0.1:{self.actions_port}/webhook"\n'
+            f'tracker_store:\n  type: SQL\n  dialect: "sqlite"\n  db: "{self.workdir / "tracker.db"}"\n'
+        )
+        (self.workdir / "credentials.yml").write_text("rest:\nconnectors.whatsapp.channel.WhatsAppInput:\n")
+        env = self.env()
+        self._spawn("graph", [str(RASA_PY), "-m", "tests.standins.graph_api", "--port", str(self.graph_port)], env)
+        self._spawn("actions", [str(APP_PY), "-m", "rasa_sdk", "--actions", "actions",
+                                "--port", str(self.actions_port)], env)
+        self.start_rasa()
+        wait_for(lambda: self._up(f"{self.graph_url}/_standin/sent"), 30, what="Graph stand-in")
+        wait_for(lambda: self._up(f"http://127.0.0.1:{self.actions_port}/health"), 60, what="action server")
+
+    def start_rasa(self) -> None:
+        self._spawn("rasa", [str(ROOT / ".venv/rasa/bin/rasa"), "run", "--model", "models",
+                             "--endpoints", str(self.workdir / "endpoints.yml"),
+                             "--credentials", str(self.workdir / "credentials.yml"),
+                             "--port", str(self.rasa_port), "--enable-api", "--auth-token", RASA_TOKEN],
+                    self.env())
+        wait_for(lambda: self._up(f"{self.rasa_url}/status?token={RASA_TOKEN}"), 240, interval=1.0,
+                 what="Rasa server with its model")
+
+    def kill_rasa(self) -> None:
+        proc = self.procs["rasa"]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    @staticmethod
+    def _up(url: str) -> bool:
+        try:
+            status, _ = http("GET", url, timeout=2)
+            return status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    # --- driving it ---------------------------------------------------------
+    def post_webhook(self, body: bytes, secret: str = APP_SECRET) -> int:
+        status, _ = http("POST", f"{self.rasa_url}/webhooks/whatsapp/webhook", raw=body,
+                         headers={"X-Hub-Signature-256": sign(body, secret)})
+        return status
+
+    def sent(self) -> list[dict[str, Any]]:
+        _, received = http("GET", f"{self.graph_url}/_standin/sent")
+        return [r for r in received if r["payload"].get("status") != "read"]
+
+    def sent_to(self, user: str, accepted_only: bool = True) -> list[dict[str, Any]]:
+        return [r["payload"] for r in self.sent()
+                if r["payload"].get("to") == user and (r["accepted"] or not accepted_only)]
+
+    def configure_graph(self, **config: Any) -> None:
+        http("POST", f"{self.graph_url}/_standin/config", body=config)
+
+    def tracker(self, conversation_id: str) -> dict[str, Any]:
+        _, tracker = http("GET", f"{self.rasa_url}/conversations/{conversation_id}/tracker?token={RASA_TOKEN}")
+        return tracker

@@ -1,0 +1,148 @@
+"""The Cloud API channel inside a running Rasa server, against the Graph stand-in.
+
+Needs a trained model in models/ (make train) and both envs; `make test-integration` runs it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from .harness import Stack, text_webhook, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("whatsapp_live")
+    running = Stack(workdir)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+        for log in sorted(Path(workdir).glob("*.log")):
+            tail = log.read_bytes()[-3000:].decode(errors="replace")
+            print(f"--- {log.name} (tail) ---\n{tail}")
+
+
+def inbox_states(stack: Stack) -> dict[str, int]:
+    with sqlite3.connect(stack.workdir / "tracker.db") as conn:
+        return dict(conn.execute("SELECT state, COUNT(*) FROM wa_inbox GROUP BY state").fetchall())
+
+
+def test_a_conversation_over_the_channel(stack: Stack) -> None:
+    user = "34611000001"
+    assert stack.post_webhook(text_webhook(user, "wamid.conv.1", "hi")) == 200
+    (greeting,) = wait_for(lambda: stack.sent_to(user), 60, what="greeting")
+    assert greeting["type"] == "interactive" and greeting["interactive"]["type"] == "button"
+    buttons = greeting["interactive"]["action"]["buttons"]
+    assert buttons[0]["reply"] == {"id": "/check_order_status", "title": "Track my order"}
+
+    # Tapping the button sends its id back: the payload drives the dialogue.
+    assert stack.post_webhook(text_webhook(user, "wamid.conv.2", "Track my order",
+                                           button_id="/check_order_status")) == 200
+    wait_for(lambda: len(stack.sent_to(user)) >= 2, 60, what="order number question")
+    assert "order number" in stack.sent_to(user)[1]["text"]["body"]
+
+    assert stack.post_webhook(text_webhook(user, "wamid.conv.3", "its VB-310977")) == 200
+    wait_for(lambda: len(stack.sent_to(user)) >= 3, 60, what="order status")
+    assert "VB-310977" in stack.sent_to(user)[2]["text"]["body"]
+
+    # The wamid and WhatsApp metadata are on the tracker's user events.
+    tracker = stack.tracker(user)
+    user_events = [e for e in tracker["events"] if e["event"] == "user"]
+    assert [e["message_id"] for e in user_events] == ["wamid.conv.1", "wamid.conv.2", "wamid.conv.3"]
+    assert user_events[0]["metadata"]["profile_name"] == "Test Customer"
+    assert user_events[0]["input_channel"] == "whatsapp"
+    # Read receipts with typing indicator went out for each message, from the receiving number.
+    reads = [r for r in stack_received(stack) if r["payload"].get("status") == "read"
+             and r["payload"]["message_id"].startswith("wamid.conv.")]
+    assert len(reads) == 3 and all(r["phone_number_id"] == "PNID-1" for r in reads)
+
+
+def stack_received(stack: Stack) -> list[dict]:
+    from .harness import http
+
+    return http("GET", f"{stack.graph_url}/_standin/sent")[1]
+
+
+def test_numbered_reply_maps_back_to_the_button_payload(stack: Stack) -> None:
+    user = "34611000002"
+    stack.post_webhook(text_webhook(user, "wamid.num.1", "hello"))
+    wait_for(lambda: stack.sent_to(user), 60, what="greeting")
+    stack.post_webhook(text_webhook(user, "wamid.num.2", "1"))  # "1" = first button, Track my order
+    wait_for(lambda: len(stack.sent_to(user)) >= 2, 60, what="reply to 1")
+    assert "order number" in stack.sent_to(user)[1]["text"]["body"]
+
+
+def test_duplicate_delivery_gets_exactly_one_reply(stack: Stack) -> None:
+    user = "34611000003"
+    body = text_webhook(user, "wamid.dup.1", "hi")
+    with ThreadPoolExecutor(3) as pool:
+        statuses = list(pool.map(stack.post_webhook, [body, body, body]))
+    assert statuses == [200, 200, 200]
+    wait_for(lambda: stack.sent_to(user), 60, what="reply")
+    time.sleep(3)  # time for any (wrong) second or third reply to show up
+    assert len(stack.sent_to(user)) == 1
+
+
+def test_bad_signature_is_refused_and_not_answered(stack: Stack) -> None:
+    user = "34611000004"
+    assert stack.post_webhook(text_webhook(user, "wamid.sig.1", "hi"), secret="not-the-secret") == 403
+    time.sleep(2)
+    assert stack.sent_to(user, accepted_only=False) == []
+
+
+def test_retryable_failures_are_all_delivered(stack: Stack) -> None:
+    stack.configure_graph(fail_rate=0.2, codes=[130429, 500], max_failures_per_payload=2, seed=7)
+    users = [f"3461200{n:04d}" for n in range(30)]
+    try:
+        for n, user in enumerate(users):
+            assert stack.post_webhook(text_webhook(user, f"wamid.flaky.{n}", "hi")) == 200
+        wait_for(lambda: all(stack.sent_to(u) for u in users), 180, what="every reply despite failures")
+        failed_attempts = [r for r in stack_received(stack) if r["payload"].get("to") in users and r.get("error")]
+        assert failed_attempts, "the stand-in should have failed some sends"
+        assert all(len(stack.sent_to(u)) == 1 for u in users)
+    finally:
+        stack.configure_graph(fail_rate=0.0)
+
+
+def test_outside_the_window_is_recorded_not_retried(stack: Stack) -> None:
+    user = "34611000005"
+    stack.configure_graph(window_closed_for=[user])
+    try:
+        stack.post_webhook(text_webhook(user, "wamid.window.1", "hi"))
+        wait_for(lambda: stack.sent_to(user, accepted_only=False), 60, what="send attempt")
+        time.sleep(2)
+        attempts = stack.sent_to(user, accepted_only=False)
+        assert len(attempts) == 1  # 131047 is never retried (no template configured)
+        with sqlite3.connect(stack.workdir / "tracker.db") as conn:
+            rows = conn.execute("SELECT state, error_code FROM wa_outbound WHERE conversation_id = ?",
+                                (user,)).fetchall()
+        assert rows == [("failed", 131047)]
+    finally:
+        stack.configure_graph(window_closed_for=[])
+
+
+def test_kill_9_with_50_acked_messages_answers_each_exactly_once(stack: Stack) -> None:
+    users = [f"3461300{n:04d}" for n in range(50)]
+    bodies = [text_webhook(user, f"wamid.crash.{n}", "hi") for n, user in enumerate(users)]
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(stack.post_webhook, bodies))
+    assert statuses == [200] * 50  # all ACKed, i.e. stored
+    stack.kill_rasa()
+    answered_before_restart = sum(1 for u in users if stack.sent_to(u))
+    stack.start_rasa()
+    wait_for(lambda: all(stack.sent_to(u) for u in users), 180, what="all 50 answered after restart")
+    time.sleep(3)
+    counts = {u: len(stack.sent_to(u)) for u in users}
+    assert all(c == 1 for c in counts.values()), counts
+    assert inbox_states(stack).get("processing", 0) == 0 and inbox_states(stack).get("pending", 0) == 0
+    print(f"answered before kill -9: {answered_before_restart}/50")
