@@ -153,13 +153,16 @@ class WhatsAppInput(InputChannel):
                 return response.json({"error": "missing or invalid X-Hub-Signature-256"}, status=403)
             try:
                 batch = parse_webhook(decode_body(body))
+                items = [to_inbox_item(message) for message in batch.messages]
             except MalformedWebhook as error:
                 # Not 200: Meta keeps the update and retries, so nothing is lost while we fix the cause.
                 logger.warning("refused a signed but malformed webhook: %s", error)
                 return response.json({"error": f"malformed webhook: {error}"}, status=400)
+            except Exception:  # a shape our parser did not foresee: same answer, and a traceback for us
+                logger.exception("could not read a signed webhook; refused it so Meta retries it later")
+                return response.json({"error": "malformed webhook: unreadable message"}, status=400)
             for error in batch.errors:
                 logger.warning("WhatsApp account error %s: %s", error.get("code"), error.get("title"))
-            items = [to_inbox_item(message) for message in batch.messages]
             await asyncio.to_thread(self.inbox.add_safely, items)
             await asyncio.to_thread(self.inbox.add_statuses, status_rows(batch))
             if self.worker is not None and items:

@@ -20,6 +20,14 @@ MAX_TEXT_CHARS = 4096
 _NUMBER_REPLY = re.compile(r"^\s*#?(\d{1,2})\s*[.)]?\s*$")
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _scalar(value: Any) -> str | None:
+    return str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) and value != "" else None
+
+
 def intent_payload(intent: str, entities: dict[str, Any] | None = None) -> str:
     return f"/{intent}" + (json.dumps(entities, ensure_ascii=False, separators=(",", ":")) if entities else "")
 
@@ -35,30 +43,34 @@ def rasa_text(message: InboundMessage) -> tuple[str | None, dict[str, Any]]:
     body = message.body
     kind = message.type
     if kind is MessageType.TEXT:
-        return str(body.get("body") or "")[:MAX_TEXT_CHARS], {}
+        return (_scalar(body.get("body")) or "")[:MAX_TEXT_CHARS], {}
     if kind is MessageType.INTERACTIVE:
-        reply = body.get("button_reply") or body.get("list_reply") or {}
-        payload = reply.get("id") or reply.get("title")
+        reply = _obj(body.get("button_reply")) or _obj(body.get("list_reply"))
+        payload = _scalar(reply.get("id")) or _scalar(reply.get("title"))
         if payload:
-            return str(payload)[:MAX_TEXT_CHARS], {"reply_title": reply.get("title")}
+            return payload[:MAX_TEXT_CHARS], {"reply_title": _scalar(reply.get("title"))}
         return None, {"interactive": body}
     if kind is MessageType.BUTTON:
-        return str(body.get("payload") or body.get("text") or "")[:MAX_TEXT_CHARS], {}
+        return (_scalar(body.get("payload")) or _scalar(body.get("text")) or "")[:MAX_TEXT_CHARS], {}
     if kind in MEDIA_TYPES:
         media = _media_metadata(message)
-        caption = str(body.get("caption") or "").strip()
+        caption = (_scalar(body.get("caption")) or "").strip()
         text = caption[:MAX_TEXT_CHARS] if caption else intent_payload("share_media", {"media_type": kind.value})
         return text, {"media": media}
     if kind is MessageType.LOCATION:
-        entities = {"latitude": body.get("latitude"), "longitude": body.get("longitude")}
+        entities = {k: v if isinstance(v := body.get(k), (int, float)) else None for k in ("latitude", "longitude")}
         extra = {k: body[k] for k in ("name", "address", "url") if k in body}
         return intent_payload("share_location", entities), {"location": {**entities, **extra}}
     if kind is MessageType.CONTACTS:
-        return intent_payload("share_contact"), {"contacts": body.get("contacts", [])[:10]}
+        contacts = body.get("contacts")
+        return intent_payload("share_contact"), {"contacts": contacts[:10] if isinstance(contacts, list) else []}
     if kind is MessageType.REACTION:
-        return None, {"reaction": {"message_id": body.get("message_id"), "emoji": body.get("emoji")}}
+        return None, {"reaction": {"message_id": _scalar(body.get("message_id")), "emoji": _scalar(body.get("emoji"))}}
     # unsupported (e.g. polls, view-once) and types we do not know yet
-    return intent_payload("share_media", {"media_type": "unsupported"}), {"unsupported": body.get("errors", [])}
+    errors = body.get("errors")
+    return intent_payload("share_media", {"media_type": "unsupported"}), {
+        "unsupported": errors if isinstance(errors, list) else []
+    }
 
 
 def to_inbox_item(message: InboundMessage) -> InboxItem:

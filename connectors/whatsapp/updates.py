@@ -205,7 +205,13 @@ def parse_webhook(payload: Any) -> WebhookBatch:
         for c, change in enumerate(_list(entry.get("changes"), f"entry[{e}].changes")):
             where = f"entry[{e}].changes[{c}]"
             change = _dict(change, where)
-            if change.get("field") not in (None, "messages"):
+            field_name = change.get("field")
+            if field_name is not None and not isinstance(field_name, str):
+                raise MalformedWebhook(f"{where}.field must be a string")
+            if field_name not in (None, "messages"):
+                value = change.get("value")
+                if isinstance(value, dict) and (value.get("messages") or value.get("statuses")):
+                    raise MalformedWebhook(f"{where}: messages under field {field_name!r}")
                 continue  # account updates, templates, …: not ours to answer
             value = _dict(change.get("value"), f"{where}.value")
             metadata = _dict(value.get("metadata"), f"{where}.value.metadata")
