@@ -34,7 +34,7 @@ class GraphStandIn:
         self.random = random.Random(1)
 
     def error(self, code: int) -> web.Response:
-        status = code if code >= 500 else 400
+        status = code if 500 <= code < 600 else 400  # "500" in the config means an HTTP 500
         body = {"error": {"message": f"stand-in error {code}", "type": "OAuthException", "code": code,
                           "error_data": {"details": "stand-in"}, "fbtrace_id": "AstandIn"}}
         return web.json_response(body, status=status)
