@@ -19,13 +19,13 @@ RASA := $(RASA_VENV)/bin/rasa
 APP_PY := $(APP_VENV)/bin/python
 STAGE := scripts/stage.sh
 
-.PHONY: help env run train lint test test-app test-rasa validate test-stories test-nlu test-dialogue test-integration lock clean
+.PHONY: help env run train lint test test-app test-rasa validate test-stories test-nlu test-dialogue test-integration browser-deps test-browser lock clean
 
 help:
-	@echo "make run     start the assistant (Rasa :5005, actions :5055) on embedded defaults"
+	@echo "make run     start the assistant (Rasa :5005, actions :5055, WhatsApp sandbox :5006) on embedded defaults"
 	@echo "make test    lint, unit tests, validate, train, rasa test (what CI runs)"
 	@echo "make train   train a model if data/, domain/ or config.yml changed"
-	@echo "make validate | lint | test-app | test-rasa | test-stories | test-nlu | test-integration | lock | clean"
+	@echo "make validate | lint | test-app | test-rasa | test-stories | test-nlu | test-integration | test-browser | lock | clean"
 
 # --- environments -----------------------------------------------------------
 $(RASA_VENV)/.installed: requirements/rasa.in requirements/rasa.lock
@@ -88,6 +88,17 @@ test-dialogue: test-stories test-nlu
 test-integration: env
 	$(RASA_VENV)/bin/python -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning tests/integration
 
+# Debian's Chromium for the browser tests (never a downloaded browser).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing Debian's chromium"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "error: chromium not found: run 'sudo apt-get install chromium chromium-driver'" >&2; exit 1; fi; }
+
+# The sandbox page in headless Chromium, through the real channel and Rasa.
+test-browser: env browser-deps
+	$(APP_PY) -m pytest -q -p no:cacheprovider tests/browser
+
 test: env
 	@rm -f results/stages.log
 	@$(STAGE) lint make --no-print-directory lint
@@ -98,6 +109,7 @@ test: env
 	@$(STAGE) "rasa test (stories)" make --no-print-directory test-stories
 	@$(STAGE) "rasa test (held-out NLU)" make --no-print-directory test-nlu
 	@$(STAGE) "integration (live Rasa)" make --no-print-directory test-integration
+	@$(STAGE) "browser (sandbox page)" make --no-print-directory test-browser
 	@$(STAGE) --summary
 
 clean:

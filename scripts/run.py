@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -61,9 +62,32 @@ def rasa_token(env: dict[str, str], token_file: Path = TOKEN_FILE) -> str:
     return token
 
 
-def services(env: dict[str, str]) -> list[Service]:
+def sandbox_mode(env: dict[str, str]) -> bool:
+    """No WhatsApp access token: the channel talks to the local sandbox instead of Meta."""
+    return not env.get("WHATSAPP_ACCESS_TOKEN")
+
+
+def configure_sandbox(env: dict[str, str]) -> None:
+    """Point the WhatsApp channel at the sandbox, with secrets made for this run only."""
+    port = env.setdefault("SANDBOX_PORT", "5006")
+    env["WHATSAPP_GRAPH_API_URL"] = f"http://127.0.0.1:{port}"
+    env["WHATSAPP_ACCESS_TOKEN"] = secrets.token_urlsafe(24)
+    env["WHATSAPP_APP_SECRET"] = secrets.token_urlsafe(24)
+    env.setdefault("WHATSAPP_PHONE_NUMBER_ID", "SANDBOX-PNID")
+
+
+def services(env: dict[str, str], with_sandbox: bool = False) -> list[Service]:
     rasa_port = env.get("RASA_PORT", "5005")
     action_port = env.get("ACTION_SERVER_PORT", "5055")
+    extra = []
+    if with_sandbox:
+        port = env.get("SANDBOX_PORT", "5006")
+        extra.append(Service(
+            "sandbox",
+            [str(ROOT / ".venv/app/bin/python"), "-m", "sandbox", "--port", port,
+             "--channel-url", f"http://127.0.0.1:{rasa_port}/webhooks/whatsapp/webhook"],
+            ready_url=f"http://127.0.0.1:{port}/api/conversations",
+        ))
     return [
         Service(
             "rasa",
@@ -82,6 +106,7 @@ def services(env: dict[str, str]) -> list[Service]:
             [str(ROOT / ".venv/app/bin/python"), "-m", "rasa_sdk", "--actions", "actions", "--port", action_port],
             ready_url=f"http://127.0.0.1:{action_port}/health",
         ),
+        *extra,
     ]
 
 
@@ -131,7 +156,8 @@ class Supervisor:
 
     def _announce_ready(self, spec: Service) -> None:
         if spec.ready_url and wait_until_ready(spec.ready_url, self.stopping):
-            self.log(f"{spec.name} is ready at {spec.ready_url.rsplit('/', 1)[0]}")
+            parts = urllib.parse.urlsplit(spec.ready_url)
+            self.log(f"{spec.name} is ready at {parts.scheme}://{parts.netloc}/")
 
     def watch(self) -> int:
         """Block until Ctrl-C (0) or until a process exits by itself (1)."""
@@ -171,7 +197,11 @@ def main() -> int:
     if not os.environ.get("RASA_TOKEN") and not read_env_file(ROOT / ".env").get("RASA_TOKEN"):
         log(f"RASA_TOKEN not set: using the generated token in {TOKEN_FILE.relative_to(ROOT)}")
 
-    supervisor = Supervisor(services(env), env, log)
+    with_sandbox = sandbox_mode(env)
+    if with_sandbox:
+        configure_sandbox(env)
+        log(f"WHATSAPP_ACCESS_TOKEN not set: WhatsApp sandbox at http://127.0.0.1:{env['SANDBOX_PORT']}/")
+    supervisor = Supervisor(services(env, with_sandbox), env, log)
 
     def on_signal(signum: int, _frame: object) -> None:
         if not supervisor.stopping.is_set():

@@ -1,4 +1,7 @@
-"""Starts the real processes for integration tests: Graph stand-in, action server, Rasa with our channels."""
+"""Starts the real processes for integration tests: sandbox (Graph stand-in), action server, Rasa + channels.
+
+Stdlib only, so browser tests in the app env use it too.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.whatsapp.signature import sign
+from sandbox.webhooks import customer_message
 
 ROOT = Path(__file__).resolve().parents[2]
 RASA_PY = ROOT / ".venv/rasa/bin/python"
@@ -53,20 +57,10 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.25, what: str =
 
 def text_webhook(user: str, wamid: str, text: str, phone_number_id: str = "PNID-1",
                  button_id: str | None = None, name: str = "Test Customer") -> bytes:
-    message: dict[str, Any] = {"from": user, "id": wamid, "timestamp": str(int(time.time()))}
-    if button_id:
-        message.update(type="interactive",
-                       interactive={"type": "button_reply", "button_reply": {"id": button_id, "title": text}})
-    else:
-        message.update(type="text", text={"body": text})
-    value = {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550001111", "phone_number_id": phone_number_id},
-        "contacts": [{"profile": {"name": name}, "wa_id": user}],
-        "messages": [message],
-    }
-    payload = {"object": "whatsapp_business_account",
-               "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": value}]}]}
+    reply = {"type": "button_reply", "id": button_id, "title": text} if button_id else None
+    payload = customer_message(phone_number_id=phone_number_id, display_number="15550001111", wa_id=user,
+                               name=name, wamid=wamid, timestamp=int(time.time()),
+                               text=None if reply else text, reply=reply)
     return json.dumps(payload, ensure_ascii=False).encode()
 
 
@@ -116,11 +110,13 @@ class Stack:
         )
         (self.workdir / "credentials.yml").write_text("rest:\nconnectors.whatsapp.channel.WhatsAppInput:\n")
         env = self.env()
-        self._spawn("graph", [str(RASA_PY), "-m", "tests.standins.graph_api", "--port", str(self.graph_port)], env)
+        # The sandbox is the Graph API stand-in (with failure injection) and sends status webhooks back.
+        self._spawn("graph", [str(APP_PY), "-m", "sandbox", "--port", str(self.graph_port),
+                              "--channel-url", f"{self.rasa_url}/webhooks/whatsapp/webhook"], env)
         self._spawn("actions", [str(APP_PY), "-m", "rasa_sdk", "--actions", "actions",
                                 "--port", str(self.actions_port)], env)
         self.start_rasa()
-        wait_for(lambda: self._up(f"{self.graph_url}/_standin/sent"), 30, what="Graph stand-in")
+        wait_for(lambda: self._up(f"{self.graph_url}/_sandbox/requests"), 30, what="sandbox (Graph stand-in)")
         wait_for(lambda: self._up(f"http://127.0.0.1:{self.actions_port}/health"), 60, what="action server")
 
     def start_rasa(self) -> None:
@@ -162,7 +158,7 @@ class Stack:
         return status
 
     def sent(self) -> list[dict[str, Any]]:
-        _, received = http("GET", f"{self.graph_url}/_standin/sent")
+        _, received = http("GET", f"{self.graph_url}/_sandbox/requests")
         return [r for r in received if r["payload"].get("status") != "read"]
 
     def sent_to(self, user: str, accepted_only: bool = True) -> list[dict[str, Any]]:
@@ -170,7 +166,7 @@ class Stack:
                 if r["payload"].get("to") == user and (r["accepted"] or not accepted_only)]
 
     def configure_graph(self, **config: Any) -> None:
-        http("POST", f"{self.graph_url}/_standin/config", body=config)
+        http("POST", f"{self.graph_url}/_sandbox/config", body=config)
 
     def tracker(self, conversation_id: str) -> dict[str, Any]:
         _, tracker = http("GET", f"{self.rasa_url}/conversations/{conversation_id}/tracker?token={RASA_TOKEN}")

@@ -70,7 +70,7 @@ def test_a_conversation_over_the_channel(stack: Stack) -> None:
 def stack_received(stack: Stack) -> list[dict]:
     from .harness import http
 
-    return http("GET", f"{stack.graph_url}/_standin/sent")[1]
+    return http("GET", f"{stack.graph_url}/_sandbox/requests")[1]
 
 
 def test_numbered_reply_maps_back_to_the_button_payload(stack: Stack) -> None:
