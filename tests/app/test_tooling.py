@@ -94,6 +94,18 @@ def test_fingerprint_follows_content_not_mtime(tmp_path: Path) -> None:
     assert train_if_changed.fingerprint(project) != before
 
 
+def test_only_model_libraries_of_the_lock_file_count(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    (project / "requirements").mkdir()
+    lock = project / "requirements/rasa.lock"
+    lock.write_text("# header\nrasa==3.6.21\npytest==8.3.5\n")
+    before = train_if_changed.fingerprint(project)
+    lock.write_text("# header\nrasa==3.6.21\npytest==8.4.0\nhypothesis==6.1\n")
+    assert train_if_changed.fingerprint(project) == before
+    lock.write_text("# header\nrasa==3.6.22\npytest==8.4.0\n")
+    assert train_if_changed.fingerprint(project) != before
+
+
 def test_up_to_date_model_requires_same_fingerprint_and_the_file(tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()
