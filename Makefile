@@ -19,7 +19,7 @@ RASA := $(RASA_VENV)/bin/rasa
 APP_PY := $(APP_VENV)/bin/python
 STAGE := scripts/stage.sh
 
-.PHONY: help env run train lint test test-app test-rasa validate test-stories test-nlu test-dialogue test-integration browser-deps test-browser lock clean
+.PHONY: help env run train lint test test-app test-rasa validate test-stories test-nlu test-dialogue test-integration browser-deps test-browser bench lock clean
 
 help:
 	@echo "make run     start the assistant (Rasa :5005, actions :5055, WhatsApp sandbox :5006) on embedded defaults"
@@ -111,6 +111,10 @@ test: env
 	@$(STAGE) "integration (live Rasa)" make --no-print-directory test-integration
 	@$(STAGE) "browser (sandbox page)" make --no-print-directory test-browser
 	@$(STAGE) --summary
+
+# Speed targets (not part of `make test`: they print figures and compare within one run).
+bench: env train
+	$(RASA_VENV)/bin/python -m bench.whatsapp_vs_rest
 
 clean:
 	rm -rf results .rasa models/*.tar.gz models/fingerprint.json

@@ -35,11 +35,12 @@ def extract_order_number_from_text(tracker: Tracker) -> dict[str, Any]:
 async def validate_order_number(
     value: Any,
     dispatcher: CollectingDispatcher,
-    check: Callable[[Order], Decision] | None = None,
+    check: Callable[[Order], Decision | None] | None = None,
 ) -> dict[str, Any]:
     """Canonical number of an existing order that `check` (if any) allows; else None.
 
-    The customer is told why a number was refused, and what `check` decided when it passed.
+    The customer is told why a number was refused, and what `check` decided when it passed
+    (a check returning None has nothing to say).
     """
     number = parse_order_number(value if isinstance(value, str) else None)
     if number is None:
@@ -49,8 +50,8 @@ async def validate_order_number(
     if order is None:
         dispatcher.utter_message(text=unknown_order_message(number))
         return {"order_number": None}
-    if check is not None:
-        decision = check(order)
+    decision = check(order) if check is not None else None
+    if decision is not None:
         if not decision.allowed:
             dispatcher.utter_message(text=decision.reason + " Is there another order I can help with?")
             return {"order_number": None}
@@ -58,9 +59,15 @@ async def validate_order_number(
     return {"order_number": number}
 
 
-class ValidateOrderStatusForm(FormValidationAction):
-    def name(self) -> str:
-        return "validate_order_status_form"
+class OrderFormValidation(FormValidationAction):
+    """Validation shared by every form that asks for an order number.
+
+    Subclasses name their form and may refuse orders in `order_check` (return
+    window, delivery state, …); the refusal reason is told to the customer.
+    """
+
+    def order_check(self, order: Order) -> Decision | None:
+        return None
 
     async def extract_order_number(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
@@ -70,7 +77,12 @@ class ValidateOrderStatusForm(FormValidationAction):
     async def validate_order_number(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
-        return await validate_order_number(value, dispatcher)
+        return await validate_order_number(value, dispatcher, check=self.order_check)
+
+
+class ValidateOrderStatusForm(OrderFormValidation):
+    def name(self) -> str:
+        return "validate_order_status_form"
 
 
 async def _load_order(tracker: Tracker, dispatcher: CollectingDispatcher) -> Order | None:

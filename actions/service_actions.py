@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions import runtime
-from actions.order_actions import extract_order_number_from_text, validate_order_number
+from actions.order_actions import OrderFormValidation
 from actions.shop import (
     MIN_ISSUE_DESCRIPTION_CHARS,
+    Decision,
+    Order,
     ReturnReason,
     clean_free_text,
     repair_decision,
@@ -54,22 +56,12 @@ def request_key(tracker: Tracker) -> str:
     return f"{tracker.sender_id}:{marker}"[:200]
 
 
-class ValidateRepairForm(FormValidationAction):
+class ValidateRepairForm(OrderFormValidation):
     def name(self) -> str:
         return "validate_repair_form"
 
-    async def extract_order_number(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> dict[str, Any]:
-        return extract_order_number_from_text(tracker)
-
-    async def validate_order_number(
-        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> dict[str, Any]:
-        years = runtime.settings().warranty_years
-        return await validate_order_number(
-            value, dispatcher, check=lambda order: repair_decision(order, runtime.today(), years)
-        )
+    def order_check(self, order: Order) -> Decision:
+        return repair_decision(order, runtime.today(), runtime.settings().warranty_years)
 
     async def validate_device(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
@@ -92,22 +84,12 @@ class ValidateRepairForm(FormValidationAction):
         return {"issue_description": issue}
 
 
-class ValidateReturnForm(FormValidationAction):
+class ValidateReturnForm(OrderFormValidation):
     def name(self) -> str:
         return "validate_return_form"
 
-    async def extract_order_number(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> dict[str, Any]:
-        return extract_order_number_from_text(tracker)
-
-    async def validate_order_number(
-        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> dict[str, Any]:
-        window = runtime.settings().return_window_days
-        return await validate_order_number(
-            value, dispatcher, check=lambda order: return_decision(order, runtime.today(), window)
-        )
+    def order_check(self, order: Order) -> Decision:
+        return return_decision(order, runtime.today(), runtime.settings().return_window_days)
 
     async def validate_return_reason(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict

@@ -109,16 +109,11 @@ class InboxItem:
 
 
 @dataclass(frozen=True)
-class InboxRow:
+class InboxRow(InboxItem):
+    """A stored message claimed for handling."""
+
     id: int
-    message_id: str
-    channel: str
-    conversation_id: str
-    reply_to: str
-    business_id: str
-    sent_at: int
     attempts: int
-    message: dict[str, Any]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
 from actions.shop import OrderStatus
 from actions.shop_db import SEED_FILE, ServiceRequest, ShopDatabase
+from tests.postgres import temporary_database
 
 from .conftest import TODAY
 
@@ -25,22 +23,10 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ShopDat
     if request.param == "sqlite":
         yield ShopDatabase.from_url(f"sqlite:///{tmp_path / 'shop.db'}")
         return
-    name = f"voltbay_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as error:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {error.orig}")
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    db = ShopDatabase.from_url(url)
-    yield db
-    db._engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with temporary_database(POSTGRES_ADMIN_URL, "voltbay_test") as url:
+        db = ShopDatabase.from_url(url)
+        yield db
+        db._engine.dispose()
 
 
 def test_seed_once_with_dates_relative_to_today(database: ShopDatabase) -> None:

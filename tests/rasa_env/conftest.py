@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
 from connectors.inbox import Inbox, create_inbox_engine
+from tests.postgres import temporary_database
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL_RASA", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -23,21 +21,10 @@ def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inbox]:
     if request.param == "sqlite":
         yield Inbox(create_inbox_engine(f"sqlite:///{tmp_path / 'inbox.db'}"))
         return
-    name = f"voltbay_inbox_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", future=True)
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as error:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not reachable: {error.orig}")
-    box = Inbox(create_inbox_engine(POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"))
-    yield box
-    box.engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with temporary_database(POSTGRES_ADMIN_URL, "voltbay_inbox") as url:
+        box = Inbox(create_inbox_engine(url))
+        yield box
+        box.engine.dispose()
 
 
 @pytest.fixture

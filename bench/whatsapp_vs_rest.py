@@ -1,0 +1,191 @@
+"""WhatsApp channel vs Rasa's REST channel, same model, same run; and ACK latency under saturation.
+
+    make bench            (or: .venv/rasa/bin/python -m bench.whatsapp_vs_rest --users 20 --turns 10)
+
+1. REST baseline: U users, each sending T messages one after the other (closed loop);
+   latency = POST /webhooks/rest/webhook until its answer (it carries the replies).
+2. WhatsApp channel: the same U×T messages as signed Cloud API webhooks; latency = webhook POST
+   until the reply reaches the Graph API stand-in (the sandbox), read from its server-side timestamp.
+3. ACK under saturation: B webhooks posted as fast as C connections allow while Rasa works through
+   them; latency = POST until the 200.
+
+Targets (issue 3): ACK p99 ≤ 25 ms; throughput ratio ≥ 0.95; e2e p95 ≤ 1.2 × REST p95.
+Machines here are noisy: figures are medians/percentiles of one run, compared within that run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from connectors.whatsapp.signature import sign
+from tests.integration.harness import APP_SECRET, ROOT, Stack, text_webhook
+
+MESSAGES = ["hi", "how long does delivery take", "do you take paypal", "thanks"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(latencies_ms: list[float]) -> dict[str, float]:
+    return {"n": len(latencies_ms), "p50_ms": percentile(latencies_ms, 50), "p95_ms": percentile(latencies_ms, 95),
+            "p99_ms": percentile(latencies_ms, 99), "mean_ms": statistics.fmean(latencies_ms)}
+
+
+async def rest_user(session: aiohttp.ClientSession, stack: Stack, user: str, turns: int) -> list[float]:
+    latencies = []
+    for turn in range(turns):
+        started = time.perf_counter()
+        async with session.post(f"{stack.rasa_url}/webhooks/rest/webhook",
+                                json={"sender": user, "message": MESSAGES[turn % len(MESSAGES)]}) as answer:
+            body = await answer.json()
+            assert answer.status == 200 and body, body
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+async def whatsapp_user(session: aiohttp.ClientSession, stack: Stack, user: str, turns: int,
+                        run: str) -> list[float]:
+    latencies = []
+    seq = 0
+    for turn in range(turns):
+        body = text_webhook(user, f"wamid.bench.{run}.{user}.{turn}", MESSAGES[turn % len(MESSAGES)])
+        posted = time.time()
+        async with session.post(f"{stack.rasa_url}/webhooks/whatsapp/webhook", data=body,
+                                headers={"X-Hub-Signature-256": sign(body, APP_SECRET),
+                                         "Content-Type": "application/json"}) as answer:
+            assert answer.status == 200
+        reply_at = None
+        while reply_at is None:
+            async with session.get(f"{stack.graph_url}/api/messages",
+                                   params={"phone": user, "since": str(seq), "wait": "20"}) as answer:
+                data = await answer.json()
+            seq = max(seq, data["seq"])
+            outs = [m for m in data["messages"] if m["direction"] == "out" and m["at"] >= posted]
+            if outs:
+                reply_at = min(m["at"] for m in outs)
+        latencies.append((reply_at - posted) * 1000)
+        await asyncio.sleep(0.05)  # let the rest of a multi-message reply arrive before the next turn
+    return latencies
+
+
+async def closed_loop(stack: Stack, users: int, turns: int, kind: str, run: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        started = time.perf_counter()
+        if kind == "rest":
+            results = await asyncio.gather(*(rest_user(session, stack, f"rest-{run}-{u}", turns)
+                                             for u in range(users)))
+        else:
+            results = await asyncio.gather(*(whatsapp_user(session, stack, f"3470{run}{u:04d}", turns, run)
+                                             for u in range(users)))
+        elapsed = time.perf_counter() - started
+    latencies = [x for user in results for x in user]
+    return {**summary(latencies), "seconds": elapsed, "throughput_msg_s": len(latencies) / elapsed}
+
+
+async def ack_under_saturation(stack: Stack, total: int, connections: int) -> dict[str, Any]:
+    bodies = [text_webhook(f"3480{n:06d}", f"wamid.flood.{n}", MESSAGES[n % len(MESSAGES)]) for n in range(total)]
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    latencies: list[float] = []
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            started = time.perf_counter()
+            async with session.post(f"{stack.rasa_url}/webhooks/whatsapp/webhook", data=body,
+                                    headers={"X-Hub-Signature-256": sign(body, APP_SECRET),
+                                             "Content-Type": "application/json"}) as answer:
+                await answer.read()
+                assert answer.status == 200
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(connections)))
+        elapsed = time.perf_counter() - started
+    return {**summary(latencies), "seconds": elapsed, "acks_per_s": total / elapsed}
+
+
+def pending_rows(stack: Stack) -> int:
+    import sqlite3
+
+    with sqlite3.connect(stack.workdir / "tracker.db") as conn:
+        return conn.execute("SELECT COUNT(*) FROM wa_inbox WHERE state IN ('pending','processing')").fetchone()[0]
+
+
+async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
+    # Warm-up: first predictions load TensorFlow graphs.
+    await closed_loop(stack, 2, 4, "rest", "warm")
+    await closed_loop(stack, 2, 4, "whatsapp", "9")
+    rest = await closed_loop(stack, args.users, args.turns, "rest", "r")
+    whatsapp = await closed_loop(stack, args.users, args.turns, "whatsapp", "1")
+    ack = await ack_under_saturation(stack, args.flood, args.connections)
+    backlog_at_end_of_flood = pending_rows(stack)
+    return {
+        "rest": rest, "whatsapp": whatsapp, "ack_under_saturation": ack,
+        "backlog_when_flood_acked": backlog_at_end_of_flood,
+        "throughput_ratio": whatsapp["throughput_msg_s"] / rest["throughput_msg_s"],
+        "e2e_p95_ratio": whatsapp["p95_ms"] / rest["p95_ms"],
+    }
+
+
+def report(result: dict[str, Any]) -> bool:
+    rest, wa, ack = result["rest"], result["whatsapp"], result["ack_under_saturation"]
+    print(f"REST      : {rest['n']} msgs  p50 {rest['p50_ms']:.0f} ms  p95 {rest['p95_ms']:.0f} ms  "
+          f"{rest['throughput_msg_s']:.1f} msg/s")
+    print(f"WhatsApp  : {wa['n']} msgs  p50 {wa['p50_ms']:.0f} ms  p95 {wa['p95_ms']:.0f} ms  "
+          f"{wa['throughput_msg_s']:.1f} msg/s")
+    print(f"ACK (Rasa saturated, backlog {result['backlog_when_flood_acked']} msgs when the last was ACKed): "
+          f"{ack['n']} webhooks  p50 {ack['p50_ms']:.1f} ms  p99 {ack['p99_ms']:.1f} ms  {ack['acks_per_s']:.0f}/s")
+    checks = [
+        ("ACK p99 <= 25 ms", ack["p99_ms"] <= 25),
+        (f"throughput ratio {result['throughput_ratio']:.2f} >= 0.95", result["throughput_ratio"] >= 0.95),
+        (f"e2e p95 ratio {result['e2e_p95_ratio']:.2f} <= 1.2", result["e2e_p95_ratio"] <= 1.2),
+    ]
+    for name, ok in checks:
+        print(f"  {'PASS' if ok else 'MISS'}  {name}")
+    return all(ok for _, ok in checks)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--turns", type=int, default=10)
+    parser.add_argument("--flood", type=int, default=1000)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_whatsapp_vs_rest.json")
+    args = parser.parse_args()
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench_wa_") as tmp:
+        stack = Stack(Path(tmp))
+        try:
+            stack.start()
+            result = asyncio.run(bench(args, stack))
+        finally:
+            stack.stop()
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    ok = report(result)
+    print(f"figures written to {args.out.relative_to(ROOT)}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
