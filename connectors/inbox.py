@@ -34,6 +34,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 PENDING, PROCESSING, DONE, STALE, SKIPPED = "pending", "processing", "done", "stale", "skipped"
+SENDING, SENT, FAILED_SEND, INTERRUPTED = "sending", "sent", "failed", "interrupted"
 
 metadata = MetaData()
 
@@ -78,7 +79,7 @@ outbound = Table(
     # "<inbound message id>#<n>": the n-th send of the reply to that message. A reply
     # re-run after a crash skips the sends already made.
     Column("turn_key", String(300), index=True),
-    Column("state", String(16), nullable=False),  # sent | failed
+    Column("state", String(16), nullable=False),  # sending | sent | failed | interrupted
     Column("error_code", Integer),
     Column("error", Text),
     Column("payload", Text, nullable=False),
@@ -247,18 +248,31 @@ class Inbox:
             with self.engine.begin() as conn:
                 conn.execute(insert(statuses), list(rows))
 
-    def record_outbound(self, row: dict[str, Any]) -> None:
+    def begin_outbound(self, row: dict[str, Any]) -> int:
+        """Record a send about to happen (state "sending"), before the request leaves."""
         with self.engine.begin() as conn:
-            conn.execute(insert(outbound), [{"created_at": time.time(), **row}])
+            result = conn.execute(insert(outbound), [{"created_at": time.time(), "state": SENDING, **row}])
+            return int(result.inserted_primary_key[0])
 
-    def sent_turn_keys(self, turn_prefix: str) -> set[str]:
+    def finish_outbound(self, row_id: int, values: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(outbound).where(outbound.c.id == row_id).values(**values))
+
+    def outbound_states(self, turn_prefix: str) -> dict[str, str]:
+        """turn key → state of the sends of one reply (to re-run it after a crash)."""
         with self.engine.connect() as conn:
-            return set(
-                conn.execute(
-                    select(outbound.c.turn_key).where(
-                        and_(outbound.c.turn_key.like(f"{turn_prefix}#%"), outbound.c.state == "sent")
-                    )
-                ).scalars()
+            rows = conn.execute(
+                select(outbound.c.turn_key, outbound.c.state).where(outbound.c.turn_key.like(f"{turn_prefix}#%"))
+            )
+            return {key: state for key, state in rows}
+
+    def mark_interrupted(self, turn_key: str) -> None:
+        """A send whose outcome a crash hid: kept for the record, sent again by the caller."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbound)
+                .where(and_(outbound.c.turn_key == turn_key, outbound.c.state == SENDING))
+                .values(state=INTERRUPTED, turn_key=None)
             )
 
     def outbound_for(self, conversation_id: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from rasa.core.channels.channel import OutputChannel
 
-from connectors.inbox import Inbox
+from connectors.inbox import FAILED_SEND, SENDING, SENT, Inbox
 from connectors.whatsapp.errors import Verdict
 from connectors.whatsapp.graph_api import GraphClient, SendResult
 from connectors.whatsapp.render import render_response, template_message
@@ -45,7 +45,7 @@ class WhatsAppOutput(OutputChannel):
         self.template = template
         self.menu: dict[str, str] = {}  # options of this turn, saved by the worker afterwards
         self._count = 0
-        self._already_sent: set[str] | None = None
+        self._earlier: dict[str, str] | None = None
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         rendered = render_response(self.reply_to, message)
@@ -57,39 +57,51 @@ class WhatsAppOutput(OutputChannel):
     async def _deliver(self, payload: dict[str, Any]) -> None:
         self._count += 1
         turn_key = f"{self.turn_id}#{self._count}" if self.turn_id else None
-        if turn_key and turn_key in await self._sent_before():
-            logger.info("not re-sending %s: it went out before a restart", turn_key)
-            return
+        if turn_key:
+            earlier = (await self._earlier_sends()).get(turn_key)
+            if earlier == SENT:
+                logger.info("not re-sending %s: it went out before a restart", turn_key)
+                return
+            if earlier == SENDING:
+                # The crash hid the outcome. Sending again may duplicate; not sending may lose it.
+                logger.warning("send %s was cut off by a restart; sending it again", turn_key)
+                await asyncio.to_thread(self.inbox.mark_interrupted, turn_key)
+        row_id = await self._begin(payload, turn_key)
         result = await self.client.send(self.phone_number_id, payload)
         if not result.ok and result.verdict is Verdict.TEMPLATE and self.template:
-            await self._record(payload, result, turn_key=None)  # the refused free-form message
+            await self._finish(row_id, result, keep_turn_key=False)  # the refused free-form message
             payload = template_message(self.reply_to, *self.template)
+            row_id = await self._begin(payload, turn_key)
             result = await self.client.send(self.phone_number_id, payload)
-        await self._record(payload, result, turn_key)
+        await self._finish(row_id, result)
 
-    async def _sent_before(self) -> set[str]:
-        if self._already_sent is None:
-            self._already_sent = await asyncio.to_thread(self.inbox.sent_turn_keys, self.turn_id or "")
-        return self._already_sent
+    async def _earlier_sends(self) -> dict[str, str]:
+        if self._earlier is None:
+            self._earlier = await asyncio.to_thread(self.inbox.outbound_states, self.turn_id or "")
+        return self._earlier
 
-    async def _record(self, payload: dict[str, Any], result: SendResult, turn_key: str | None) -> None:
-        if not result.ok:
-            logger.warning("WhatsApp send to conversation failed for good: %s", result.error)
-        error = result.error
-        await asyncio.to_thread(
-            self.inbox.record_outbound,
-            {
-                "channel": CHANNEL,
-                "conversation_id": self.conversation_id,
-                "business_id": self.phone_number_id,
-                "message_id": result.message_id,
-                "turn_key": turn_key,
-                "state": "sent" if result.ok else "failed",
-                "error_code": error.code if error and not result.ok else None,
-                "error": str(error)[:1000] if error and not result.ok else None,
-                "payload": json.dumps(payload, ensure_ascii=False),
-            },
-        )
+    async def _begin(self, payload: dict[str, Any], turn_key: str | None) -> int:
+        return await asyncio.to_thread(self.inbox.begin_outbound, {
+            "channel": CHANNEL,
+            "conversation_id": self.conversation_id,
+            "business_id": self.phone_number_id,
+            "turn_key": turn_key,
+            "payload": json.dumps(payload, ensure_ascii=False),
+        })
+
+    async def _finish(self, row_id: int, result: SendResult, keep_turn_key: bool = True) -> None:
+        error = None if result.ok else result.error
+        if error is not None:
+            logger.warning("WhatsApp send to conversation failed for good: %s", error)
+        values: dict[str, Any] = {
+            "message_id": result.message_id,
+            "state": SENT if result.ok else FAILED_SEND,
+            "error_code": error.code if error else None,
+            "error": str(error)[:1000] if error else None,
+        }
+        if not keep_turn_key:
+            values["turn_key"] = None
+        await asyncio.to_thread(self.inbox.finish_outbound, row_id, values)
 
     # Rasa calls these for reminders, trigger_intent and anything not using send_response.
     async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:

@@ -54,10 +54,15 @@ def test_menus_and_turn_keys(inbox: Inbox) -> None:
     assert inbox.menu("evolution", "c1") == {}
     inbox.save_menu("whatsapp", "c1", {})
     assert inbox.menu("whatsapp", "c1") == {}
-    for key, state in (("m1#1", "sent"), ("m1#2", "failed"), ("m10#1", "sent")):
-        inbox.record_outbound({"channel": "whatsapp", "conversation_id": "c1", "business_id": "P", "turn_key": key,
-                               "state": state, "payload": "{}"})
-    assert inbox.sent_turn_keys("m1") == {"m1#1"}
+    for key, state in (("m1#1", "sent"), ("m1#2", "failed"), ("m1#3", None), ("m10#1", "sent")):
+        row_id = inbox.begin_outbound({"channel": "whatsapp", "conversation_id": "c1", "business_id": "P",
+                                       "turn_key": key, "payload": "{}"})
+        if state:
+            inbox.finish_outbound(row_id, {"state": state})
+    assert inbox.outbound_states("m1") == {"m1#1": "sent", "m1#2": "failed", "m1#3": "sending"}
+    inbox.mark_interrupted("m1#3")
+    assert inbox.outbound_states("m1") == {"m1#1": "sent", "m1#2": "failed"}
+    assert [row["state"] for row in inbox.outbound_for("c1")][-2:] == ["interrupted", "sent"]
 
 
 def test_hostile_text_is_stored_verbatim(inbox: Inbox) -> None:

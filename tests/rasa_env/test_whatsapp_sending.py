@@ -152,3 +152,15 @@ async def test_a_rerun_turn_skips_what_was_already_sent(graph: GraphStandIn, sql
     await first.client.close()
     await again.client.close()
     assert [p["text"]["body"] for p in graph.sent()] == ["one", "two"]
+
+
+async def test_a_send_cut_off_by_a_crash_is_sent_again(graph: GraphStandIn, sqlite_inbox: Inbox) -> None:
+    # The process died between recording "sending" and learning the outcome.
+    sqlite_inbox.begin_outbound({"channel": "whatsapp", "conversation_id": "US.123", "business_id": "PNID-B",
+                                 "turn_key": "wamid.IN1#1", "payload": "{}"})
+    again = output(graph, sqlite_inbox)
+    await again.send_text_message("US.123", "one")
+    await again.client.close()
+    assert [p["text"]["body"] for p in graph.sent()] == ["one"]
+    states = [row["state"] for row in sqlite_inbox.outbound_for("US.123")]
+    assert states == ["interrupted", "sent"]
