@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +66,10 @@ class OrderFormValidation(FormValidationAction):
     Subclasses name their form and may refuse orders in `order_check` (return
     window, delivery state, …); the refusal reason is told to the customer.
     """
+
+    @abstractmethod
+    def name(self) -> str:
+        """Each form's validation action has its own name (abstract, so the action server skips this class)."""
 
     def order_check(self, order: Order) -> Decision | None:
         return None

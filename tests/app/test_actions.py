@@ -230,3 +230,17 @@ async def test_a_clear_message_in_between_resets_the_count(dispatcher, domain) -
     )
     assert unclear_turns_in_a_row(tracker) == 1
     assert await ActionFallback().run(dispatcher, tracker, domain) == []
+
+
+def test_the_action_server_registers_every_domain_action() -> None:
+    from pathlib import Path
+
+    import yaml
+    from rasa_sdk.executor import ActionExecutor
+
+    executor = ActionExecutor()
+    executor.register_package("actions")
+    domain_actions: set[str] = set()
+    for file in (Path(__file__).resolve().parents[2] / "domain").glob("*.yml"):
+        domain_actions.update((yaml.safe_load(file.read_text()) or {}).get("actions") or [])
+    assert domain_actions <= set(executor.actions), domain_actions - set(executor.actions)
