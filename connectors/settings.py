@@ -53,6 +53,16 @@ def tracker_store_db_url(endpoints_file: str | None = None) -> str:
     return url if isinstance(url, str) else url.render_as_string(hide_password=False)
 
 
+def _positive_float(value: str, name: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{name}: not a number of seconds: {value!r}") from None
+    if not 0 < number <= 60:
+        raise ValueError(f"{name}: must be between 0 and 60 seconds, got {value!r}")
+    return number
+
+
 def _pick(credentials: Mapping[str, Any], key: str, env: str, default: str = "") -> str:
     value = credentials.get(key)
     if value is None or value == "":
@@ -74,6 +84,8 @@ class WhatsAppSettings:
     template: tuple[str, str] | None  # sent instead when outside the 24 h window
     # off: this replica only stores and ACKs webhooks; another one answers them
     run_worker: bool = True
+    # how often the worker looks for rows stored by another process (connectors.ingest)
+    poll_interval_seconds: float = 0.2
 
     @classmethod
     def load(cls, credentials: Mapping[str, Any]) -> WhatsAppSettings:
@@ -92,4 +104,6 @@ class WhatsAppSettings:
             concurrency=int(_pick(credentials, "concurrency", "WHATSAPP_WORKER_CONCURRENCY", "16")),
             template=(template_name, template_lang) if template_name else None,
             run_worker=_pick(credentials, "run_worker", "WHATSAPP_RUN_WORKER", "true").lower() not in _OFF,
+            poll_interval_seconds=_positive_float(_pick(credentials, "poll_interval", "WHATSAPP_POLL_INTERVAL", "0.2"),
+                                                  "WHATSAPP_POLL_INTERVAL"),
         )

@@ -8,7 +8,6 @@ credentials.yml:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,26 +21,11 @@ from connectors.inbox import Inbox, InboxRow, create_inbox_engine
 from connectors.settings import WhatsAppSettings
 from connectors.whatsapp.graph_api import GraphClient
 from connectors.whatsapp.output import CHANNEL, WhatsAppOutput
-from connectors.whatsapp.signature import is_valid_signature
-from connectors.whatsapp.to_rasa import apply_menu, to_inbox_item
-from connectors.whatsapp.updates import MAX_BODY_BYTES, MalformedWebhook, WebhookBatch, decode_body, parse_webhook
+from connectors.whatsapp.to_rasa import apply_menu
+from connectors.whatsapp.webhook import receive_webhook, verify_subscription
 from connectors.worker import InboxWorker
 
 logger = logging.getLogger(__name__)
-
-
-def status_rows(batch: WebhookBatch) -> list[dict[str, Any]]:
-    return [
-        {
-            "message_id": s.wamid,
-            "status": s.status[:16],
-            "sent_at": s.timestamp,
-            "recipient_id": s.recipient_id,
-            "business_id": s.phone_number_id,
-            "errors": json.dumps(list(s.errors)) if s.errors else None,
-        }
-        for s in batch.statuses
-    ]
 
 
 async def already_handled(agent: Any, row: InboxRow) -> bool:
@@ -120,7 +104,8 @@ class WhatsAppInput(InputChannel):
                 await self.handle_row(row, on_new_message)
 
             self.worker = InboxWorker(self.inbox, handler, concurrency=settings.concurrency,
-                                      stale_after=settings.stale_after_seconds)
+                                      stale_after=settings.stale_after_seconds,
+                                      poll_interval=settings.poll_interval_seconds)
             app.ctx.whatsapp_worker_task = asyncio.create_task(self.worker.run())
 
         @bp.listener("before_server_stop")
@@ -135,38 +120,16 @@ class WhatsAppInput(InputChannel):
 
         @bp.route("/webhook", methods=["GET"])
         async def verify(request: Request) -> HTTPResponse:
-            args = request.args
-            if (
-                args.get("hub.mode") == "subscribe"
-                and settings.verify_token
-                and args.get("hub.verify_token") == settings.verify_token
-            ):
-                return response.text(args.get("hub.challenge", ""))
-            return response.text("verification failed", status=403)
+            status, text = verify_subscription(request.args, settings.verify_token)
+            return response.text(text, status=status)
 
         @bp.route("/webhook", methods=["POST"])
         async def receive(request: Request) -> HTTPResponse:
-            body = request.body or b""
-            if len(body) > MAX_BODY_BYTES:
-                return response.json({"error": "body larger than 3 MB"}, status=413)
-            if not is_valid_signature(body, request.headers.get("X-Hub-Signature-256"), settings.app_secret):
-                return response.json({"error": "missing or invalid X-Hub-Signature-256"}, status=403)
-            try:
-                batch = parse_webhook(decode_body(body))
-                items = [to_inbox_item(message) for message in batch.messages]
-            except MalformedWebhook as error:
-                # Not 200: Meta keeps the update and retries, so nothing is lost while we fix the cause.
-                logger.warning("refused a signed but malformed webhook: %s", error)
-                return response.json({"error": f"malformed webhook: {error}"}, status=400)
-            except Exception:  # a shape our parser did not foresee: same answer, and a traceback for us
-                logger.exception("could not read a signed webhook; refused it so Meta retries it later")
-                return response.json({"error": "malformed webhook: unreadable message"}, status=400)
-            for error in batch.errors:
-                logger.warning("WhatsApp account error %s: %s", error.get("code"), error.get("title"))
-            await asyncio.to_thread(self.inbox.add_safely, items)
-            await asyncio.to_thread(self.inbox.add_statuses, status_rows(batch))
-            if self.worker is not None and items:
+            status, body, new = await receive_webhook(
+                request.body or b"", request.headers.get("X-Hub-Signature-256"), settings.app_secret, self.inbox
+            )
+            if new and self.worker is not None:
                 self.worker.notify()
-            return response.json({"status": "ok"})
+            return response.json(body, status=status)
 
         return bp

@@ -70,6 +70,8 @@ class Stack:
     graph_port: int = field(default_factory=free_port)
     actions_port: int = field(default_factory=free_port)
     rasa_port: int = field(default_factory=free_port)
+    ingest_port: int = field(default_factory=free_port)
+    with_ingest: bool = False  # also run connectors.ingest; the sandbox then posts there
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -79,6 +81,16 @@ class Stack:
     @property
     def rasa_url(self) -> str:
         return f"http://127.0.0.1:{self.rasa_port}"
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://127.0.0.1:{self.ingest_port}"
+
+    @property
+    def webhook_url(self) -> str:
+        """Where webhooks go: the ingest server when it runs, else Rasa's own route."""
+        base = self.ingest_url if self.with_ingest else self.rasa_url
+        return f"{base}/webhooks/whatsapp/webhook"
 
     @property
     def inbox_url(self) -> str:
@@ -112,7 +124,10 @@ class Stack:
         env = self.env()
         # The sandbox is the Graph API stand-in (with failure injection) and sends status webhooks back.
         self._spawn("graph", [str(APP_PY), "-m", "sandbox", "--port", str(self.graph_port),
-                              "--channel-url", f"{self.rasa_url}/webhooks/whatsapp/webhook"], env)
+                              "--channel-url", self.webhook_url], env)
+        if self.with_ingest:
+            self._spawn("ingest", [str(RASA_PY), "-m", "connectors.ingest", "--port", str(self.ingest_port)], env)
+            wait_for(lambda: self._up(f"{self.ingest_url}/health"), 60, what="ingest server")
         self._spawn("actions", [str(APP_PY), "-m", "rasa_sdk", "--actions", "actions",
                                 "--port", str(self.actions_port)], env)
         self.start_rasa()
@@ -153,7 +168,7 @@ class Stack:
 
     # --- driving it ---------------------------------------------------------
     def post_webhook(self, body: bytes, secret: str = APP_SECRET) -> int:
-        status, _ = http("POST", f"{self.rasa_url}/webhooks/whatsapp/webhook", raw=body,
+        status, _ = http("POST", self.webhook_url, raw=body,
                          headers={"X-Hub-Signature-256": sign(body, secret)})
         return status
 

@@ -38,6 +38,10 @@ def test_credentials_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.run_worker is True
     monkeypatch.setenv("WHATSAPP_RUN_WORKER", "off")
     assert WhatsAppSettings.load({}).run_worker is False
+    assert WhatsAppSettings.load({}).poll_interval_seconds == 0.2
+    monkeypatch.setenv("WHATSAPP_POLL_INTERVAL", "0")
+    with pytest.raises(ValueError, match="WHATSAPP_POLL_INTERVAL"):
+        WhatsAppSettings.load({})
 
 
 def test_inbox_defaults_to_the_tracker_store_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,0 +1,64 @@
+"""Receiving one Cloud API webhook: verify, parse, store, answer. Shared by the Rasa route and the ingest server.
+
+Framework-free: takes the raw body and headers, returns (HTTP status, JSON body, number of new messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from connectors.inbox import Inbox
+from connectors.whatsapp.signature import is_valid_signature
+from connectors.whatsapp.to_rasa import to_inbox_item
+from connectors.whatsapp.updates import MAX_BODY_BYTES, MalformedWebhook, WebhookBatch, decode_body, parse_webhook
+
+logger = logging.getLogger(__name__)
+
+Answer = tuple[int, dict[str, Any], int]
+
+
+def status_rows(batch: WebhookBatch) -> list[dict[str, Any]]:
+    return [
+        {
+            "message_id": s.wamid,
+            "status": s.status[:16],
+            "sent_at": s.timestamp,
+            "recipient_id": s.recipient_id,
+            "business_id": s.phone_number_id,
+            "errors": json.dumps(list(s.errors)) if s.errors else None,
+        }
+        for s in batch.statuses
+    ]
+
+
+def verify_subscription(args: Mapping[str, str], verify_token: str) -> tuple[int, str]:
+    """Meta's GET handshake: the challenge back when the token matches, else 403."""
+    if args.get("hub.mode") == "subscribe" and verify_token and args.get("hub.verify_token") == verify_token:
+        return 200, args.get("hub.challenge", "")
+    return 403, "verification failed"
+
+
+async def receive_webhook(body: bytes, signature: str | None, app_secret: str, inbox: Inbox) -> Answer:
+    if len(body) > MAX_BODY_BYTES:
+        return 413, {"error": "body larger than 3 MB"}, 0
+    if not is_valid_signature(body, signature, app_secret):
+        return 403, {"error": "missing or invalid X-Hub-Signature-256"}, 0
+    try:
+        batch = parse_webhook(decode_body(body))
+        items = [to_inbox_item(message) for message in batch.messages]
+    except MalformedWebhook as error:
+        # Not 200: Meta keeps the update and retries, so nothing is lost while we fix the cause.
+        logger.warning("refused a signed but malformed webhook: %s", error)
+        return 400, {"error": f"malformed webhook: {error}"}, 0
+    except Exception:  # a shape our parser did not foresee: same answer, and a traceback for us
+        logger.exception("could not read a signed webhook; refused it so Meta retries it later")
+        return 400, {"error": "malformed webhook: unreadable message"}, 0
+    for error in batch.errors:
+        logger.warning("WhatsApp account error %s: %s", error.get("code"), error.get("title"))
+    new = await asyncio.to_thread(inbox.add_safely, items)
+    await asyncio.to_thread(inbox.add_statuses, status_rows(batch))
+    return 200, {"status": "ok"}, len(new)
