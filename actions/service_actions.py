@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from abc import abstractmethod
 from typing import Any
 
 from rasa_sdk import Action, Tracker
@@ -101,53 +102,68 @@ class ValidateReturnForm(OrderFormValidation):
         return {"return_reason": reason.value}
 
 
-class ActionSubmitRepair(Action):
+class SubmitServiceRequest(Action):
+    """Store the request a form collected (once, even when Rasa retries), confirm it, clear its slots."""
+
+    kind: str
+    filled_slots: tuple[str, ...]
+
+    @abstractmethod
+    def name(self) -> str: ...
+
+    @abstractmethod
+    def details(self, tracker: Tracker) -> dict[str, Any]:
+        """The kind-specific fields of the ServiceRequest."""
+
+    @abstractmethod
+    def confirmation(self, reference: str, request: ServiceRequest) -> str: ...
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        request = ServiceRequest(
+            kind=self.kind,
+            order_number=tracker.get_slot("order_number"),
+            sender_id=tracker.sender_id,
+            request_key=request_key(tracker),
+            **self.details(tracker),
+        )
+        reference = await asyncio.to_thread(runtime.shop_db().create_service_request, request)
+        dispatcher.utter_message(text=self.confirmation(reference, request))
+        return [SlotSet(slot, None) for slot in self.filled_slots]
+
+
+class ActionSubmitRepair(SubmitServiceRequest):
+    kind = "repair"
+    filled_slots = ("device", "issue_description")
+
     def name(self) -> str:
         return "action_submit_repair"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> list[EventType]:
-        request = ServiceRequest(
-            kind="repair",
-            order_number=tracker.get_slot("order_number"),
-            sender_id=tracker.sender_id,
-            request_key=request_key(tracker),
-            device=tracker.get_slot("device"),
-            issue=tracker.get_slot("issue_description"),
+    def details(self, tracker: Tracker) -> dict[str, Any]:
+        return {"device": tracker.get_slot("device"), "issue": tracker.get_slot("issue_description")}
+
+    def confirmation(self, reference: str, request: ServiceRequest) -> str:
+        return (
+            f"Your repair is booked ✅ Reference: {reference}.\n"
+            f"Our courier will collect the {request.device} within 2 working days — we'll message you the "
+            "pickup slot. Repairs usually take 5–7 working days."
         )
-        reference = await asyncio.to_thread(runtime.shop_db().create_service_request, request)
-        dispatcher.utter_message(
-            text=(
-                f"Your repair is booked ✅ Reference: {reference}.\n"
-                "Our courier will collect the "
-                f"{request.device} within 2 working days — we'll message you the pickup slot. "
-                "Repairs usually take 5–7 working days."
-            )
-        )
-        return [SlotSet("device", None), SlotSet("issue_description", None)]
 
 
-class ActionSubmitReturn(Action):
+class ActionSubmitReturn(SubmitServiceRequest):
+    kind = "return"
+    filled_slots = ("return_reason",)
+
     def name(self) -> str:
         return "action_submit_return"
 
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> list[EventType]:
-        request = ServiceRequest(
-            kind="return",
-            order_number=tracker.get_slot("order_number"),
-            sender_id=tracker.sender_id,
-            request_key=request_key(tracker),
-            return_reason=tracker.get_slot("return_reason"),
+    def details(self, tracker: Tracker) -> dict[str, Any]:
+        return {"return_reason": tracker.get_slot("return_reason")}
+
+    def confirmation(self, reference: str, request: ServiceRequest) -> str:
+        return (
+            f"Your return is registered ✅ Reference: {reference}.\n"
+            "We've emailed you a free prepaid label. Drop the parcel at any Voltbay Express point within "
+            "14 days; your refund follows within 5 working days of it reaching us."
         )
-        reference = await asyncio.to_thread(runtime.shop_db().create_service_request, request)
-        dispatcher.utter_message(
-            text=(
-                f"Your return is registered ✅ Reference: {reference}.\n"
-                "We've emailed you a free prepaid label. Drop the parcel at any Voltbay Express point within "
-                "14 days; your refund follows within 5 working days of it reaching us."
-            )
-        )
-        return [SlotSet("return_reason", None)]
