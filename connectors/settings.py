@@ -85,7 +85,7 @@ class WhatsAppSettings:
     # off: this replica only stores and ACKs webhooks; another one answers them
     run_worker: bool = True
     # how often the worker looks for rows stored by another process (connectors.ingest)
-    poll_interval_seconds: float = 0.2
+    poll_interval_seconds: float = 0.05
 
     @classmethod
     def load(cls, credentials: Mapping[str, Any]) -> WhatsAppSettings:
@@ -104,6 +104,6 @@ class WhatsAppSettings:
             concurrency=int(_pick(credentials, "concurrency", "WHATSAPP_WORKER_CONCURRENCY", "16")),
             template=(template_name, template_lang) if template_name else None,
             run_worker=_pick(credentials, "run_worker", "WHATSAPP_RUN_WORKER", "true").lower() not in _OFF,
-            poll_interval_seconds=_positive_float(_pick(credentials, "poll_interval", "WHATSAPP_POLL_INTERVAL", "0.2"),
+            poll_interval_seconds=_positive_float(_pick(credentials, "poll_interval", "WHATSAPP_POLL_INTERVAL", "0.05"),
                                                   "WHATSAPP_POLL_INTERVAL"),
         )

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
 FAILED = "failed"
+# Staleness is about day-old backlog: checking it on every poll would only add writes.
+STALE_CHECK_EVERY_SECONDS = 5.0
 
 Handler = Callable[[InboxRow], Awaitable[None]]
 T = TypeVar("T")
@@ -45,6 +47,7 @@ class InboxWorker:
         self._active: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._next_stale_check = 0.0
 
     def notify(self) -> None:
         """New rows were stored: look now instead of at the next poll."""
@@ -68,9 +71,12 @@ class InboxWorker:
 
     async def dispatch_once(self) -> int:
         """Start a drain task for every conversation with pending rows and none running."""
-        stale = await self._db(self.inbox.mark_stale, int(self.clock() - self.stale_after))
-        if stale:
-            logger.warning("marked %d old inbox message(s) stale (older than %ss)", stale, self.stale_after)
+        now = self.clock()
+        if now >= self._next_stale_check:
+            self._next_stale_check = now + STALE_CHECK_EVERY_SECONDS
+            stale = await self._db(self.inbox.mark_stale, int(now - self.stale_after))
+            if stale:
+                logger.warning("marked %d old inbox message(s) stale (older than %ss)", stale, self.stale_after)
         conversations = await self._db(self.inbox.pending_conversations, list(self._active))
         for conversation_id in conversations:
             task = asyncio.create_task(self._drain(conversation_id))

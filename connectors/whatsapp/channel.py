@@ -58,6 +58,7 @@ class WhatsAppInput(InputChannel):
         self._inbox: Inbox | None = None
         self.worker: InboxWorker | None = None
         self._agent: Any = None
+        self._receipts: set[asyncio.Task[None]] = set()
 
     @property
     def inbox(self) -> Inbox:
@@ -81,7 +82,10 @@ class WhatsAppInput(InputChannel):
             return
         menu = await asyncio.to_thread(self.inbox.menu, CHANNEL, row.conversation_id)
         text = apply_menu(row.message["text"], menu)
-        await self.client.mark_read_and_typing(row.business_id, row.message_id)
+        # Blue ticks + typing while Rasa works; the turn does not wait for it.
+        receipt = asyncio.create_task(self.client.mark_read_and_typing(row.business_id, row.message_id))
+        self._receipts.add(receipt)
+        receipt.add_done_callback(self._receipts.discard)
         output = self.output_for(row)
         await on_new_message(
             UserMessage(text, output, row.conversation_id, input_channel=CHANNEL, message_id=row.message_id,

@@ -38,7 +38,7 @@ def test_credentials_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.run_worker is True
     monkeypatch.setenv("WHATSAPP_RUN_WORKER", "off")
     assert WhatsAppSettings.load({}).run_worker is False
-    assert WhatsAppSettings.load({}).poll_interval_seconds == 0.2
+    assert WhatsAppSettings.load({}).poll_interval_seconds == 0.05
     monkeypatch.setenv("WHATSAPP_POLL_INTERVAL", "0")
     with pytest.raises(ValueError, match="WHATSAPP_POLL_INTERVAL"):
         WhatsAppSettings.load({})
