@@ -70,7 +70,7 @@ test-rasa: $(RASA_VENV)/.installed
 	$(RASA_VENV)/bin/python -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning tests/rasa_env
 
 validate: env
-	@$(APP_PY) scripts/validate_data.py --rasa $(RASA)
+	@$(APP_PY) -m scripts.validate_data --rasa $(RASA)
 
 test-stories: env
 	@mkdir -p results
@@ -80,7 +80,7 @@ test-stories: env
 test-nlu: env
 	@mkdir -p results
 	$(RASA) test nlu --nlu tests/nlu --domain domain --model models --out results
-	@$(APP_PY) scripts/check_nlu_report.py results/intent_report.json --min-macro-f1 0.90
+	@$(APP_PY) -m scripts.check_nlu_report results/intent_report.json --min-macro-f1 0.90
 
 test-dialogue: test-stories test-nlu
 

@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-import yaml
+from scripts.rasa_files import intent_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 ANNOTATION = re.compile(r"\[([^\]]+)\]\([^)]*\)|\[([^\]]+)\]\{[^}]*\}")
@@ -28,14 +28,11 @@ def plain(example: str) -> str:
 
 def examples(path: Path) -> set[str]:
     found: set[str] = set()
-    files = sorted(path.rglob("*.yml")) if path.is_dir() else [path]
-    for file in files:
-        for item in (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("nlu") or []:
-            if isinstance(item, dict) and "intent" in item:
-                for line in str(item.get("examples", "")).splitlines():
-                    line = line.strip()
-                    if line.startswith("- "):
-                        found.add(plain(line[2:]))
+    for block in intent_blocks(path):
+        for line in str(block.get("examples", "")).splitlines():
+            line = line.strip()
+            if line.startswith("- "):
+                found.add(plain(line[2:]))
     return found
 
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+from scripts.rasa_files import intent_blocks, load_sections
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,15 +36,10 @@ UNUSED_UTTERANCE = re.compile(r"The utterance '(utter_\w+)' is not used in any s
 ACTION_RESPONSE = re.compile(r"""response=["'](utter_\w+)["']""")
 
 
-def _yaml_files(path: Path) -> list[Path]:
-    return sorted(p for p in path.rglob("*.yml")) if path.is_dir() else [path]
-
-
 def form_questions(domain_path: Path) -> set[str]:
     """utter_ask_<slot> and utter_ask_<form>_<slot> for every slot a form requires."""
     names: set[str] = set()
-    for file in _yaml_files(domain_path):
-        forms = (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("forms") or {}
+    for forms in load_sections(domain_path, "forms"):
         for form, spec in forms.items():
             for slot in (spec or {}).get("required_slots") or []:
                 names.update({f"utter_ask_{slot}", f"utter_ask_{form}_{slot}"})
@@ -60,13 +55,9 @@ def action_responses(actions_path: Path) -> set[str]:
 
 
 def retrieval_intents(data_path: Path) -> set[str]:
-    found: set[str] = set()
-    for file in _yaml_files(data_path):
-        for item in (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("nlu") or []:
-            intent = item.get("intent") if isinstance(item, dict) else None
-            if isinstance(intent, str) and "/" in intent:
-                found.add(intent.split("/", 1)[0])
-    return found
+    return {
+        str(block["intent"]).split("/", 1)[0] for block in intent_blocks(data_path) if "/" in str(block["intent"])
+    }
 
 
 def is_known_false_positive(line: str, used_elsewhere: set[str], retrieval: set[str]) -> bool:
