@@ -74,7 +74,7 @@ class WhatsAppInput(InputChannel):
 
     def output_for(self, row: InboxRow) -> WhatsAppOutput:
         return WhatsAppOutput(self.client, self.inbox, row.business_id, row.reply_to, row.conversation_id,
-                              turn_id=row.message_id, template=self.settings.template)
+                              turn_id=row.message_id, rerun=row.attempts > 1, template=self.settings.template)
 
     async def handle_row(self, row: InboxRow, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
         if row.attempts > 1 and await already_handled(self._agent, row):

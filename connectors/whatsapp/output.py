@@ -34,6 +34,7 @@ class WhatsAppOutput(OutputChannel):
         reply_to: str,
         conversation_id: str,
         turn_id: str | None = None,
+        rerun: bool = False,  # the message was claimed before: earlier sends of this reply may exist
         template: tuple[str, str] | None = None,  # (name, language) for 131047
     ) -> None:
         self.client = client
@@ -45,7 +46,8 @@ class WhatsAppOutput(OutputChannel):
         self.template = template
         self.menu: dict[str, str] = {}  # options of this turn, saved by the worker afterwards
         self._count = 0
-        self._earlier: dict[str, str] | None = None
+        # A first attempt has sent nothing yet: no look-up on the normal path.
+        self._earlier: dict[str, str] | None = None if rerun else {}
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         rendered = render_response(self.reply_to, message)

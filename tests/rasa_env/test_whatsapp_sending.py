@@ -100,9 +100,9 @@ async def _noop() -> None:
 
 
 def output(graph: GraphStandIn, inbox: Inbox, template: tuple[str, str] | None = None,
-           turn_id: str | None = "wamid.IN1") -> WhatsAppOutput:
+           turn_id: str | None = "wamid.IN1", rerun: bool = False) -> WhatsAppOutput:
     return WhatsAppOutput(client(graph, []), inbox, "PNID-B", "34600111222", "US.123", turn_id=turn_id,
-                          template=template)
+                          rerun=rerun, template=template)
 
 
 async def test_output_sends_from_the_receiving_number_and_records(graph: GraphStandIn, sqlite_inbox: Inbox) -> None:
@@ -146,7 +146,7 @@ async def test_a_rerun_turn_skips_what_was_already_sent(graph: GraphStandIn, sql
     first = output(graph, sqlite_inbox)
     await first.send_text_message("US.123", "one")
     # crash here; the message is handled again and the reply re-rendered
-    again = output(graph, sqlite_inbox)
+    again = output(graph, sqlite_inbox, rerun=True)
     await again.send_text_message("US.123", "one")
     await again.send_text_message("US.123", "two")
     await first.client.close()
@@ -158,7 +158,7 @@ async def test_a_send_cut_off_by_a_crash_is_sent_again(graph: GraphStandIn, sqli
     # The process died between recording "sending" and learning the outcome.
     sqlite_inbox.begin_outbound({"channel": "whatsapp", "conversation_id": "US.123", "business_id": "PNID-B",
                                  "turn_key": "wamid.IN1#1", "payload": "{}"})
-    again = output(graph, sqlite_inbox)
+    again = output(graph, sqlite_inbox, rerun=True)
     await again.send_text_message("US.123", "one")
     await again.client.close()
     assert [p["text"]["body"] for p in graph.sent()] == ["one"]
