@@ -275,6 +275,39 @@ class Inbox:
                 .values(state=INTERRUPTED, turn_key=None)
             )
 
+    def adopt_delivered(self, turn_key: str, recipient: str) -> str | None:
+        """Settle a send cut off by a crash with the platform's own evidence.
+
+        A status webhook (sent/delivered/read) to the same recipient, dated no earlier than
+        the cut-off send and for a message id none of our sends knows, means the platform
+        accepted it: the send is marked sent with that id and returned. None: no evidence.
+        """
+        with self.engine.begin() as conn:
+            pending = conn.execute(
+                select(outbound.c.id, outbound.c.created_at)
+                .where(and_(outbound.c.turn_key == turn_key, outbound.c.state == SENDING))
+            ).first()
+            if pending is None:
+                return None
+            known = select(outbound.c.message_id).where(outbound.c.message_id.is_not(None))
+            evidence = conn.execute(
+                select(statuses.c.message_id)
+                .where(
+                    and_(
+                        statuses.c.recipient_id == recipient,
+                        statuses.c.sent_at >= int(pending.created_at),
+                        statuses.c.status.in_(("sent", "delivered", "read")),
+                        statuses.c.message_id.not_in(known),
+                    )
+                )
+                .order_by(statuses.c.id)
+                .limit(1)
+            ).scalar()
+            if evidence is None:
+                return None
+            conn.execute(update(outbound).where(outbound.c.id == pending.id).values(state=SENT, message_id=evidence))
+            return str(evidence)
+
     def outbound_for(self, conversation_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 MAX_TEXT = 4096
 MAX_PHONE_CHARS = 20
+STATUS_RETRIES, STATUS_RETRY_SECONDS = 600, 0.5
 
 
 @dataclass
@@ -96,13 +97,17 @@ def create_app(config: SandboxConfig, name: str = "voltbay_sandbox") -> Sanic:
     app.static("/static", str(STATIC), name="static")
 
     async def deliver_statuses(message: ChatMessage) -> None:
+        """Like Meta: each status webhook is retried until the channel takes it (here for up to 5 min)."""
         for status in ("sent", "delivered"):
             payload = status_update(phone_number_id=config.phone_number_id, display_number=config.display_number,
                                     wamid=message.id, status=status, recipient=message.phone,
-                                    timestamp=int(time.time()))
-            code, _ = await asyncio.to_thread(post_signed, config.channel_url, payload, config.app_secret)
-            if code == 200:
-                store.set_status(message.id, status)
+                                    timestamp=int(message.at))
+            for _ in range(STATUS_RETRIES):
+                code, _ = await asyncio.to_thread(post_signed, config.channel_url, payload, config.app_secret)
+                if code == 200:
+                    store.set_status(message.id, status)
+                    break
+                await asyncio.sleep(STATUS_RETRY_SECONDS)
 
     # --- Graph API stand-in -------------------------------------------------
     @app.post("/<version>/<phone_number_id>/messages")

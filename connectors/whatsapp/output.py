@@ -17,6 +17,7 @@ from connectors.whatsapp.render import render_response, template_message
 logger = logging.getLogger(__name__)
 
 CHANNEL = "whatsapp"
+STATUS_GRACE_SECONDS = 5.0
 
 
 class WhatsAppOutput(OutputChannel):
@@ -44,6 +45,8 @@ class WhatsAppOutput(OutputChannel):
         self.conversation_id = conversation_id
         self.turn_id = turn_id
         self.template = template
+        # Statuses of a send accepted just before a crash arrive within seconds (Meta retries them).
+        self.status_grace_seconds = STATUS_GRACE_SECONDS
         self.menu: dict[str, str] = {}  # options of this turn, saved by the worker afterwards
         self._count = 0
         # A first attempt has sent nothing yet: no look-up on the normal path.
@@ -64,8 +67,10 @@ class WhatsAppOutput(OutputChannel):
             if earlier == SENT:
                 logger.info("not re-sending %s: it went out before a restart", turn_key)
                 return
+            if earlier == SENDING and await self._delivered_before_crash(turn_key):
+                return
             if earlier == SENDING:
-                # The crash hid the outcome. Sending again may duplicate; not sending may lose it.
+                # No evidence either way: sending again may duplicate, not sending may lose it.
                 logger.warning("send %s was cut off by a restart; sending it again", turn_key)
                 await asyncio.to_thread(self.inbox.mark_interrupted, turn_key)
         row_id = await self._begin(payload, turn_key)
@@ -76,6 +81,18 @@ class WhatsAppOutput(OutputChannel):
             row_id = await self._begin(payload, turn_key)
             result = await self.client.send(self.phone_number_id, payload)
         await self._finish(row_id, result)
+
+    async def _delivered_before_crash(self, turn_key: str) -> bool:
+        """Wait briefly for the platform's status webhook that proves a cut-off send went out."""
+        deadline = asyncio.get_running_loop().time() + self.status_grace_seconds
+        while True:
+            wamid = await asyncio.to_thread(self.inbox.adopt_delivered, turn_key, self.reply_to)
+            if wamid is not None:
+                logger.info("send %s went out before the restart (%s): not sending it again", turn_key, wamid)
+                return True
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.25)
 
     async def _earlier_sends(self) -> dict[str, str]:
         if self._earlier is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -159,8 +160,39 @@ async def test_a_send_cut_off_by_a_crash_is_sent_again(graph: GraphStandIn, sqli
     sqlite_inbox.begin_outbound({"channel": "whatsapp", "conversation_id": "US.123", "business_id": "PNID-B",
                                  "turn_key": "wamid.IN1#1", "payload": "{}"})
     again = output(graph, sqlite_inbox, rerun=True)
+    again.status_grace_seconds = 0.3  # no status webhook will come
     await again.send_text_message("US.123", "one")
     await again.client.close()
     assert [p["text"]["body"] for p in graph.sent()] == ["one"]
     states = [row["state"] for row in sqlite_inbox.outbound_for("US.123")]
     assert states == ["interrupted", "sent"]
+
+
+async def test_a_cut_off_send_that_went_out_is_not_sent_again(graph: GraphStandIn, sqlite_inbox: Inbox) -> None:
+    import time
+
+    sqlite_inbox.begin_outbound({"channel": "whatsapp", "conversation_id": "US.123", "business_id": "PNID-B",
+                                 "turn_key": "wamid.IN1#1", "payload": "{}"})
+    # Meta's status webhook for the accepted message arrives after the restart; an older
+    # status, one to someone else and one for a message we know are no evidence.
+    now = int(time.time())
+    sqlite_inbox.add_statuses([
+        {"message_id": "wamid.OLD", "status": "sent", "sent_at": now - 60, "recipient_id": "34600111222",
+         "business_id": "PNID-B", "errors": None},
+        {"message_id": "wamid.OTHER", "status": "sent", "sent_at": now, "recipient_id": "34699999999",
+         "business_id": "PNID-B", "errors": None},
+    ])
+
+    async def status_arrives_later() -> None:
+        await asyncio.sleep(0.3)
+        sqlite_inbox.add_statuses([{"message_id": "wamid.CUT", "status": "sent", "sent_at": now,
+                                    "recipient_id": "34600111222", "business_id": "PNID-B", "errors": None}])
+
+    again = output(graph, sqlite_inbox, rerun=True)
+    arrival = asyncio.create_task(status_arrives_later())
+    await again.send_text_message("US.123", "one")
+    await arrival
+    await again.client.close()
+    assert graph.sent() == []
+    (row,) = sqlite_inbox.outbound_for("US.123")
+    assert (row["state"], row["message_id"]) == ("sent", "wamid.CUT")
