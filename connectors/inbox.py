@@ -10,126 +10,35 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    and_,
-    create_engine,
-    event,
-    func,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.engine import Engine
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-PENDING, PROCESSING, DONE, STALE, SKIPPED = "pending", "processing", "done", "stale", "skipped"
-SENDING, SENT, FAILED_SEND, INTERRUPTED = "sending", "sent", "failed", "interrupted"
-
-metadata = MetaData()
-
-inbox = Table(
-    "wa_inbox",
+from connectors.inbox_tables import (
+    DONE,
+    FAILED_SEND,
+    INTERRUPTED,
+    PENDING,
+    PROCESSING,
+    SENDING,
+    SENT,
+    SKIPPED,
+    STALE,
+    InboxItem,
+    InboxRow,
+    create_inbox_engine,
+    inbox,
+    menus,
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("message_id", String(256), nullable=False, unique=True),  # wamid / Evolution key.id
-    Column("channel", String(32), nullable=False),
-    Column("conversation_id", String(128), nullable=False),
-    Column("reply_to", String(128), nullable=False),
-    Column("business_id", String(64), nullable=False),  # phone_number_id / Evolution instance
-    Column("sent_at", Integer, nullable=False),  # the platform's timestamp (s)
-    Column("received_at", Float, nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("message", Text, nullable=False),  # JSON: text + metadata for Rasa
-    Column("updated_at", Float, nullable=False),
-    Index("ix_wa_inbox_state_conversation", "state", "conversation_id", "id"),
+    outbound,
+    retry_while_locked,
+    statuses,
 )
 
-statuses = Table(
-    "wa_statuses",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("message_id", String(256), nullable=False, index=True),  # our outbound wamid
-    Column("status", String(16), nullable=False),
-    Column("sent_at", Integer, nullable=False),
-    Column("recipient_id", String(128)),
-    Column("business_id", String(64), nullable=False),
-    Column("errors", Text),
-)
-
-outbound = Table(
-    "wa_outbound",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("channel", String(32), nullable=False),
-    Column("conversation_id", String(128), nullable=False, index=True),
-    Column("business_id", String(64), nullable=False),
-    Column("message_id", String(256), index=True),  # returned by the platform when accepted
-    # "<inbound message id>#<n>": the n-th send of the reply to that message. A reply
-    # re-run after a crash skips the sends already made.
-    Column("turn_key", String(300), index=True),
-    Column("state", String(16), nullable=False),  # sending | sent | failed | interrupted
-    Column("error_code", Integer),
-    Column("error", Text),
-    Column("payload", Text, nullable=False),
-    Column("created_at", Float, nullable=False),
-)
-
-menus = Table(
-    "wa_menus",
-    metadata,
-    Column("conversation_id", String(128), primary_key=True),
-    Column("channel", String(32), primary_key=True),
-    Column("menu", Text, nullable=False),
-    Column("updated_at", Float, nullable=False),
-)
-
-
-@dataclass(frozen=True)
-class InboxItem:
-    """One customer message as the inbox stores it."""
-
-    message_id: str
-    channel: str
-    conversation_id: str
-    reply_to: str
-    business_id: str
-    sent_at: int
-    message: dict[str, Any]  # {"text": ..., "metadata": {...}} or {"skip": reason}
-
-
-@dataclass(frozen=True)
-class InboxRow(InboxItem):
-    """A stored message claimed for handling."""
-
-    id: int
-    attempts: int
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers (console) do not block the webhook
-    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL against app crashes
-    cursor.close()
-
-
-def create_inbox_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, future=True, connect_args={"timeout": 30, "check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, future=True, pool_pre_ping=True)
+__all__ = ["DONE", "FAILED_SEND", "INTERRUPTED", "PENDING", "PROCESSING", "SENDING", "SENT", "SKIPPED", "STALE",
+           "Inbox", "InboxItem", "InboxRow", "create_inbox_engine"]
 
 
 class Inbox:
@@ -138,31 +47,40 @@ class Inbox:
         metadata.create_all(engine)
 
     # --- inbound ------------------------------------------------------------
-    def add(self, items: Sequence[InboxItem], now: float | None = None) -> list[str]:
-        """Store new messages in one transaction; returns the ids that were new (duplicates are dropped)."""
+    @retry_while_locked
+    def add(
+        self, items: Sequence[InboxItem], status_rows: Sequence[dict[str, Any]] = (), now: float | None = None
+    ) -> list[str]:
+        """Store new messages (and the webhook's statuses) in one transaction; returns the new ids.
+
+        Duplicate message ids are dropped. One webhook = one transaction: the ACK waits for one commit.
+        """
         now = time.time() if now is None else now
-        if not items:
+        if not items and not status_rows:
             return []
-        ids = [item.message_id for item in items]
+        fresh: list[InboxItem] = []
         with self.engine.begin() as conn:
-            known = set(conn.execute(select(inbox.c.message_id).where(inbox.c.message_id.in_(ids))).scalars())
-            fresh: list[InboxItem] = []
-            seen: set[str] = set()
-            for item in items:
-                if item.message_id in known or item.message_id in seen:
-                    continue
-                seen.add(item.message_id)
-                fresh.append(item)
-            if fresh:
-                conn.execute(insert(inbox), [self._row(item, now) for item in fresh])
+            if items:
+                ids = [item.message_id for item in items]
+                known = set(conn.execute(select(inbox.c.message_id).where(inbox.c.message_id.in_(ids))).scalars())
+                seen: set[str] = set()
+                for item in items:
+                    if item.message_id in known or item.message_id in seen:
+                        continue
+                    seen.add(item.message_id)
+                    fresh.append(item)
+                if fresh:
+                    conn.execute(insert(inbox), [self._row(item, now) for item in fresh])
+            if status_rows:
+                conn.execute(insert(statuses), list(status_rows))
         return [item.message_id for item in fresh]
 
-    def add_safely(self, items: Sequence[InboxItem]) -> list[str]:
+    def add_safely(self, items: Sequence[InboxItem], status_rows: Sequence[dict[str, Any]] = ()) -> list[str]:
         """`add`, retried once when a concurrent delivery of the same ids won the race."""
         try:
-            return self.add(items)
+            return self.add(items, status_rows)
         except IntegrityError:
-            return self.add(items)
+            return self.add(items, status_rows)
 
     @staticmethod
     def _row(item: InboxItem, now: float) -> dict[str, Any]:
@@ -180,6 +98,7 @@ class Inbox:
             "updated_at": now,
         }
 
+    @retry_while_locked
     def resume_unfinished(self) -> int:
         """After a crash: rows that were being handled go back to pending."""
         with self.engine.begin() as conn:
@@ -188,6 +107,7 @@ class Inbox:
             )
         return result.rowcount or 0
 
+    @retry_while_locked
     def mark_stale(self, older_than: int) -> int:
         """Pending messages sent before `older_than` (epoch s) are not answered."""
         with self.engine.begin() as conn:
@@ -207,28 +127,50 @@ class Inbox:
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
+    @retry_while_locked
     def claim_next(self, conversation_id: str) -> InboxRow | None:
-        """The oldest pending message of a conversation, marked processing."""
+        """The oldest pending message of a conversation, marked processing, with the conversation's menu."""
         with self.engine.begin() as conn:
-            row = conn.execute(
-                select(inbox)
-                .where(and_(inbox.c.conversation_id == conversation_id, inbox.c.state == PENDING))
-                .order_by(inbox.c.sent_at, inbox.c.id)
-                .limit(1)
-            ).first()
-            if row is None:
-                return None
-            conn.execute(
-                update(inbox)
-                .where(inbox.c.id == row.id)
-                .values(state=PROCESSING, attempts=inbox.c.attempts + 1, updated_at=time.time())
-            )
+            return self._claim(conn, conversation_id)
+
+    @retry_while_locked
+    def complete(self, row: InboxRow, state: str = DONE, menu: dict[str, str] | None = None,
+                 claim_next: bool = True) -> InboxRow | None:
+        """Finish a handled row, save the options its reply offered and claim the conversation's next row.
+
+        One transaction per turn boundary: the worker runs this on every message.
+        `menu=None` leaves the stored menu alone (the turn did not get to reply).
+        """
+        with self.engine.begin() as conn:
+            conn.execute(update(inbox).where(inbox.c.id == row.id).values(state=state, updated_at=time.time()))
+            if menu is not None:
+                self._save_menu(conn, row.channel, row.conversation_id, menu)
+            return self._claim(conn, row.conversation_id) if claim_next else None
+
+    def _claim(self, conn: Connection, conversation_id: str) -> InboxRow | None:
+        row = conn.execute(
+            select(inbox)
+            .where(and_(inbox.c.conversation_id == conversation_id, inbox.c.state == PENDING))
+            .order_by(inbox.c.sent_at, inbox.c.id)
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        conn.execute(
+            update(inbox)
+            .where(inbox.c.id == row.id)
+            .values(state=PROCESSING, attempts=inbox.c.attempts + 1, updated_at=time.time())
+        )
+        menu = conn.execute(
+            select(menus.c.menu).where(and_(menus.c.conversation_id == conversation_id, menus.c.channel == row.channel))
+        ).scalar()
         return InboxRow(
             id=row.id, message_id=row.message_id, channel=row.channel, conversation_id=row.conversation_id,
             reply_to=row.reply_to, business_id=row.business_id, sent_at=row.sent_at, attempts=row.attempts + 1,
-            message=json.loads(row.message),
+            message=json.loads(row.message), menu=json.loads(menu) if menu else {},
         )
 
+    @retry_while_locked
     def finish(self, row_id: int, state: str = DONE) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(inbox).where(inbox.c.id == row_id).values(state=state, updated_at=time.time()))
@@ -244,16 +186,16 @@ class Inbox:
 
     # --- statuses and outbound ----------------------------------------------
     def add_statuses(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            with self.engine.begin() as conn:
-                conn.execute(insert(statuses), list(rows))
+        self.add((), rows)
 
+    @retry_while_locked
     def begin_outbound(self, row: dict[str, Any]) -> int:
         """Record a send about to happen (state "sending"), before the request leaves."""
         with self.engine.begin() as conn:
             result = conn.execute(insert(outbound), [{"created_at": time.time(), "state": SENDING, **row}])
             return int(result.inserted_primary_key[0])
 
+    @retry_while_locked
     def finish_outbound(self, row_id: int, values: dict[str, Any]) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(outbound).where(outbound.c.id == row_id).values(**values))
@@ -266,6 +208,7 @@ class Inbox:
             )
             return {key: state for key, state in rows}
 
+    @retry_while_locked
     def mark_interrupted(self, turn_key: str) -> None:
         """A send whose outcome a crash hid: kept for the record, sent again by the caller."""
         with self.engine.begin() as conn:
@@ -275,6 +218,7 @@ class Inbox:
                 .values(state=INTERRUPTED, turn_key=None)
             )
 
+    @retry_while_locked
     def adopt_delivered(self, turn_key: str, recipient: str) -> str | None:
         """Settle a send cut off by a crash with the platform's own evidence.
 
@@ -324,13 +268,17 @@ class Inbox:
             )
 
     # --- numbered menus -----------------------------------------------------
+    @retry_while_locked
     def save_menu(self, channel: str, conversation_id: str, menu: dict[str, str]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(menus.delete().where(and_(menus.c.conversation_id == conversation_id,
-                                                   menus.c.channel == channel)))
-            if menu:
-                conn.execute(insert(menus).values(conversation_id=conversation_id, channel=channel,
-                                                  menu=json.dumps(menu), updated_at=time.time()))
+            self._save_menu(conn, channel, conversation_id, menu)
+
+    @staticmethod
+    def _save_menu(conn: Connection, channel: str, conversation_id: str, menu: dict[str, str]) -> None:
+        conn.execute(menus.delete().where(and_(menus.c.conversation_id == conversation_id, menus.c.channel == channel)))
+        if menu:
+            conn.execute(insert(menus).values(conversation_id=conversation_id, channel=channel,
+                                              menu=json.dumps(menu), updated_at=time.time()))
 
     def menu(self, channel: str, conversation_id: str) -> dict[str, str]:
         with self.engine.connect() as conn:

@@ -24,7 +24,8 @@ FAILED = "failed"
 # Staleness is about day-old backlog: checking it on every poll would only add writes.
 STALE_CHECK_EVERY_SECONDS = 5.0
 
-Handler = Callable[[InboxRow], Awaitable[None]]
+# Returns the numbered options its reply offered ("1" → payload), saved with the row's completion.
+Handler = Callable[[InboxRow], Awaitable["dict[str, str] | None"]]
 T = TypeVar("T")
 
 
@@ -90,21 +91,19 @@ class InboxWorker:
 
     async def _drain(self, conversation_id: str) -> None:
         async with self._slots:
-            while not self._stopped.is_set():
-                row = await self._db(self.inbox.claim_next, conversation_id)
-                if row is None:
-                    return
+            row = await self._db(self.inbox.claim_next, conversation_id)
+            while row is not None:
                 try:
-                    await self.handler(row)
+                    menu = await self.handler(row)
                 except Exception:
-                    state = FAILED if row.attempts >= MAX_ATTEMPTS else None
                     logger.exception("handling inbox message %s failed (attempt %d)", row.message_id, row.attempts)
-                    if state:
-                        await self._db(self.inbox.finish, row.id, state)
-                        continue
-                    await self._db(self.inbox.release, row.id)
-                    return  # keep the order: try this conversation again on a later round
-                await self._db(self.inbox.finish, row.id, DONE)
+                    if row.attempts < MAX_ATTEMPTS:
+                        await self._db(self.inbox.release, row.id)
+                        return  # keep the order: try this conversation again on a later round
+                    row = await self._db(self.inbox.complete, row, FAILED, None, not self._stopped.is_set())
+                    continue
+                # Done, menu saved and the next message claimed in one transaction.
+                row = await self._db(self.inbox.complete, row, DONE, menu, not self._stopped.is_set())
 
     async def idle(self) -> None:
         """Wait until no drain task is running (tests, shutdown)."""

@@ -202,8 +202,13 @@ def create_app(config: SandboxConfig, name: str = "voltbay_sandbox") -> Sanic:
 
     # --- failure injection for tests ----------------------------------------
     @app.get("/_sandbox/requests")
-    async def graph_requests(_: Request) -> HTTPResponse:
-        return response.json(requests_log)
+    async def graph_requests(request: Request) -> HTTPResponse:
+        """Every request the Graph stand-in got, in order; `?since=N` skips the first N."""
+        try:
+            since = max(0, int(request.args.get("since", "0")))
+        except ValueError:
+            return response.json({"error": "since must be a number"}, status=400)
+        return response.json(requests_log[since:])
 
     @app.post("/_sandbox/config")
     async def configure(request: Request) -> HTTPResponse:

@@ -76,12 +76,14 @@ class WhatsAppInput(InputChannel):
         return WhatsAppOutput(self.client, self.inbox, row.business_id, row.reply_to, row.conversation_id,
                               turn_id=row.message_id, rerun=row.attempts > 1, template=self.settings.template)
 
-    async def handle_row(self, row: InboxRow, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
+    async def handle_row(
+        self, row: InboxRow, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> dict[str, str] | None:
+        """Hand one stored message to Rasa; returns the options the reply offered (saved by the worker)."""
         if row.attempts > 1 and await already_handled(self._agent, row):
             logger.info("inbox message %s was handled before a restart; not answering twice", row.message_id)
-            return
-        menu = await asyncio.to_thread(self.inbox.menu, CHANNEL, row.conversation_id)
-        text = apply_menu(row.message["text"], menu)
+            return None
+        text = apply_menu(row.message["text"], row.menu)
         # Blue ticks + typing while Rasa works; the turn does not wait for it.
         receipt = asyncio.create_task(self.client.mark_read_and_typing(row.business_id, row.message_id))
         self._receipts.add(receipt)
@@ -91,7 +93,7 @@ class WhatsAppInput(InputChannel):
             UserMessage(text, output, row.conversation_id, input_channel=CHANNEL, message_id=row.message_id,
                         metadata=row.message.get("metadata"))
         )
-        await asyncio.to_thread(self.inbox.save_menu, CHANNEL, row.conversation_id, output.menu)
+        return output.menu
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         bp = Blueprint(f"{CHANNEL}_webhook", __name__)
@@ -104,8 +106,8 @@ class WhatsAppInput(InputChannel):
                 logger.info("WhatsApp worker off on this replica: webhooks are stored and ACKed only")
                 return
 
-            async def handler(row: InboxRow) -> None:
-                await self.handle_row(row, on_new_message)
+            async def handler(row: InboxRow) -> dict[str, str] | None:
+                return await self.handle_row(row, on_new_message)
 
             self.worker = InboxWorker(self.inbox, handler, concurrency=settings.concurrency,
                                       stale_after=settings.stale_after_seconds,

@@ -59,6 +59,5 @@ async def receive_webhook(body: bytes, signature: str | None, app_secret: str, i
         return 400, {"error": "malformed webhook: unreadable message"}, 0
     for error in batch.errors:
         logger.warning("WhatsApp account error %s: %s", error.get("code"), error.get("title"))
-    new = await asyncio.to_thread(inbox.add_safely, items)
-    await asyncio.to_thread(inbox.add_statuses, status_rows(batch))
+    new = await asyncio.to_thread(inbox.add_safely, items, status_rows(batch))
     return 200, {"status": "ok"}, len(new)

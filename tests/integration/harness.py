@@ -72,6 +72,7 @@ class Stack:
     rasa_port: int = field(default_factory=free_port)
     ingest_port: int = field(default_factory=free_port)
     with_ingest: bool = False  # also run connectors.ingest; the sandbox then posts there
+    inbox_db_url: str = ""  # default: the tracker store's SQLite file
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -94,7 +95,7 @@ class Stack:
 
     @property
     def inbox_url(self) -> str:
-        return f"sqlite:///{self.workdir / 'tracker.db'}"
+        return self.inbox_db_url or f"sqlite:///{self.workdir / 'tracker.db'}"
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process

@@ -174,3 +174,30 @@ async def test_notify_wakes_the_worker(sqlite_inbox: Inbox, concurrency: int) ->
     await worker.stop()
     task.cancel()
     assert handled == ["m1"]
+
+
+async def test_menu_offered_by_a_reply_reaches_the_next_message_of_that_conversation(sqlite_inbox: Inbox) -> None:
+    sqlite_inbox.add([item("m1", "A", 1), item("m2", "A", 2), item("m3", "A", 3), item("other", "B", 1)])
+    seen: dict[str, dict[str, str]] = {}
+
+    async def handler(row: InboxRow) -> dict[str, str] | None:
+        seen[row.message_id] = row.menu
+        if row.message_id == "m1":
+            return {"1": "/affirm", "2": "/deny"}
+        return None if row.message_id == "m2" else {}  # m2 did not reply: the menu stays; m3 clears it
+
+    await _run_worker(make_worker(sqlite_inbox, handler))
+    assert seen == {"m1": {}, "m2": {"1": "/affirm", "2": "/deny"}, "m3": {"1": "/affirm", "2": "/deny"},
+                    "other": {}}
+    assert sqlite_inbox.menu("whatsapp", "A") == {}
+    assert sqlite_inbox.states() == {DONE: 4}
+
+
+def test_complete_finishes_saves_menu_and_claims_next_in_one_call(inbox: Inbox) -> None:
+    inbox.add([item("m1", "c1", 1), item("m2", "c1", 2)])
+    first = inbox.claim_next("c1")
+    assert first is not None
+    second = inbox.complete(first, DONE, {"1": "/greet"})
+    assert second is not None and second.message_id == "m2" and second.menu == {"1": "/greet"}
+    assert inbox.complete(second, DONE, None) is None
+    assert inbox.states() == {DONE: 2}

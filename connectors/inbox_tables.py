@@ -1,0 +1,146 @@
+"""Tables, row types and the database engine of the WhatsApp channels' inbox (see connectors/inbox.py)."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+
+T = TypeVar("T")
+
+PENDING, PROCESSING, DONE, STALE, SKIPPED = "pending", "processing", "done", "stale", "skipped"
+SENDING, SENT, FAILED_SEND, INTERRUPTED = "sending", "sent", "failed", "interrupted"
+
+metadata = MetaData()
+
+inbox = Table(
+    "wa_inbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", String(256), nullable=False, unique=True),  # wamid / Evolution key.id
+    Column("channel", String(32), nullable=False),
+    Column("conversation_id", String(128), nullable=False),
+    Column("reply_to", String(128), nullable=False),
+    Column("business_id", String(64), nullable=False),  # phone_number_id / Evolution instance
+    Column("sent_at", Integer, nullable=False),  # the platform's timestamp (s)
+    Column("received_at", Float, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("message", Text, nullable=False),  # JSON: text + metadata for Rasa
+    Column("updated_at", Float, nullable=False),
+    Index("ix_wa_inbox_state_conversation", "state", "conversation_id", "id"),
+)
+
+statuses = Table(
+    "wa_statuses",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", String(256), nullable=False, index=True),  # our outbound wamid
+    Column("status", String(16), nullable=False),
+    Column("sent_at", Integer, nullable=False),
+    Column("recipient_id", String(128)),
+    Column("business_id", String(64), nullable=False),
+    Column("errors", Text),
+)
+
+outbound = Table(
+    "wa_outbound",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("channel", String(32), nullable=False),
+    Column("conversation_id", String(128), nullable=False, index=True),
+    Column("business_id", String(64), nullable=False),
+    Column("message_id", String(256), index=True),  # returned by the platform when accepted
+    # "<inbound message id>#<n>": the n-th send of the reply to that message. A reply
+    # re-run after a crash skips the sends already made.
+    Column("turn_key", String(300), index=True),
+    Column("state", String(16), nullable=False),  # sending | sent | failed | interrupted
+    Column("error_code", Integer),
+    Column("error", Text),
+    Column("payload", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+menus = Table(
+    "wa_menus",
+    metadata,
+    Column("conversation_id", String(128), primary_key=True),
+    Column("channel", String(32), primary_key=True),
+    Column("menu", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """One customer message as the inbox stores it."""
+
+    message_id: str
+    channel: str
+    conversation_id: str
+    reply_to: str
+    business_id: str
+    sent_at: int
+    message: dict[str, Any]  # {"text": ..., "metadata": {...}} or {"skip": reason}
+
+
+@dataclass(frozen=True)
+class InboxRow(InboxItem):
+    """A stored message claimed for handling."""
+
+    id: int
+    attempts: int
+    menu: dict[str, str] = field(default_factory=dict)  # numbered options of the last reply: "1" → payload
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers (console) do not block the webhook
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL against app crashes
+    cursor.close()
+
+
+# SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25… ms between tries: a webhook that meets
+# Rasa's tracker-store commit on the same file would wait for the next step, not for the lock.
+# So SQLite gives up after 1 ms and `Inbox.add` tries again every LOCK_RETRY_SECONDS.
+SQLITE_BUSY_TIMEOUT_SECONDS = 0.001
+LOCK_RETRY_SECONDS = 0.0005
+LOCK_GIVE_UP_SECONDS = 30.0
+
+
+def _is_locked(error: OperationalError) -> bool:
+    return "locked" in str(error.orig).lower() or "busy" in str(error.orig).lower()
+
+
+def retry_while_locked(fn: Callable[..., T]) -> Callable[..., T]:
+    """A write transaction tried again (every 0.5 ms, up to 30 s) while another connection holds the lock."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        deadline = time.monotonic() + LOCK_GIVE_UP_SECONDS
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except OperationalError as error:
+                if not _is_locked(error) or time.monotonic() > deadline:
+                    raise
+            time.sleep(LOCK_RETRY_SECONDS)
+
+    return wrapper
+
+
+def create_inbox_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, future=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+                                                               "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, future=True, pool_pre_ping=True)
+
+
