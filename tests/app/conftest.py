@@ -60,3 +60,32 @@ def load_tracker(name: str, **overrides: Any) -> Tracker:
 
 def texts(dispatcher: CollectingDispatcher) -> list[str]:
     return [m.get("text") or "" for m in dispatcher.messages]
+
+
+@pytest.fixture(scope="session")
+def knowledge_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The shipped help centre, indexed with the test embedder (fast, deterministic)."""
+    from retrieval.ingest import ingest_paths
+    from retrieval.sqlite_store import SQLiteKnowledgeStore
+    from tests.app.retrieval.helpers import HashingEmbedder
+
+    store = SQLiteKnowledgeStore(tmp_path_factory.mktemp("kb") / "kb.db")
+    ingest_paths(store, HashingEmbedder(), [Path(__file__).resolve().parents[2] / "knowledge"])
+    yield store
+    store.close()
+
+
+@pytest.fixture(autouse=True)
+def knowledge(knowledge_store: Any) -> Iterator[Any]:
+    """Every action test gets the test knowledge base: no model loaded, nothing read from var/."""
+    from retrieval.service import KnowledgeBase
+    from retrieval.settings import KBSettings
+    from tests.app.retrieval.helpers import HashingEmbedder
+
+    settings = KBSettings(backend="embedded", path=Path("unused"), weaviate_url="", weaviate_api_key="",
+                          collection="", tenant="", alpha=0.6, min_similarity=0.6,
+                          min_relevance=None)
+    kb = KnowledgeBase(knowledge_store, HashingEmbedder(), settings)
+    runtime.override(knowledge=kb)
+    yield kb
+    runtime.reset()

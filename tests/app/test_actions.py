@@ -244,3 +244,76 @@ def test_the_action_server_registers_every_domain_action() -> None:
     for file in (Path(__file__).resolve().parents[2] / "domain").glob("*.yml"):
         domain_actions.update((yaml.safe_load(file.read_text()) or {}).get("actions") or [])
     assert domain_actions <= set(executor.actions), domain_actions - set(executor.actions)
+
+
+def _question_tracker(text: str, intent: str = "out_of_scope", earlier: list[str] | None = None) -> Any:
+    events: list[dict[str, Any]] = [{"event": "action", "name": "action_listen"}]
+    for previous in earlier or []:
+        events += [{"event": "user", "text": previous, "parse_data": {"intent": {"name": "faq"}}},
+                   {"event": "action", "name": "utter_faq"}, {"event": "action", "name": "action_listen"}]
+    events.append({"event": "user", "text": text, "parse_data": {"intent": {"name": intent}}})
+    return load_tracker("offer_accepted_tracker", events=events,
+                        latest_message={"text": text, "intent": {"name": intent}})
+
+
+async def test_knowledge_question_is_answered_with_its_source_and_why(dispatcher, domain) -> None:
+    from actions.knowledge_actions import ActionAnswerQuestion
+
+    events = await ActionAnswerQuestion().run(dispatcher, _question_tracker("Bizum PayPal Apple Pay payment"),
+                                              domain)
+    message = dispatcher.messages[0]
+    assert events == [SlotSet("kb_answer_mode", "extractive")]
+    assert "Bizum" in message["text"] and "📄 Source: Payment methods" in message["text"]
+    meta = message["knowledge"]
+    assert meta["answer_mode"] == "extractive" and meta["doc_ids"][0] == "payment-methods"
+    assert meta["query"] == "Bizum PayPal Apple Pay payment" and len(meta["scores"]) == len(meta["doc_ids"])
+    assert not message["buttons"]
+
+
+async def test_nothing_relevant_is_said_honestly_with_an_offer_of_a_person(dispatcher, domain) -> None:
+    from actions.knowledge_actions import ActionAnswerQuestion
+
+    events = await ActionAnswerQuestion().run(dispatcher, _question_tracker("zzz qqq xylophone"), domain)
+    message = dispatcher.messages[0]
+    assert events == [SlotSet("kb_answer_mode", "no_answer")]
+    assert "couldn't find" in message["text"] and [b["payload"] for b in message["buttons"]] == ["/affirm", "/deny"]
+
+
+async def test_a_broken_knowledge_base_is_not_a_crash(dispatcher, domain, knowledge, monkeypatch) -> None:
+    from actions.knowledge_actions import ActionAnswerQuestion
+
+    def broken(*_args: Any) -> Any:
+        raise RuntimeError("index missing")
+
+    monkeypatch.setattr(knowledge, "reply", broken)
+    events = await ActionAnswerQuestion().run(dispatcher, _question_tracker("how do refunds work"), domain)
+    assert events == [SlotSet("kb_answer_mode", "no_answer")]
+    assert dispatcher.messages[0]["knowledge"]["answer_mode"] == "unavailable"
+
+
+async def test_followup_question_is_searched_with_the_previous_one(dispatcher, domain) -> None:
+    from actions.knowledge_actions import ActionAnswerQuestion
+
+    tracker = _question_tracker("and for PayPal?", earlier=["refund to my Visa card how long"])
+    await ActionAnswerQuestion().run(dispatcher, tracker, domain)
+    assert dispatcher.messages[0]["knowledge"]["query"] == "refund to my Visa card how long and for PayPal?"
+
+
+async def test_fallback_answers_from_the_help_centre_and_that_is_not_an_unclear_turn(dispatcher, domain) -> None:
+    tracker = _question_tracker("Bizum PayPal Apple Pay payment", intent="nlu_fallback")
+    events = await ActionFallback().run(dispatcher, tracker, domain)
+    assert events == [SlotSet("kb_answer_mode", "extractive")]
+    answered_turn = [{"event": "action", "name": "action_fallback"},
+                     {"event": "bot", "text": "…", "metadata": {"knowledge": {"answer_mode": "extractive"}}},
+                     {"event": "action", "name": "action_listen"}]
+    events_log = [{"event": "user", "text": "q", "parse_data": {"intent": {"name": "nlu_fallback"}}},
+                  *answered_turn,
+                  {"event": "user", "text": "xyz", "parse_data": {"intent": {"name": "nlu_fallback"}}}]
+    later = load_tracker("offer_accepted_tracker", events=events_log,
+                         latest_message={"text": "xyz", "intent": {"name": "nlu_fallback"}})
+    assert unclear_turns_in_a_row(later) == 1
+
+
+def test_accepting_the_offer_after_a_knowledge_miss_is_recorded_as_such() -> None:
+    tracker = _tracker_with_turns(("out_of_scope", ["action_answer_question"]), ("affirm", []))
+    assert handoff_reason(tracker) == "accepted_offer:knowledge_miss"

@@ -1,0 +1,76 @@
+"""Answering knowledge questions from the help centre (retrieval/), with sources, or honestly not at all."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from actions import runtime
+from retrieval.answering import no_answer
+from retrieval.service import KnowledgeReply
+
+logger = logging.getLogger(__name__)
+
+ANSWER_MODE_SLOT = "kb_answer_mode"
+PREVIOUS_QUESTIONS = 3
+# The no-answer offer is accepted or declined like the bot's other offers of a person (data/rules/knowledge.yml).
+OFFER_BUTTONS = [{"title": "Yes, a person", "payload": "/affirm"}, {"title": "No, thanks", "payload": "/deny"}]
+
+
+def previous_user_texts(tracker: Tracker, limit: int = PREVIOUS_QUESTIONS) -> list[str]:
+    """The customer's messages before the current one, oldest first."""
+    texts = [str(e.get("text") or "") for e in tracker.events if e.get("event") == "user"]
+    return [t for t in texts[:-1] if t.strip() and not t.startswith("/")][-limit:]
+
+
+async def knowledge_reply(tracker: Tracker) -> KnowledgeReply | None:
+    """Search and answer in a thread (embedding and the LLM block); None when the knowledge base failed."""
+    question = str(tracker.latest_message.get("text") or "")
+    if not question.strip() or question.startswith("/"):
+        return None
+    try:
+        kb = runtime.knowledge_base()
+        return await asyncio.to_thread(kb.reply, question, previous_user_texts(tracker))
+    except Exception:  # index missing, Weaviate down, …: the customer gets an honest answer, we get a traceback
+        logger.exception("knowledge base unavailable")
+        return None
+
+
+def utter_reply(dispatcher: CollectingDispatcher, reply: KnowledgeReply) -> None:
+    buttons = OFFER_BUTTONS if reply.answer.mode == "no_answer" else []
+    dispatcher.utter_message(text=reply.answer.text, buttons=buttons, knowledge=reply.metadata())
+
+
+class ActionAnswerQuestion(Action):
+    """Out-of-scope and FAQ-miss questions: a grounded, cited answer, or "I don't know" + a person."""
+
+    def name(self) -> str:
+        return "action_answer_question"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[EventType]:
+        reply = await knowledge_reply(tracker)
+        if reply is None:
+            fallback = no_answer()
+            dispatcher.utter_message(text=fallback.text, buttons=OFFER_BUTTONS,
+                                     knowledge={"answer_mode": "unavailable", "query": None, "doc_ids": []})
+            return [SlotSet(ANSWER_MODE_SLOT, "no_answer")]
+        utter_reply(dispatcher, reply)
+        return [SlotSet(ANSWER_MODE_SLOT, reply.answer.mode)]
+
+
+def answered(reply: KnowledgeReply | None) -> bool:
+    return reply is not None and reply.answer.mode in {"llm", "extractive"}
+
+
+def knowledge_metadata(event: dict[str, Any]) -> dict[str, Any]:
+    metadata = event.get("metadata") or {}
+    knowledge = metadata.get("knowledge") if isinstance(metadata, dict) else None
+    return knowledge if isinstance(knowledge, dict) else {}
