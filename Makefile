@@ -20,7 +20,7 @@ RASA := $(RASA_VENV)/bin/rasa
 APP_PY := $(APP_VENV)/bin/python
 STAGE := scripts/stage.sh
 
-.PHONY: help env run train lint test test-app test-rasa validate test-stories test-nlu test-dialogue test-integration browser-deps test-browser test-kb kb-ingest bench bench-kb lock clean
+.PHONY: help env run train lint test test-app test-rasa validate test-stories test-nlu test-dialogue test-integration browser-deps test-browser test-kb kb-ingest bench bench-kb evolution-setup lock clean
 
 help:
 	@echo "make run     start the assistant (Rasa :5005, actions :5055, WhatsApp sandbox :5006) on embedded defaults"
@@ -76,6 +76,10 @@ run: env train kb-ingest
 # The help centre (knowledge/) into the knowledge base: only new or changed articles are embedded.
 kb-ingest: $(APP_VENV)/.installed
 	@$(APP_VENV)/bin/kb ingest knowledge --quiet
+
+# Connect a Baileys number through Evolution API: instance, QR (var/evolution_qr.png), webhook.
+evolution-setup: $(RASA_VENV)/.installed
+	@$(RASA_VENV)/bin/python -m connectors.evolution.setup --webhook-url "$(WEBHOOK_URL)"
 
 # --- checks (in the order CI runs them) --------------------------------------
 lint: $(APP_VENV)/.installed

@@ -99,28 +99,31 @@ class Inbox:
         }
 
     @retry_while_locked
-    def resume_unfinished(self) -> int:
+    def resume_unfinished(self, channel: str | None = None) -> int:
         """After a crash: rows that were being handled go back to pending."""
+        condition = inbox.c.state == PROCESSING
+        if channel:
+            condition = and_(condition, inbox.c.channel == channel)
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(inbox).where(inbox.c.state == PROCESSING).values(state=PENDING, updated_at=time.time())
-            )
+            result = conn.execute(update(inbox).where(condition).values(state=PENDING, updated_at=time.time()))
         return result.rowcount or 0
 
     @retry_while_locked
-    def mark_stale(self, older_than: int) -> int:
+    def mark_stale(self, older_than: int, channel: str | None = None) -> int:
         """Pending messages sent before `older_than` (epoch s) are not answered."""
+        condition = and_(inbox.c.state == PENDING, inbox.c.sent_at < older_than)
+        if channel:
+            condition = and_(condition, inbox.c.channel == channel)
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(inbox)
-                .where(and_(inbox.c.state == PENDING, inbox.c.sent_at < older_than))
-                .values(state=STALE, updated_at=time.time())
-            )
+            result = conn.execute(update(inbox).where(condition).values(state=STALE, updated_at=time.time()))
         return result.rowcount or 0
 
-    def pending_conversations(self, exclude: Iterable[str] = (), limit: int = 100) -> list[str]:
+    def pending_conversations(self, exclude: Iterable[str] = (), limit: int = 100,
+                              channel: str | None = None) -> list[str]:
         excluded = list(exclude)
         query = select(inbox.c.conversation_id).where(inbox.c.state == PENDING)
+        if channel:
+            query = query.where(inbox.c.channel == channel)
         if excluded:
             query = query.where(inbox.c.conversation_id.not_in(excluded))
         query = query.group_by(inbox.c.conversation_id).order_by(func.min(inbox.c.id)).limit(limit)
@@ -128,10 +131,10 @@ class Inbox:
             return list(conn.execute(query).scalars())
 
     @retry_while_locked
-    def claim_next(self, conversation_id: str) -> InboxRow | None:
+    def claim_next(self, conversation_id: str, channel: str | None = None) -> InboxRow | None:
         """The oldest pending message of a conversation, marked processing, with the conversation's menu."""
         with self.engine.begin() as conn:
-            return self._claim(conn, conversation_id)
+            return self._claim(conn, conversation_id, channel)
 
     @retry_while_locked
     def complete(self, row: InboxRow, state: str = DONE, menu: dict[str, str] | None = None,
@@ -145,12 +148,15 @@ class Inbox:
             conn.execute(update(inbox).where(inbox.c.id == row.id).values(state=state, updated_at=time.time()))
             if menu is not None:
                 self._save_menu(conn, row.channel, row.conversation_id, menu)
-            return self._claim(conn, row.conversation_id) if claim_next else None
+            return self._claim(conn, row.conversation_id, row.channel) if claim_next else None
 
-    def _claim(self, conn: Connection, conversation_id: str) -> InboxRow | None:
+    def _claim(self, conn: Connection, conversation_id: str, channel: str | None = None) -> InboxRow | None:
+        condition = and_(inbox.c.conversation_id == conversation_id, inbox.c.state == PENDING)
+        if channel:
+            condition = and_(condition, inbox.c.channel == channel)
         row = conn.execute(
             select(inbox)
-            .where(and_(inbox.c.conversation_id == conversation_id, inbox.c.state == PENDING))
+            .where(condition)
             .order_by(inbox.c.sent_at, inbox.c.id)
             .limit(1)
         ).first()

@@ -70,6 +70,18 @@ def _pick(credentials: Mapping[str, Any], key: str, env: str, default: str = "")
     return str(value)
 
 
+def worker_fields(credentials: Mapping[str, Any]) -> dict[str, Any]:
+    """Inbox and worker settings; the same variables for both channels (they share the inbox)."""
+    return {
+        "inbox_db_url": _pick(credentials, "inbox_db_url", "WHATSAPP_INBOX_DB_URL") or tracker_store_db_url(),
+        "stale_after_seconds": parse_duration(_pick(credentials, "stale_after", "WHATSAPP_STALE_AFTER", "1d")),
+        "concurrency": int(_pick(credentials, "concurrency", "WHATSAPP_WORKER_CONCURRENCY", "16")),
+        "run_worker": _pick(credentials, "run_worker", "WHATSAPP_RUN_WORKER", "true").lower() not in _OFF,
+        "poll_interval_seconds": _positive_float(
+            _pick(credentials, "poll_interval", "WHATSAPP_POLL_INTERVAL", "0.05"), "WHATSAPP_POLL_INTERVAL"),
+    }
+
+
 @dataclass(frozen=True)
 class WhatsAppSettings:
     verify_token: str
@@ -91,7 +103,6 @@ class WhatsAppSettings:
     def load(cls, credentials: Mapping[str, Any]) -> WhatsAppSettings:
         template_name = _pick(credentials, "reengage_template", "WHATSAPP_REENGAGE_TEMPLATE")
         template_lang = _pick(credentials, "reengage_template_language", "WHATSAPP_TEMPLATE_LANGUAGE", "en")
-        inbox_url = _pick(credentials, "inbox_db_url", "WHATSAPP_INBOX_DB_URL") or tracker_store_db_url()
         return cls(
             verify_token=_pick(credentials, "verify_token", "WHATSAPP_VERIFY_TOKEN"),
             app_secret=_pick(credentials, "app_secret", "WHATSAPP_APP_SECRET"),
@@ -99,11 +110,29 @@ class WhatsAppSettings:
             graph_api_url=_pick(credentials, "graph_api_url", "WHATSAPP_GRAPH_API_URL", DEFAULT_GRAPH_URL),
             api_version=_pick(credentials, "api_version", "WHATSAPP_API_VERSION", DEFAULT_API_VERSION),
             phone_number_id=_pick(credentials, "phone_number_id", "WHATSAPP_PHONE_NUMBER_ID"),
-            inbox_db_url=inbox_url,
-            stale_after_seconds=parse_duration(_pick(credentials, "stale_after", "WHATSAPP_STALE_AFTER", "1d")),
-            concurrency=int(_pick(credentials, "concurrency", "WHATSAPP_WORKER_CONCURRENCY", "16")),
             template=(template_name, template_lang) if template_name else None,
-            run_worker=_pick(credentials, "run_worker", "WHATSAPP_RUN_WORKER", "true").lower() not in _OFF,
-            poll_interval_seconds=_positive_float(_pick(credentials, "poll_interval", "WHATSAPP_POLL_INTERVAL", "0.05"),
-                                                  "WHATSAPP_POLL_INTERVAL"),
+            **worker_fields(credentials),
+        )
+
+
+@dataclass(frozen=True)
+class EvolutionSettings:
+    api_url: str  # the Evolution API server, e.g. http://evolution:8080
+    api_key: str  # global key or the instance token (header `apikey`)
+    instance: str  # default instance (reminders / trigger_intent); replies use the receiving one
+    webhook_secret: str  # expected in the X-Evolution-Secret header of every webhook
+    inbox_db_url: str
+    stale_after_seconds: float
+    concurrency: int
+    run_worker: bool = True
+    poll_interval_seconds: float = 0.05
+
+    @classmethod
+    def load(cls, credentials: Mapping[str, Any]) -> EvolutionSettings:
+        return cls(
+            api_url=_pick(credentials, "api_url", "EVOLUTION_API_URL", "http://127.0.0.1:8080"),
+            api_key=_pick(credentials, "api_key", "EVOLUTION_API_KEY"),
+            instance=_pick(credentials, "instance", "EVOLUTION_INSTANCE", "voltbay"),
+            webhook_secret=_pick(credentials, "webhook_secret", "EVOLUTION_WEBHOOK_SECRET"),
+            **worker_fields(credentials),
         )

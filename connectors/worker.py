@@ -38,7 +38,9 @@ class InboxWorker:
         stale_after: float = 86400.0,
         poll_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
+        channel: str | None = None,  # only this channel's rows (several channels share one inbox)
     ) -> None:
+        self.channel = channel
         self.inbox = inbox
         self.handler = handler
         self.stale_after = stale_after
@@ -58,7 +60,7 @@ class InboxWorker:
         return await asyncio.to_thread(fn, *args)
 
     async def run(self) -> None:
-        resumed = await self._db(self.inbox.resume_unfinished)
+        resumed = await self._db(self.inbox.resume_unfinished, self.channel)
         if resumed:
             logger.warning("resuming %d inbox message(s) left unfinished by a restart", resumed)
         while not self._stopped.is_set():
@@ -75,10 +77,10 @@ class InboxWorker:
         now = self.clock()
         if now >= self._next_stale_check:
             self._next_stale_check = now + STALE_CHECK_EVERY_SECONDS
-            stale = await self._db(self.inbox.mark_stale, int(now - self.stale_after))
+            stale = await self._db(self.inbox.mark_stale, int(now - self.stale_after), self.channel)
             if stale:
                 logger.warning("marked %d old inbox message(s) stale (older than %ss)", stale, self.stale_after)
-        conversations = await self._db(self.inbox.pending_conversations, list(self._active))
+        conversations = await self._db(self.inbox.pending_conversations, list(self._active), 100, self.channel)
         for conversation_id in conversations:
             task = asyncio.create_task(self._drain(conversation_id))
             self._active[conversation_id] = task
@@ -91,7 +93,7 @@ class InboxWorker:
 
     async def _drain(self, conversation_id: str) -> None:
         async with self._slots:
-            row = await self._db(self.inbox.claim_next, conversation_id)
+            row = await self._db(self.inbox.claim_next, conversation_id, self.channel)
             while row is not None:
                 try:
                     menu = await self.handler(row)

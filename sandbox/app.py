@@ -26,6 +26,7 @@ from sanic.exceptions import BadRequest
 from sanic.response import HTTPResponse
 
 from connectors.whatsapp.signature import sign
+from sandbox.evolution import EvolutionConfig, add_evolution_routes
 from sandbox.store import ChatMessage, SandboxStore
 from sandbox.webhooks import customer_message, status_update
 
@@ -43,6 +44,7 @@ class SandboxConfig:
     access_token: str
     phone_number_id: str = "SANDBOX-PNID"
     display_number: str = "15550001234"
+    evolution: EvolutionConfig | None = None  # also stand in for Evolution API (Baileys numbers)
 
 
 @dataclass
@@ -95,6 +97,8 @@ def create_app(config: SandboxConfig, name: str = "voltbay_sandbox") -> Sanic:
     requests_log: list[dict[str, Any]] = []
     app.ctx.store = store
     app.static("/static", str(STATIC), name="static")
+    if config.evolution is not None:
+        add_evolution_routes(app, config.evolution, store, faults, requests_log)
 
     async def deliver_statuses(message: ChatMessage) -> None:
         """Like Meta: each status webhook is retried until the channel takes it (here for up to 5 min)."""

@@ -7,7 +7,6 @@ credentials.yml:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,31 +16,20 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors.inbox import Inbox, InboxRow, create_inbox_engine
+from connectors.inbox import InboxRow
+from connectors.inbox_channel import InboxChannel, already_handled
 from connectors.settings import WhatsAppSettings
 from connectors.whatsapp.graph_api import GraphClient
 from connectors.whatsapp.output import CHANNEL, WhatsAppOutput
-from connectors.whatsapp.to_rasa import apply_menu
 from connectors.whatsapp.webhook import receive_webhook, verify_subscription
-from connectors.worker import InboxWorker
+
+__all__ = ["WhatsAppInput", "already_handled"]
 
 logger = logging.getLogger(__name__)
 
 
-async def already_handled(agent: Any, row: InboxRow) -> bool:
-    """Did Rasa already store this message (crash after the turn, before the row was marked done)?"""
-    if agent is None or getattr(agent, "tracker_store", None) is None:
-        return False
-    tracker = await agent.tracker_store.retrieve_full_tracker(row.conversation_id)
-    if tracker is None:
-        return False
-    return any(getattr(event, "message_id", None) == row.message_id for event in tracker.events)
-
-
-class WhatsAppInput(InputChannel):
-    @classmethod
-    def name(cls) -> str:
-        return CHANNEL
+class WhatsAppInput(InboxChannel):
+    channel_name = CHANNEL
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> InputChannel:
@@ -53,19 +41,8 @@ class WhatsAppInput(InputChannel):
         return cls(settings)
 
     def __init__(self, settings: WhatsAppSettings) -> None:
-        self.settings = settings
-        self.client = GraphClient(settings.access_token, settings.graph_api_url, settings.api_version)
-        self._inbox: Inbox | None = None
-        self.worker: InboxWorker | None = None
-        self._agent: Any = None
-        self._receipts: set[asyncio.Task[None]] = set()
-
-    @property
-    def inbox(self) -> Inbox:
-        # Opened on first use (server start), not at import or construction.
-        if self._inbox is None:
-            self._inbox = Inbox(create_inbox_engine(self.settings.inbox_db_url))
-        return self._inbox
+        super().__init__(settings, GraphClient(settings.access_token, settings.graph_api_url, settings.api_version))
+        self.settings: WhatsAppSettings = settings
 
     def get_output_channel(self) -> OutputChannel:
         """For reminders and trigger_intent: replies go from the default business number."""
@@ -76,49 +53,10 @@ class WhatsAppInput(InputChannel):
         return WhatsAppOutput(self.client, self.inbox, row.business_id, row.reply_to, row.conversation_id,
                               turn_id=row.message_id, rerun=row.attempts > 1, template=self.settings.template)
 
-    async def handle_row(
-        self, row: InboxRow, on_new_message: Callable[[UserMessage], Awaitable[Any]]
-    ) -> dict[str, str] | None:
-        """Hand one stored message to Rasa; returns the options the reply offered (saved by the worker)."""
-        if row.attempts > 1 and await already_handled(self._agent, row):
-            logger.info("inbox message %s was handled before a restart; not answering twice", row.message_id)
-            return None
-        text = apply_menu(row.message["text"], row.menu)
-        # Blue ticks + typing while Rasa works; the turn does not wait for it.
-        receipt = asyncio.create_task(self.client.mark_read_and_typing(row.business_id, row.message_id))
-        self._receipts.add(receipt)
-        receipt.add_done_callback(self._receipts.discard)
-        output = self.output_for(row)
-        await on_new_message(
-            UserMessage(text, output, row.conversation_id, input_channel=CHANNEL, message_id=row.message_id,
-                        metadata=row.message.get("metadata"))
-        )
-        return output.menu
-
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         bp = Blueprint(f"{CHANNEL}_webhook", __name__)
         settings = self.settings
-
-        @bp.listener("after_server_start")
-        async def start_worker(app: Any, _loop: Any) -> None:
-            self._agent = getattr(app.ctx, "agent", None)
-            if not settings.run_worker:
-                logger.info("WhatsApp worker off on this replica: webhooks are stored and ACKed only")
-                return
-
-            async def handler(row: InboxRow) -> dict[str, str] | None:
-                return await self.handle_row(row, on_new_message)
-
-            self.worker = InboxWorker(self.inbox, handler, concurrency=settings.concurrency,
-                                      stale_after=settings.stale_after_seconds,
-                                      poll_interval=settings.poll_interval_seconds)
-            app.ctx.whatsapp_worker_task = asyncio.create_task(self.worker.run())
-
-        @bp.listener("before_server_stop")
-        async def stop_worker(app: Any, _loop: Any) -> None:
-            if self.worker is not None:
-                await self.worker.stop()
-            await self.client.close()
+        self.add_worker(bp, on_new_message)
 
         @bp.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:
@@ -134,8 +72,8 @@ class WhatsAppInput(InputChannel):
             status, body, new = await receive_webhook(
                 request.body or b"", request.headers.get("X-Hub-Signature-256"), settings.app_secret, self.inbox
             )
-            if new and self.worker is not None:
-                self.worker.notify()
+            if new:
+                self.notify_worker()
             return response.json(body, status=status)
 
         return bp

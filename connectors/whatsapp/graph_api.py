@@ -6,34 +6,23 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from connectors.whatsapp.errors import GraphError, Verdict, backoff_seconds, verdict
+from connectors.sending import MAX_ATTEMPTS, RetryingSender, SendResult
+from connectors.whatsapp.errors import GraphError, Verdict, verdict
+
+__all__ = ["DEFAULT_API_VERSION", "DEFAULT_GRAPH_URL", "GraphClient", "SendResult"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v23.0"
 REQUEST_TIMEOUT_SECONDS = 15.0
-MAX_ATTEMPTS = 6
 
 
-@dataclass(frozen=True)
-class SendResult:
-    message_id: str | None
-    error: GraphError | None = None
-    verdict: Verdict | None = None  # set when it failed for good
-    attempts: int = 1
-
-    @property
-    def ok(self) -> bool:
-        return self.message_id is not None
-
-
-class GraphClient:
+class GraphClient(RetryingSender):
     def __init__(
         self,
         access_token: str,
@@ -43,12 +32,10 @@ class GraphClient:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
     ) -> None:
+        super().__init__(max_attempts, sleep, rand)
         self._token = access_token
         self._base = base_url.rstrip("/")
         self._version = api_version.strip("/")
-        self._max_attempts = max_attempts
-        self._sleep = sleep
-        self._rand = rand
         self._session: aiohttp.ClientSession | None = None
 
     def _url(self, phone_number_id: str) -> str:
@@ -82,31 +69,15 @@ class GraphClient:
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             raise GraphError(0, None, f"network error: {type(error).__name__}") from error
 
-    async def send(self, phone_number_id: str, payload: dict[str, Any]) -> SendResult:
-        """Send one message, retrying only what the error policy calls retryable."""
-        server_errors = 0
-        last: GraphError | None = None
-        for attempt in range(1, self._max_attempts + 1):
-            try:
-                body = await self.post(phone_number_id, payload)
-            except GraphError as error:
-                last = error
-                decision = verdict(error, server_errors)
-                if error.http_status >= 500 or error.http_status == 0:
-                    server_errors += 1
-                if decision is not Verdict.RETRY or attempt == self._max_attempts:
-                    final = decision if decision is not Verdict.RETRY else Verdict.FAIL
-                    return SendResult(None, error, final, attempt)
-                delay = backoff_seconds(attempt, self._rand())
-                logger.info("Graph error %s, retry %d in %.2fs", error.code or error.http_status, attempt, delay)
-                await self._sleep(delay)
-                continue
-            messages = body.get("messages")
-            message_id = messages[0].get("id") if isinstance(messages, list) and messages else None
-            return SendResult(str(message_id) if message_id else "", None, None, attempt)
-        return SendResult(None, last, Verdict.FAIL, self._max_attempts)
+    def message_id_of(self, body: dict[str, Any]) -> str | None:
+        messages = body.get("messages")
+        message_id = messages[0].get("id") if isinstance(messages, list) and messages else None
+        return str(message_id) if message_id else None
 
-    async def mark_read_and_typing(self, phone_number_id: str, message_id: str) -> None:
+    def decide(self, error: GraphError, server_errors: int) -> Verdict:
+        return verdict(error, server_errors)
+
+    async def mark_read_and_typing(self, phone_number_id: str, message_id: str, reply_to: str = "") -> None:
         """Blue ticks + typing indicator for the customer; best effort, never retried."""
         payload = {"messaging_product": "whatsapp", "status": "read", "message_id": message_id,
                    "typing_indicator": {"type": "text"}}

@@ -1,4 +1,8 @@
-"""The Rasa OutputChannel of the Cloud API: render, send with the retry policy, record every result."""
+"""The Rasa OutputChannel of the WhatsApp channels: render, send with the retry policy, record every result.
+
+The Cloud API uses it as it is; the Evolution channel (connectors/evolution/) subclasses it with
+its own client and numbered options — one copy of the crash-safe send bookkeeping for both.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,8 @@ from typing import Any
 from rasa.core.channels.channel import OutputChannel
 
 from connectors.inbox import FAILED_SEND, SENDING, SENT, Inbox
+from connectors.sending import RetryingSender, SendResult
 from connectors.whatsapp.errors import Verdict
-from connectors.whatsapp.graph_api import GraphClient, SendResult
 from connectors.whatsapp.render import render_response, template_message
 
 logger = logging.getLogger(__name__)
@@ -27,9 +31,11 @@ class WhatsAppOutput(OutputChannel):
     def name(cls) -> str:
         return CHANNEL
 
+    numbered_options = False  # True: options as numbered text, never interactive messages
+
     def __init__(
         self,
-        client: GraphClient,
+        client: RetryingSender,
         inbox: Inbox,
         phone_number_id: str,
         reply_to: str,
@@ -53,7 +59,7 @@ class WhatsAppOutput(OutputChannel):
         self._earlier: dict[str, str] | None = None if rerun else {}
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
-        rendered = render_response(self.reply_to, message)
+        rendered = render_response(self.reply_to, message, self.numbered_options)
         if rendered.menu:
             self.menu = dict(rendered.menu)
         for payload in rendered.payloads:
@@ -101,7 +107,7 @@ class WhatsAppOutput(OutputChannel):
 
     async def _begin(self, payload: dict[str, Any], turn_key: str | None) -> int:
         return await asyncio.to_thread(self.inbox.begin_outbound, {
-            "channel": CHANNEL,
+            "channel": self.name(),
             "conversation_id": self.conversation_id,
             "business_id": self.phone_number_id,
             "turn_key": turn_key,

@@ -117,9 +117,9 @@ def _text(recipient: str, body: str) -> dict[str, Any]:
     return {**_base(recipient), "type": "text", "text": {"body": body, "preview_url": "http" in body}}
 
 
-def _with_options(recipient: str, text: str, options: list[Option]) -> RenderedReply:
+def _with_options(recipient: str, text: str, options: list[Option], numbered: bool = False) -> RenderedReply:
     menu: dict[str, str] = {}
-    if len(options) > MAX_LIST_ROWS:
+    if numbered or len(options) > MAX_LIST_ROWS:
         lines = [f"{n}. {option.title}" for n, option in enumerate(options, start=1)]
         menu.update({str(n): option.payload for n, option in enumerate(options, start=1)})
         numbered = (text + "\n\n" if text else "") + "\n".join(lines) + "\n\nReply with a number."
@@ -179,12 +179,16 @@ def _custom(recipient: str, custom: Any) -> list[dict[str, Any]]:
     return payloads
 
 
-def render_response(recipient: str, response: dict[str, Any]) -> RenderedReply:
-    """All payloads for one Rasa bot response, in the order the customer should see them."""
+def render_response(recipient: str, response: dict[str, Any], numbered_options: bool = False) -> RenderedReply:
+    """All payloads for one Rasa bot response, in the order the customer should see them.
+
+    `numbered_options`: buttons and lists as numbered text whatever their number (channels
+    whose interactive messages are unreliable, e.g. Baileys numbers through Evolution API).
+    """
     text = str(response.get("text") or "")
     options = _options(response)
     if options:
-        reply = _with_options(recipient, text, options)
+        reply = _with_options(recipient, text, options, numbered_options)
     else:
         reply = RenderedReply([_text(recipient, chunk) for chunk in split_text(text)])
     payloads = list(reply.payloads)

@@ -73,10 +73,11 @@ def rasa_text(message: InboundMessage) -> tuple[str | None, dict[str, Any]]:
     }
 
 
-def to_inbox_item(message: InboundMessage) -> InboxItem:
+def to_inbox_item(message: InboundMessage, channel: str = CHANNEL) -> InboxItem:
+    """`channel`: whatsapp (Cloud API) or evolution (Baileys); both parse into InboundMessage."""
     text, extra = rasa_text(message)
     metadata: dict[str, Any] = {
-        "channel": CHANNEL,
+        "channel": channel,
         "wamid": message.wamid,
         "phone_number_id": message.phone_number_id,
         "display_phone_number": message.display_phone_number,
@@ -95,7 +96,7 @@ def to_inbox_item(message: InboundMessage) -> InboxItem:
         content["text"] = text
     return InboxItem(
         message_id=message.wamid,
-        channel=CHANNEL,
+        channel=channel,
         conversation_id=message.conversation_id,
         reply_to=message.reply_to,
         business_id=message.phone_number_id,

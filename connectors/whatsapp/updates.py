@@ -65,11 +65,12 @@ class InboundMessage:
     body: dict[str, Any]  # the type-specific object, e.g. {"body": "hi"} for text
     context: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    reply_address: str | None = None  # set by channels that must answer an exact address (Evolution JIDs)
 
     @property
     def reply_to(self) -> str:
-        """Recipient for our replies: the phone-based wa_id, else the BSUID."""
-        return self.wa_id or self.conversation_id
+        """Recipient for our replies: the channel's exact address, else the phone-based wa_id, else the BSUID."""
+        return self.reply_address or self.wa_id or self.conversation_id
 
 
 @dataclass(frozen=True)

@@ -8,20 +8,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from connectors.inbox import Inbox
 from connectors.whatsapp.signature import is_valid_signature
 from connectors.whatsapp.to_rasa import to_inbox_item
-from connectors.whatsapp.updates import MAX_BODY_BYTES, MalformedWebhook, WebhookBatch, decode_body, parse_webhook
+from connectors.whatsapp.updates import MAX_BODY_BYTES, MalformedWebhook, StatusUpdate, decode_body, parse_webhook
 
 logger = logging.getLogger(__name__)
 
 Answer = tuple[int, dict[str, Any], int]
 
 
-def status_rows(batch: WebhookBatch) -> list[dict[str, Any]]:
+def status_rows(statuses: Sequence[StatusUpdate]) -> list[dict[str, Any]]:
     return [
         {
             "message_id": s.wamid,
@@ -31,7 +31,7 @@ def status_rows(batch: WebhookBatch) -> list[dict[str, Any]]:
             "business_id": s.phone_number_id,
             "errors": json.dumps(list(s.errors)) if s.errors else None,
         }
-        for s in batch.statuses
+        for s in statuses
     ]
 
 
@@ -59,5 +59,5 @@ async def receive_webhook(body: bytes, signature: str | None, app_secret: str, i
         return 400, {"error": "malformed webhook: unreadable message"}, 0
     for error in batch.errors:
         logger.warning("WhatsApp account error %s: %s", error.get("code"), error.get("title"))
-    new = await asyncio.to_thread(inbox.add_safely, items, status_rows(batch))
+    new = await asyncio.to_thread(inbox.add_safely, items, status_rows(batch.statuses))
     return 200, {"status": "ok"}, len(new)

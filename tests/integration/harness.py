@@ -64,6 +64,9 @@ def text_webhook(user: str, wamid: str, text: str, phone_number_id: str = "PNID-
     return json.dumps(payload, ensure_ascii=False).encode()
 
 
+EVOLUTION_KEY, EVOLUTION_SECRET, EVOLUTION_INSTANCE = "evo-key", "evo-secret", "voltbay"
+
+
 @dataclass
 class Stack:
     workdir: Path
@@ -94,6 +97,10 @@ class Stack:
         return f"{base}/webhooks/whatsapp/webhook"
 
     @property
+    def evolution_webhook_url(self) -> str:
+        return f"{self.rasa_url}/webhooks/evolution/webhook"
+
+    @property
     def inbox_url(self) -> str:
         return self.inbox_db_url or f"sqlite:///{self.workdir / 'tracker.db'}"
 
@@ -114,6 +121,12 @@ class Stack:
             "WHATSAPP_PHONE_NUMBER_ID": "PNID-1",
             "WHATSAPP_INBOX_DB_URL": self.inbox_url,
             "SHOP_DB_URL": f"sqlite:///{self.workdir / 'shop.db'}",
+            "KB_PATH": str(self.workdir / "knowledge.db"),  # empty: questions get the honest no-answer
+            # Evolution API channel: the sandbox stands in for Evolution too.
+            "EVOLUTION_API_URL": self.graph_url,
+            "EVOLUTION_API_KEY": EVOLUTION_KEY,
+            "EVOLUTION_INSTANCE": EVOLUTION_INSTANCE,
+            "EVOLUTION_WEBHOOK_SECRET": EVOLUTION_SECRET,
         }
 
     def start(self) -> None:
@@ -121,11 +134,13 @@ class Stack:
             f'action_endpoint:\n  url: "http://127.0.0.1:{self.actions_port}/webhook"\n'
             f'tracker_store:\n  type: SQL\n  dialect: "sqlite"\n  db: "{self.workdir / "tracker.db"}"\n'
         )
-        (self.workdir / "credentials.yml").write_text("rest:\nconnectors.whatsapp.channel.WhatsAppInput:\n")
+        (self.workdir / "credentials.yml").write_text("rest:\nconnectors.whatsapp.channel.WhatsAppInput:\n"
+                                                      "connectors.evolution.channel.EvolutionInput:\n")
         env = self.env()
         # The sandbox is the Graph API stand-in (with failure injection) and sends status webhooks back.
         self._spawn("graph", [str(APP_PY), "-m", "sandbox", "--port", str(self.graph_port),
-                              "--channel-url", self.webhook_url], env)
+                              "--channel-url", self.webhook_url,
+                              "--evolution-channel-url", self.evolution_webhook_url], env)
         if self.with_ingest:
             self._spawn("ingest", [str(RASA_PY), "-m", "connectors.ingest", "--port", str(self.ingest_port)], env)
             wait_for(lambda: self._up(f"{self.ingest_url}/health"), 60, what="ingest server")
@@ -180,6 +195,16 @@ class Stack:
     def sent_to(self, user: str, accepted_only: bool = True) -> list[dict[str, Any]]:
         return [r["payload"] for r in self.sent()
                 if r["payload"].get("to") == user and (r["accepted"] or not accepted_only)]
+
+    def post_evolution(self, body: dict[str, Any], secret: str = EVOLUTION_SECRET) -> int:
+        status, _ = http("POST", self.evolution_webhook_url, body=body, headers={"X-Evolution-Secret": secret})
+        return status
+
+    def evolution_sent_to(self, jid: str, accepted_only: bool = True) -> list[dict[str, Any]]:
+        _, received = http("GET", f"{self.graph_url}/_sandbox/requests")
+        return [r["payload"] for r in received if r.get("api") == "evolution"
+                and r["endpoint"] in ("sendText", "sendMedia") and r["payload"].get("number") == jid
+                and (r["accepted"] or not accepted_only)]
 
     def configure_graph(self, **config: Any) -> None:
         http("POST", f"{self.graph_url}/_sandbox/config", body=config)

@@ -7,29 +7,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from .harness import Stack, text_webhook, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("whatsapp_live")
-    running = Stack(workdir)
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
-        for log in sorted(Path(workdir).glob("*.log")):
-            tail = log.read_bytes()[-3000:].decode(errors="replace")
-            print(f"--- {log.name} (tail) ---\n{tail}")
 
 
 def inbox_states(stack: Stack) -> dict[str, int]:

@@ -63,16 +63,20 @@ def graph_error(code: int, status: int = 400) -> tuple[int, dict[str, Any]]:
                               "error_data": {"details": "details"}, "fbtrace_id": "Atrace"}}
 
 
+async def start_web(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve an aiohttp app on a free local port: (runner to clean up, base URL)."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+
 @pytest.fixture
 async def graph() -> AsyncIterator[GraphStandIn]:
     stand_in = GraphStandIn()
     app = web.Application()
     app.router.add_post("/{version}/{phone_number_id}/messages", stand_in.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    stand_in.url = f"http://127.0.0.1:{port}"
+    runner, stand_in.url = await start_web(app)
     yield stand_in
     await runner.cleanup()

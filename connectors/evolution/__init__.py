@@ -1,0 +1,1 @@
+"""Baileys WhatsApp numbers through Evolution API (v2): the `evolution` Rasa channel."""
