@@ -176,6 +176,18 @@ class Inbox:
             message=json.loads(row.message), menu=json.loads(menu) if menu else {},
         )
 
+    def last_message_of(self, channel: str, conversation_id: str) -> InboxRow | None:
+        """The customer's latest stored message on a channel: where an agent's reply goes (number, address)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(inbox).where(and_(inbox.c.channel == channel, inbox.c.conversation_id == conversation_id))
+                .order_by(inbox.c.id.desc()).limit(1)).first()
+        if row is None:
+            return None
+        return InboxRow(id=row.id, message_id=row.message_id, channel=row.channel,
+                        conversation_id=row.conversation_id, reply_to=row.reply_to, business_id=row.business_id,
+                        sent_at=row.sent_at, attempts=row.attempts, message=json.loads(row.message))
+
     @retry_while_locked
     def finish(self, row_id: int, state: str = DONE) -> None:
         with self.engine.begin() as conn:

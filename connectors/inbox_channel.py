@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Blueprint
 
+from connectors.agent_api import add_agent_routes
 from connectors.inbox import Inbox, InboxRow, create_inbox_engine
 from connectors.sending import RetryingSender
 from connectors.whatsapp.output import WhatsAppOutput
@@ -68,6 +69,13 @@ class InboxChannel(InputChannel):
     def output_for(self, row: InboxRow) -> WhatsAppOutput:
         raise NotImplementedError
 
+    def agent_output_for(self, row: InboxRow) -> WhatsAppOutput:
+        """A human agent's reply: same sender and records, no turn key (it answers no stored message)."""
+        output = self.output_for(row)
+        output.turn_id = None
+        output._earlier = {}
+        return output
+
     async def handle_row(self, row: InboxRow, on_new_message: OnNewMessage) -> dict[str, str] | None:
         """Hand one stored message to Rasa; returns the options the reply offered (saved by the worker)."""
         if row.attempts > 1 and await already_handled(self._agent, row):
@@ -94,8 +102,9 @@ class InboxChannel(InputChannel):
             self.worker.notify()
 
     def add_worker(self, bp: Blueprint, on_new_message: OnNewMessage) -> None:
-        """Start the worker with the server, stop it (and the client) with the server."""
+        """Start the worker with the server, stop it (and the client) with the server; the agent route."""
         settings = self.settings
+        add_agent_routes(bp, self)
 
         @bp.listener("after_server_start")
         async def start_worker(app: Any, _loop: Any) -> None:

@@ -54,6 +54,7 @@ class WhatsAppOutput(OutputChannel):
         # Statuses of a send accepted just before a crash arrive within seconds (Meta retries them).
         self.status_grace_seconds = STATUS_GRACE_SECONDS
         self.menu: dict[str, str] = {}  # options of this turn, saved by the worker afterwards
+        self.results: list[tuple[int, SendResult]] = []  # (wa_outbound id, result) of every send
         self._count = 0
         # A first attempt has sent nothing yet: no look-up on the normal path.
         self._earlier: dict[str, str] | None = None if rerun else {}
@@ -127,6 +128,7 @@ class WhatsAppOutput(OutputChannel):
         if not keep_turn_key:
             values["turn_key"] = None
         await asyncio.to_thread(self.inbox.finish_outbound, row_id, values)
+        self.results.append((row_id, result))
 
     # Rasa calls these for reminders, trigger_intent and anything not using send_response.
     async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
