@@ -264,7 +264,7 @@ def main() -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="bench_wa_") as tmp:
-        stack = Stack(Path(tmp), with_ingest=True, inbox_db_url=args.inbox_url)
+        stack = Stack(Path(tmp), with_ingest=True, inbox_db_url=args.inbox_url, with_evolution=False)
         try:
             stack.start()
             result = asyncio.run(bench(args, stack))

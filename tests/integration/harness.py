@@ -76,6 +76,7 @@ class Stack:
     ingest_port: int = field(default_factory=free_port)
     with_ingest: bool = False  # also run connectors.ingest; the sandbox then posts there
     inbox_db_url: str = ""  # default: the tracker store's SQLite file
+    with_evolution: bool = True  # also configure the Evolution channel (the bench measures the Cloud one alone)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -124,7 +125,7 @@ class Stack:
             "KB_PATH": str(self.workdir / "knowledge.db"),  # empty: questions get the honest no-answer
             # Evolution API channel: the sandbox stands in for Evolution too.
             "EVOLUTION_API_URL": self.graph_url,
-            "EVOLUTION_API_KEY": EVOLUTION_KEY,
+            "EVOLUTION_API_KEY": EVOLUTION_KEY if self.with_evolution else "",
             "EVOLUTION_INSTANCE": EVOLUTION_INSTANCE,
             "EVOLUTION_WEBHOOK_SECRET": EVOLUTION_SECRET,
         }

@@ -113,20 +113,3 @@ def test_outside_the_window_is_recorded_not_retried(stack: Stack) -> None:
         assert rows == [("failed", 131047)]
     finally:
         stack.configure_graph(window_closed_for=[])
-
-
-def test_kill_9_with_50_acked_messages_answers_each_exactly_once(stack: Stack) -> None:
-    users = [f"3461300{n:04d}" for n in range(50)]
-    bodies = [text_webhook(user, f"wamid.crash.{n}", "hi") for n, user in enumerate(users)]
-    with ThreadPoolExecutor(10) as pool:
-        statuses = list(pool.map(stack.post_webhook, bodies))
-    assert statuses == [200] * 50  # all ACKed, i.e. stored
-    stack.kill_rasa()
-    answered_before_restart = sum(1 for u in users if stack.sent_to(u))
-    stack.start_rasa()
-    wait_for(lambda: all(stack.sent_to(u) for u in users), 180, what="all 50 answered after restart")
-    time.sleep(3)
-    counts = {u: len(stack.sent_to(u)) for u in users}
-    assert {u: c for u, c in counts.items() if c != 1} == {}
-    assert inbox_states(stack).get("processing", 0) == 0 and inbox_states(stack).get("pending", 0) == 0
-    print(f"answered before kill -9: {answered_before_restart}/50")
