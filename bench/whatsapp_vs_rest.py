@@ -211,6 +211,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     ack_rasa_route = await ack_at_rate(f"{stack.rasa_url}/webhooks/whatsapp/webhook", args.rate, 3, "2")
     return {
         "inbox": "postgresql" if stack.inbox_url.startswith("postgresql") else "sqlite",
+        "rasa_nice": stack.rasa_nice,
         "rest": rest, "whatsapp": whatsapp, "whatsapp_server_side": whatsapp_server,
         "ack_under_saturation": ack, "ingest_capacity": capacity,
         "ack_on_rasa_route_under_saturation": ack_rasa_route, "backlog_after_capacity_flood": pending_rows(stack),
@@ -259,12 +260,15 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--inbox-url", default="",
                         help="inbox database (e.g. postgresql+psycopg2://…); default: the tracker's SQLite file")
+    parser.add_argument("--rasa-nice", type=int, default=0,
+                        help="start Rasa with `nice -n N`, so the ingest process gets the CPU first")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_whatsapp_vs_rest.json")
     args = parser.parse_args()
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="bench_wa_") as tmp:
-        stack = Stack(Path(tmp), with_ingest=True, inbox_db_url=args.inbox_url, with_evolution=False)
+        stack = Stack(Path(tmp), with_ingest=True, inbox_db_url=args.inbox_url, with_evolution=False,
+                      rasa_nice=args.rasa_nice)
         try:
             stack.start()
             result = asyncio.run(bench(args, stack))

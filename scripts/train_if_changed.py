@@ -1,6 +1,6 @@
 """Train a Rasa model only when its inputs changed since the last trained model.
 
-Inputs are data/, domain/ (or domain.yml), config.yml and the Rasa env's lock
+Inputs are data/, domain/ (or domain.yml), config.yml, our NLU components (rasa_components/) and the Rasa env's lock
 file; their content hash is stored next to the model in models/fingerprint.json.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 FINGERPRINT_FILE = MODELS / "fingerprint.json"
-INPUTS = ("data", "domain", "domain.yml", "config.yml", "requirements/rasa.lock")
+INPUTS = ("data", "domain", "domain.yml", "config.yml", "requirements/rasa.lock", "rasa_components")
 # Of the Rasa env's pins, only the libraries that shape a model count: a new
 # test tool in the lock file is no reason to retrain.
 MODEL_LIBRARIES = re.compile(rb"^(rasa|tensorflow|tensorflow-text|scikit-learn|numpy|scipy)==", re.IGNORECASE)
@@ -30,7 +30,7 @@ def input_files(root: Path = ROOT) -> list[Path]:
     for name in INPUTS:
         path = root / name
         if path.is_dir():
-            files.extend(p for p in path.rglob("*") if p.is_file() and p.suffix in (".yml", ".yaml", ".json"))
+            files.extend(p for p in path.rglob("*") if p.is_file() and p.suffix in (".yml", ".yaml", ".json", ".py"))
         elif path.is_file():
             files.append(path)
     return sorted(files)

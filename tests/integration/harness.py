@@ -77,6 +77,7 @@ class Stack:
     with_ingest: bool = False  # also run connectors.ingest; the sandbox then posts there
     inbox_db_url: str = ""  # default: the tracker store's SQLite file
     with_evolution: bool = True  # also configure the Evolution channel (the bench measures the Cloud one alone)
+    rasa_nice: int = 0  # run Rasa at a lower CPU priority than the ingest process (deployment option)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -152,7 +153,8 @@ class Stack:
         wait_for(lambda: self._up(f"http://127.0.0.1:{self.actions_port}/health"), 60, what="action server")
 
     def start_rasa(self) -> None:
-        self._spawn("rasa", [str(ROOT / ".venv/rasa/bin/rasa"), "run", "--model", "models",
+        nice = ["nice", "-n", str(self.rasa_nice)] if self.rasa_nice else []
+        self._spawn("rasa", [*nice, str(ROOT / ".venv/rasa/bin/rasa"), "run", "--model", "models",
                              "--endpoints", str(self.workdir / "endpoints.yml"),
                              "--credentials", str(self.workdir / "credentials.yml"),
                              "--port", str(self.rasa_port), "--enable-api", "--auth-token", RASA_TOKEN],
