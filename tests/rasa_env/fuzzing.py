@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
+import socket
 import sqlite3
 import threading
 import urllib.error
@@ -17,7 +19,8 @@ from hypothesis import strategies as st
 from rasa.core.channels.channel import UserMessage
 from sanic import Sanic
 
-EXAMPLES = 10_000
+# CI runs 10,000 bodies per route; FUZZ_EXAMPLES=200 for a quick local look.
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                                 HealthCheck.data_too_large])
@@ -68,24 +71,36 @@ class Server:
         self.app = app
         self.loop = asyncio.new_event_loop()
         self.port = 0
+        self.server: Any = None
         self.ready = threading.Event()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
 
         async def start() -> None:
-            server = await self.app.create_server(host="127.0.0.1", port=0, return_asyncio_server=True,
+            # Sanic 21.12 reads port=0 as "default" (8000): ask the OS for a free port first.
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            server = await self.app.create_server(host="127.0.0.1", port=port, return_asyncio_server=True,
                                                   access_log=False)
             await server.startup()
             await server.after_start()
-            self.port = server.server.sockets[0].getsockname()[1]
+            self.server = server
+            self.port = port
             self.ready.set()
 
         self.loop.run_until_complete(start())
         self.loop.run_forever()
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        async def close() -> None:
+            if self.server is not None:
+                self.server.close()
+                await self.server.wait_closed()
+            self.loop.stop()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop)
 
     def start(self) -> None:
         threading.Thread(target=self._run, daemon=True).start()
