@@ -13,7 +13,14 @@ from rasa_sdk.events import ConversationPaused, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.knowledge_actions import ANSWER_MODE_SLOT, answered, knowledge_metadata, knowledge_reply, utter_reply
+from actions.knowledge_actions import (
+    ANSWER_MODE_SLOT,
+    ANSWERED_MODES,
+    answered,
+    knowledge_metadata,
+    knowledge_reply,
+    utter_reply,
+)
 
 FALLBACK_ACTION = "action_fallback"
 # Unclear messages in a row after which a person takes over.
@@ -50,7 +57,7 @@ def actions_after_user_turns(events: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def _answered_from_knowledge(turn: list[dict[str, Any]]) -> bool:
-    return any(e.get("event") == "bot" and knowledge_metadata(e).get("answer_mode") in {"llm", "extractive"}
+    return any(e.get("event") == "bot" and knowledge_metadata(e).get("answer_mode") in ANSWERED_MODES
                for e in turn)
 
 

@@ -18,6 +18,7 @@ from retrieval.service import KnowledgeReply
 logger = logging.getLogger(__name__)
 
 ANSWER_MODE_SLOT = "kb_answer_mode"
+ANSWERED_MODES = frozenset({"llm", "extractive"})  # kb_answer_mode values of an actual answer
 PREVIOUS_QUESTIONS = 3
 # The no-answer offer is accepted or declined like the bot's other offers of a person (data/rules/knowledge.yml).
 OFFER_BUTTONS = [{"title": "Yes, a person", "payload": "/affirm"}, {"title": "No, thanks", "payload": "/deny"}]
@@ -67,7 +68,7 @@ class ActionAnswerQuestion(Action):
 
 
 def answered(reply: KnowledgeReply | None) -> bool:
-    return reply is not None and reply.answer.mode in {"llm", "extractive"}
+    return reply is not None and reply.answer.mode in ANSWERED_MODES
 
 
 def knowledge_metadata(event: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,6 @@ window (with `template_available`) | 502 the platform refused it (reason include
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import time
@@ -29,6 +28,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from connectors.whatsapp.errors import OUTSIDE_WINDOW
+from connectors.whatsapp.signature import secrets_match
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +41,7 @@ def check_token(header: str | None, expected: str) -> int | None:
     """None when authorised, else the HTTP status to answer."""
     if not expected:
         return 403
-    given = (header or "").removeprefix("Bearer ").strip()
-    if not given or not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8")):
-        return 401
-    return None
+    return None if secrets_match((header or "").removeprefix("Bearer ").strip(), expected) else 401
 
 
 def parse_request(body: Any) -> tuple[dict[str, Any] | None, str | None]:

@@ -72,8 +72,7 @@ class InboxChannel(InputChannel):
     def agent_output_for(self, row: InboxRow) -> WhatsAppOutput:
         """A human agent's reply: same sender and records, no turn key (it answers no stored message)."""
         output = self.output_for(row)
-        output.turn_id = None
-        output._earlier = {}
+        output.turn_id = None  # no turn key: earlier sends are never looked up
         return output
 
     async def handle_row(self, row: InboxRow, on_new_message: OnNewMessage) -> dict[str, str] | None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from retrieval.chunking import Chunk
 from retrieval.documents import Document
-from retrieval.store import CANDIDATES, DEFAULT_ALPHA, DocumentInfo, Hit, relative_score_fusion
+from retrieval.store import CANDIDATES, DEFAULT_ALPHA, DocumentInfo, Hit, check_embedder, relative_score_fusion
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kb_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -113,9 +113,7 @@ class SQLiteKnowledgeStore:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                known = self._meta("embedder")
-                if known is not None and known != embedder_name:
-                    raise ValueError(f"store built with {known}, not {embedder_name}")
+                check_embedder(self._meta("embedder"), embedder_name)  # checked again inside the write lock
                 previous = self._conn.execute("SELECT version FROM kb_documents WHERE doc_id = ?",
                                               (document.doc_id,)).fetchone()
                 version = (previous[0] + 1) if previous else 1

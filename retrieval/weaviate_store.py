@@ -62,6 +62,7 @@ class WeaviateKnowledgeStore:
         self.client = client
         self.name = collection
         self.tenant = tenant
+        self._embedder: str | None = None
         self._ensure_collections()
 
     @classmethod
@@ -139,8 +140,11 @@ class WeaviateKnowledgeStore:
                             updated_at=float(properties.get("updated_at") or 0.0))
 
     def embedder_name(self) -> str | None:
-        result = self.docs.query.fetch_objects(limit=1, return_properties=["embedder"])
-        return str(result.objects[0].properties["embedder"]) if result.objects else None
+        # Checked before every search: ask the server only until an index has one (it never changes after).
+        if self._embedder is None:
+            result = self.docs.query.fetch_objects(limit=1, return_properties=["embedder"])
+            self._embedder = str(result.objects[0].properties["embedder"]) if result.objects else None
+        return self._embedder
 
     def documents(self) -> list[DocumentInfo]:
         infos = [self._info(obj.properties) for obj in self.docs.iterator()]

@@ -10,6 +10,7 @@ import aiohttp
 
 from connectors.sending import RetryingSender
 from connectors.whatsapp.errors import MAX_SERVER_ERROR_RETRIES, GraphError, Verdict
+from connectors.whatsapp.updates import json_object
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +31,9 @@ def evolution_request(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     number = str(payload.get("to") or "")
     kind = payload.get("type")
     if kind == "text":
-        return "message/sendText", {"number": number, "text": str(_obj(payload.get("text")).get("body") or "")}
+        return "message/sendText", {"number": number, "text": str(json_object(payload.get("text")).get("body") or "")}
     if kind in MEDIA_TYPES:
-        media = _obj(payload.get(kind))
+        media = json_object(payload.get(kind))
         body: dict[str, Any] = {"number": number, "mediatype": MEDIA_TYPES[str(kind)], "media": media.get("link")}
         if media.get("caption"):
             body["caption"] = media["caption"]
@@ -40,19 +41,16 @@ def evolution_request(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             body["fileName"] = media["filename"]
         return "message/sendMedia", body
     if kind == "interactive":
-        text = _obj(_obj(payload.get("interactive")).get("body")).get("text")
+        text = json_object(json_object(payload.get("interactive")).get("body")).get("text")
         return "message/sendText", {"number": number, "text": str(text or "")}
     raise UnsupportedOnEvolution(400, None, f"message type {kind!r} cannot be sent through Evolution API")
 
 
-def _obj(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
 
 def error_from_response(status: int, body: Any) -> GraphError:
-    response = _obj(body).get("response")
-    messages = _obj(response).get("message") if isinstance(response, dict) else None
-    text = "; ".join(str(m) for m in messages) if isinstance(messages, list) else str(_obj(body).get("error") or "")
+    answer = json_object(body)
+    messages = json_object(answer.get("response")).get("message")
+    text = "; ".join(str(m) for m in messages) if isinstance(messages, list) else str(answer.get("error") or "")
     return GraphError(status, None, text[:500] or f"HTTP {status}")
 
 
@@ -93,7 +91,7 @@ class EvolutionClient(RetryingSender):
         return await self.call("POST", f"{path}/{business_id}", body)
 
     def message_id_of(self, body: dict[str, Any]) -> str | None:
-        key_id = _obj(body.get("key")).get("id")
+        key_id = json_object(body.get("key")).get("id")
         return str(key_id) if key_id else None
 
     def decide(self, error: GraphError, server_errors: int) -> Verdict:
@@ -122,7 +120,7 @@ class EvolutionClient(RetryingSender):
                                {"instanceName": name, "integration": "WHATSAPP-BAILEYS", "qrcode": True})
 
     async def connection_state(self, name: str) -> str | None:
-        state = _obj((await self.call("GET", f"instance/connectionState/{name}")).get("instance")).get("state")
+        state = json_object((await self.call("GET", f"instance/connectionState/{name}")).get("instance")).get("state")
         return str(state) if state else None
 
     async def connect(self, name: str) -> dict[str, Any]:

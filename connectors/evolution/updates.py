@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.whatsapp.updates import InboundMessage, MalformedWebhook, MessageType, StatusUpdate
+from connectors.whatsapp.updates import InboundMessage, MalformedWebhook, MessageType, StatusUpdate, json_object
 
 UPSERT = "messages.upsert"
 UPDATE = "messages.update"
@@ -30,9 +30,6 @@ class EvolutionBatch:
     statuses: tuple[StatusUpdate, ...] = ()
     dropped: tuple[str, ...] = ()  # why messages were not stored: "fromMe", "group", "broadcast", event name
 
-
-def _obj(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _str(value: Any) -> str | None:
@@ -62,7 +59,7 @@ def digits_of(jid: str | None) -> str | None:
 def _unwrap(message: dict[str, Any]) -> dict[str, Any]:
     for _ in range(3):
         for wrapper in WRAPPERS:
-            inner = _obj(_obj(message.get(wrapper)).get("message"))
+            inner = json_object(json_object(message.get(wrapper)).get("message"))
             if inner:
                 message = inner
                 break
@@ -75,43 +72,45 @@ def _content(message: dict[str, Any], key_id: str) -> tuple[MessageType, dict[st
     """(type, Cloud-shaped body, contextInfo) of a Baileys message object."""
     if _str(message.get("conversation")):
         return MessageType.TEXT, {"body": message["conversation"]}, {}
-    extended = _obj(message.get("extendedTextMessage"))
+    extended = json_object(message.get("extendedTextMessage"))
     if extended:
-        return MessageType.TEXT, {"body": str(extended.get("text") or "")}, _obj(extended.get("contextInfo"))
+        return MessageType.TEXT, {"body": str(extended.get("text") or "")}, json_object(extended.get("contextInfo"))
     for name, kind in MEDIA_KINDS.items():
-        media = _obj(message.get(name))
+        media = json_object(message.get(name))
         if media:
             body = {"id": key_id, "mime_type": _str(media.get("mimetype")), "caption": _str(media.get("caption")),
                     "filename": _str(media.get("fileName")), "voice": media.get("ptt") is True}
-            return kind, {k: v for k, v in body.items() if v not in (None, False)}, _obj(media.get("contextInfo"))
-    location = _obj(message.get("locationMessage")) or _obj(message.get("liveLocationMessage"))
+            kept = {k: v for k, v in body.items() if v not in (None, False)}
+            return kind, kept, json_object(media.get("contextInfo"))
+    location = json_object(message.get("locationMessage")) or json_object(message.get("liveLocationMessage"))
     if location:
         return MessageType.LOCATION, {"latitude": location.get("degreesLatitude"),
                                       "longitude": location.get("degreesLongitude"),
                                       **{k: location[k] for k in ("name", "address") if _str(location.get(k))}}, {}
-    contact = _obj(message.get("contactMessage"))
-    contacts = [contact] if contact else [c for c in _obj(message.get("contactsArrayMessage")).get("contacts") or []
-                                          if isinstance(c, dict)]
+    contact = json_object(message.get("contactMessage"))
+    listed = json_object(message.get("contactsArrayMessage")).get("contacts") or []
+    contacts = [contact] if contact else [c for c in listed if isinstance(c, dict)]
     if contacts:
         return MessageType.CONTACTS, {"contacts": [{"name": {"formatted_name": str(c.get("displayName") or "")},
                                                     "vcard": str(c.get("vcard") or "")[:2000]} for c in contacts]}, {}
-    reaction = _obj(message.get("reactionMessage"))
+    reaction = json_object(message.get("reactionMessage"))
     if reaction:
-        return MessageType.REACTION, {"message_id": _obj(reaction.get("key")).get("id"),
+        return MessageType.REACTION, {"message_id": json_object(reaction.get("key")).get("id"),
                                       "emoji": reaction.get("text")}, {}
-    buttons = _obj(message.get("buttonsResponseMessage")) or _obj(message.get("templateButtonReplyMessage"))
+    buttons = (json_object(message.get("buttonsResponseMessage"))
+               or json_object(message.get("templateButtonReplyMessage")))
     if buttons:
         reply = {"id": buttons.get("selectedButtonId") or buttons.get("selectedId"),
                  "title": buttons.get("selectedDisplayText")}
         return MessageType.INTERACTIVE, {"button_reply": reply}, {}
-    selected = _obj(_obj(message.get("listResponseMessage")).get("singleSelectReply"))
+    selected = json_object(json_object(message.get("listResponseMessage")).get("singleSelectReply"))
     if selected:
         return MessageType.INTERACTIVE, {"list_reply": {"id": selected.get("selectedRowId")}}, {}
     return MessageType.UNSUPPORTED, {"errors": [{"title": f"unsupported Baileys message: {sorted(message)[:3]}"}]}, {}
 
 
 def _upsert(data: dict[str, Any], instance: str, where: str) -> InboundMessage | str:
-    key = _obj(data.get("key"))
+    key = json_object(data.get("key"))
     key_id = _str(key.get("id"))
     remote = _str(key.get("remoteJid"))
     if not key_id or len(key_id) > 200 or not remote or len(remote) > 128:
@@ -124,7 +123,7 @@ def _upsert(data: dict[str, Any], instance: str, where: str) -> InboundMessage |
         return "broadcast"
     alternative = _str(key.get("remoteJidAlt")) or _str(key.get("senderPn")) or _str(data.get("senderPn"))
     reply_to = alternative if remote.endswith("@lid") and alternative else remote
-    kind, body, context = _content(_unwrap(_obj(data.get("message"))), key_id)
+    kind, body, context = _content(_unwrap(json_object(data.get("message"))), key_id)
     quoted = _str(context.get("stanzaId"))
     return InboundMessage(
         wamid=f"{instance}:{key_id}",
@@ -144,7 +143,7 @@ def _upsert(data: dict[str, Any], instance: str, where: str) -> InboundMessage |
 
 
 def _update(data: dict[str, Any], instance: str) -> StatusUpdate | None:
-    key = _obj(data.get("key"))
+    key = json_object(data.get("key"))
     key_id = _str(data.get("keyId")) or _str(key.get("id")) or _str(data.get("messageId"))
     status = STATUS_NAMES.get(str(data.get("status") or "").upper())
     if not key_id or not status or (data.get("fromMe", key.get("fromMe")) is False):

@@ -7,15 +7,15 @@ see `make evolution-setup`); a request without it, or with another value, is ref
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from typing import Any
 
-from connectors.evolution.updates import parse_evolution
-from connectors.inbox import Inbox
+from connectors.evolution.updates import EvolutionBatch, parse_evolution
+from connectors.inbox import Inbox, InboxItem
+from connectors.whatsapp.signature import secrets_match
 from connectors.whatsapp.to_rasa import to_inbox_item
-from connectors.whatsapp.updates import MAX_BODY_BYTES, MalformedWebhook, decode_body
-from connectors.whatsapp.webhook import status_rows
+from connectors.whatsapp.updates import MAX_BODY_BYTES
+from connectors.whatsapp.webhook import parse_or_refuse, status_rows
 
 logger = logging.getLogger(__name__)
 
@@ -23,28 +23,21 @@ CHANNEL = "evolution"
 SECRET_HEADER = "X-Evolution-Secret"
 
 
-def valid_secret(given: str | None, expected: str) -> bool:
-    """Constant-time compare; no configured secret means every request is refused."""
-    if not expected or not given:
-        return False
-    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
-
-
 async def receive_evolution(body: bytes, secret: str | None, expected_secret: str,
                             inbox: Inbox) -> tuple[int, dict[str, Any], int]:
     if len(body) > MAX_BODY_BYTES:
         return 413, {"error": "body larger than 3 MB"}, 0
-    if not valid_secret(secret, expected_secret):
+    if not secrets_match(secret, expected_secret):
         return 403, {"error": f"missing or wrong {SECRET_HEADER}"}, 0
-    try:
-        batch = parse_evolution(decode_body(body))
-        items = [to_inbox_item(message, CHANNEL) for message in batch.messages]
-    except MalformedWebhook as error:
-        logger.warning("refused a malformed Evolution webhook: %s", error)
-        return 400, {"error": f"malformed webhook: {error}"}, 0
-    except Exception:  # a shape the parser did not foresee: refused, with a traceback for us
-        logger.exception("could not read an Evolution webhook")
-        return 400, {"error": "malformed webhook: unreadable message"}, 0
+
+    def parse(payload: Any) -> tuple[EvolutionBatch, list[InboxItem]]:
+        batch = parse_evolution(payload)
+        return batch, [to_inbox_item(message, CHANNEL) for message in batch.messages]
+
+    parsed, refusal = parse_or_refuse(body, parse, "Evolution")
+    if refusal is not None:
+        return refusal
+    batch, items = parsed  # one of the two is set
     if batch.dropped:
         logger.debug("Evolution webhook: not answering %s", ", ".join(batch.dropped))
     new = await asyncio.to_thread(inbox.add_safely, items, status_rows(batch.statuses))

@@ -13,15 +13,12 @@ import re
 from typing import Any
 
 from connectors.inbox import InboxItem
-from connectors.whatsapp.updates import MEDIA_TYPES, InboundMessage, MessageType
+from connectors.whatsapp.updates import MEDIA_TYPES, InboundMessage, MessageType, json_object
 
 CHANNEL = "whatsapp"
 MAX_TEXT_CHARS = 4096
 _NUMBER_REPLY = re.compile(r"^\s*#?(\d{1,2})\s*[.)]?\s*$")
 
-
-def _obj(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _scalar(value: Any) -> str | None:
@@ -45,7 +42,7 @@ def rasa_text(message: InboundMessage) -> tuple[str | None, dict[str, Any]]:
     if kind is MessageType.TEXT:
         return (_scalar(body.get("body")) or "")[:MAX_TEXT_CHARS], {}
     if kind is MessageType.INTERACTIVE:
-        reply = _obj(body.get("button_reply")) or _obj(body.get("list_reply"))
+        reply = json_object(body.get("button_reply")) or json_object(body.get("list_reply"))
         payload = _scalar(reply.get("id")) or _scalar(reply.get("title"))
         if payload:
             return payload[:MAX_TEXT_CHARS], {"reply_title": _scalar(reply.get("title"))}

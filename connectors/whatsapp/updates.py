@@ -90,6 +90,11 @@ class WebhookBatch:
     errors: tuple[dict[str, Any], ...] = ()
 
 
+def json_object(value: Any) -> dict[str, Any]:
+    """The value when it is a JSON object, else an empty one (for optional nested fields)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _str(value: Any) -> str | None:
     if isinstance(value, str) and value:
         return value

@@ -8,17 +8,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from connectors.inbox import Inbox
+from connectors.inbox import Inbox, InboxItem
 from connectors.whatsapp.signature import is_valid_signature
 from connectors.whatsapp.to_rasa import to_inbox_item
-from connectors.whatsapp.updates import MAX_BODY_BYTES, MalformedWebhook, StatusUpdate, decode_body, parse_webhook
+from connectors.whatsapp.updates import (
+    MAX_BODY_BYTES,
+    MalformedWebhook,
+    StatusUpdate,
+    WebhookBatch,
+    decode_body,
+    parse_webhook,
+)
 
 logger = logging.getLogger(__name__)
 
 Answer = tuple[int, dict[str, Any], int]
+T = TypeVar("T")
 
 
 def status_rows(statuses: Sequence[StatusUpdate]) -> list[dict[str, Any]]:
@@ -42,21 +50,36 @@ def verify_subscription(args: Mapping[str, str], verify_token: str) -> tuple[int
     return 403, "verification failed"
 
 
+def parse_or_refuse(body: bytes, parse: Callable[[Any], T], source: str) -> tuple[T | None, Answer | None]:
+    """(parsed, None), or (None, the 400 to answer) — shared by the Cloud and Evolution webhooks.
+
+    Not 200 for a body we cannot read: the sender keeps the update and retries it, so nothing
+    is lost while we fix the cause.
+    """
+    try:
+        return parse(decode_body(body)), None
+    except MalformedWebhook as error:
+        logger.warning("refused a malformed %s webhook: %s", source, error)
+        return None, (400, {"error": f"malformed webhook: {error}"}, 0)
+    except Exception:  # a shape our parser did not foresee: same answer, and a traceback for us
+        logger.exception("could not read a %s webhook; refused it so it is retried later", source)
+        return None, (400, {"error": "malformed webhook: unreadable message"}, 0)
+
+
 async def receive_webhook(body: bytes, signature: str | None, app_secret: str, inbox: Inbox) -> Answer:
     if len(body) > MAX_BODY_BYTES:
         return 413, {"error": "body larger than 3 MB"}, 0
     if not is_valid_signature(body, signature, app_secret):
         return 403, {"error": "missing or invalid X-Hub-Signature-256"}, 0
-    try:
-        batch = parse_webhook(decode_body(body))
-        items = [to_inbox_item(message) for message in batch.messages]
-    except MalformedWebhook as error:
-        # Not 200: Meta keeps the update and retries, so nothing is lost while we fix the cause.
-        logger.warning("refused a signed but malformed webhook: %s", error)
-        return 400, {"error": f"malformed webhook: {error}"}, 0
-    except Exception:  # a shape our parser did not foresee: same answer, and a traceback for us
-        logger.exception("could not read a signed webhook; refused it so Meta retries it later")
-        return 400, {"error": "malformed webhook: unreadable message"}, 0
+
+    def parse(payload: Any) -> tuple[WebhookBatch, list[InboxItem]]:
+        batch = parse_webhook(payload)
+        return batch, [to_inbox_item(message) for message in batch.messages]
+
+    parsed, refusal = parse_or_refuse(body, parse, "Cloud API")
+    if refusal is not None:
+        return refusal
+    batch, items = parsed  # one of the two is set
     for error in batch.errors:
         logger.warning("WhatsApp account error %s: %s", error.get("code"), error.get("title"))
     new = await asyncio.to_thread(inbox.add_safely, items, status_rows(batch.statuses))
