@@ -1,18 +1,24 @@
 """Passing a conversation to a person, and the fallback that decides when to.
 
-Both pause the bot with `ConversationPaused` and record why in `handoff_reason`;
-the console (a later issue) lists paused conversations with that reason.
+Both pause the bot with `ConversationPaused`, record why in `handoff_reason`, tell the customer what
+happens next (office hours from handoff.yml) and leave a summary for the agent in `handoff_summary`.
+The console lists paused conversations with both. Triggers that watch the whole conversation
+(escalation phrases, sentiment, repeated questions) are decided by rasa_components/handoff_policy.py,
+which sets `handoff_trigger` and predicts action_handoff.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import ConversationPaused, EventType, SlotSet
+from rasa_sdk.events import ActiveLoop, ConversationPaused, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
+from actions import runtime
 from actions.knowledge_actions import (
     ANSWER_MODE_SLOT,
     ANSWERED_MODES,
@@ -21,10 +27,15 @@ from actions.knowledge_actions import (
     knowledge_reply,
     utter_reply,
 )
+from handoff.config import HandoffSettings
+from handoff.office_hours import describe_opening
+from handoff.summary import extractive_summary, summary_prompt, transcript_lines
+
+logger = logging.getLogger(__name__)
 
 FALLBACK_ACTION = "action_fallback"
-# Unclear messages in a row after which a person takes over.
-UNCLEAR_TURNS_BEFORE_HANDOFF = 2
+TRIGGER_SLOT = "handoff_trigger"
+SUMMARY_SLOT = "handoff_summary"
 
 # The bot's offer that an "affirm" accepted, by the response that made it.
 OFFER_TOPICS = {
@@ -89,8 +100,49 @@ def unclear_turns_in_a_row(tracker: Tracker) -> int:
     return count
 
 
-def pause_for_person(reason: str) -> list[EventType]:
-    return [SlotSet("handoff_reason", reason), ConversationPaused()]
+def trigger_enabled(reason: str, settings: HandoffSettings) -> bool:
+    """Triggers decided in the dialogue can be switched off in handoff.yml (the policy checks its own)."""
+    triggers = settings.triggers
+    if reason == "customer_request":
+        return triggers.customer_request
+    if reason == "low_confidence":
+        return triggers.low_confidence
+    if reason == "accepted_offer:knowledge_miss":
+        return triggers.knowledge_miss
+    return True
+
+
+def summarise(events: list[dict[str, Any]], reason: str, slots: dict[str, Any], settings: HandoffSettings) -> str:
+    """The LLM's summary when one is configured and answers, else the extractive one."""
+    fallback = extractive_summary(events, reason, slots, settings.summary_turns)
+    from retrieval.llm import LLMAnswerer
+
+    llm = LLMAnswerer.from_env()
+    if llm is None:
+        return fallback
+    try:
+        text = llm.complete(summary_prompt(transcript_lines(events, settings.summary_turns), reason)).strip()
+    except Exception:  # the agent still gets the extractive summary
+        logger.exception("LLM summary failed; using the extractive one")
+        return fallback
+    return text[:1000] if text else fallback
+
+
+async def pause_for_person(dispatcher: CollectingDispatcher, tracker: Tracker, reason: str) -> list[EventType]:
+    """Tell the customer what happens next, leave a summary for the agent and pause the bot."""
+    settings = runtime.handoff_settings()
+    now = runtime.now()
+    opening = settings.office_hours.next_opening(now) if settings.office_hours else None
+    if opening is None:
+        dispatcher.utter_message(response="utter_handoff")
+    else:
+        dispatcher.utter_message(response="utter_handoff_after_hours", next_opening=describe_opening(opening, now))
+    summary = await asyncio.to_thread(summarise, tracker.events, reason, tracker.slots, settings)
+    events: list[EventType] = [SlotSet("handoff_reason", reason), SlotSet(SUMMARY_SLOT, summary),
+                               SlotSet(TRIGGER_SLOT, None)]
+    if tracker.active_loop.get("name"):  # a form interrupted by an escalation is not resumed by itself
+        events += [ActiveLoop(None), SlotSet("requested_slot", None)]
+    return [*events, ConversationPaused()]
 
 
 class ActionHandoff(Action):
@@ -100,13 +152,16 @@ class ActionHandoff(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[EventType]:
-        # The customer was told by utter_handoff (in the rules/stories) what happens next.
-        return pause_for_person(handoff_reason(tracker))
+        reason = tracker.get_slot(TRIGGER_SLOT) or handoff_reason(tracker)
+        if not trigger_enabled(reason, runtime.handoff_settings()):
+            dispatcher.utter_message(response="utter_handoff_unavailable")
+            return [SlotSet(TRIGGER_SLOT, None)]
+        return await pause_for_person(dispatcher, tracker, reason)
 
 
 class ActionFallback(Action):
     """A message NLU could not place: answer it from the help centre when it is there; otherwise ask
-    to rephrase, and after UNCLEAR_TURNS_BEFORE_HANDOFF unclear messages in a row, hand over."""
+    to rephrase, and after `low_confidence.turns` unclear messages in a row (handoff.yml), hand over."""
 
     def name(self) -> str:
         return FALLBACK_ACTION
@@ -118,8 +173,8 @@ class ActionFallback(Action):
         if reply is not None and answered(reply):
             utter_reply(dispatcher, reply)
             return [SlotSet(ANSWER_MODE_SLOT, reply.answer.mode)]
-        if unclear_turns_in_a_row(tracker) >= UNCLEAR_TURNS_BEFORE_HANDOFF:
-            dispatcher.utter_message(response="utter_handoff")
-            return pause_for_person("low_confidence")
+        triggers = runtime.handoff_settings().triggers
+        if triggers.low_confidence and unclear_turns_in_a_row(tracker) >= triggers.low_confidence_turns:
+            return await pause_for_person(dispatcher, tracker, "low_confidence")
         dispatcher.utter_message(response="utter_ask_rephrase")
         return []

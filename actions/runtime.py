@@ -7,11 +7,13 @@ seeded on first use when its orders table is empty.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING
 
 from actions.config import ActionSettings, load_settings
 from actions.shop_db import ShopDatabase
+from handoff.config import HandoffSettings
+from handoff.config import load_settings as load_handoff_settings
 
 if TYPE_CHECKING:
     from retrieval.service import KnowledgeBase
@@ -20,6 +22,14 @@ _settings: ActionSettings | None = None
 _shop_db: ShopDatabase | None = None
 _today: Callable[[], date] = date.today
 _knowledge_base: KnowledgeBase | None = None
+_handoff: HandoffSettings | None = None
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+_now: Callable[[], datetime] = utc_now
 
 
 def settings() -> ActionSettings:
@@ -48,6 +58,20 @@ def knowledge_base() -> KnowledgeBase:
     return _knowledge_base
 
 
+def handoff_settings() -> HandoffSettings:
+    """handoff.yml (HANDOFF_CONFIG overrides the path), read once; a broken file fails the first handoff loudly."""
+    global _handoff
+    if _handoff is None:
+        import os
+
+        _handoff = load_handoff_settings(os.environ.get("HANDOFF_CONFIG") or None)
+    return _handoff
+
+
+def now() -> datetime:
+    return _now()
+
+
 def today() -> date:
     return _today()
 
@@ -58,9 +82,15 @@ def override(
     clock: Callable[[], date] | None = None,
     action_settings: ActionSettings | None = None,
     knowledge: KnowledgeBase | None = None,
+    handoff: HandoffSettings | None = None,
+    wall_clock: Callable[[], datetime] | None = None,
 ) -> None:
     """Replace dependencies (tests); `reset()` restores the defaults."""
-    global _shop_db, _today, _settings, _knowledge_base
+    global _shop_db, _today, _settings, _knowledge_base, _handoff, _now
+    if handoff is not None:
+        _handoff = handoff
+    if wall_clock is not None:
+        _now = wall_clock
     if knowledge is not None:
         _knowledge_base = knowledge
     if db is not None:
@@ -72,5 +102,6 @@ def override(
 
 
 def reset() -> None:
-    global _shop_db, _today, _settings, _knowledge_base
-    _shop_db, _today, _settings, _knowledge_base = None, date.today, None, None
+    global _shop_db, _today, _settings, _knowledge_base, _handoff, _now
+    _shop_db, _today, _settings, _knowledge_base, _handoff = None, date.today, None, None, None
+    _now = utc_now

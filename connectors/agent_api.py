@@ -1,7 +1,14 @@
-"""The channels' side of human handoff: an authenticated route that sends an agent's reply.
+"""The channels' side of human handoff: authenticated routes that send an agent's reply and give
+the conversation back to the bot.
 
     POST /webhooks/<channel>/agent/send      Authorization: Bearer $CHANNEL_AGENT_TOKEN
     {"conversation_id": "...", "text": "...", "attachment": "https://…", "agent": "ana@voltbay.es"}
+    POST /webhooks/<channel>/agent/handback  {"conversation_id", "agent", "note"?}
+    POST /webhooks/<channel>/agent/close     {"conversation_id", "agent", "csat": true|false}
+
+handback and close append `resume` (and the note as slot `handback_note`) to the tracker, so the bot
+continues with its slots intact, then send `utter_handed_back` / `utter_ask_csat` (a 1–5 list) through
+the channel; the resume stays even when that send fails (the answer says so: "notified": false).
 
 The console (or any tool) calls it; the channel that received the conversation sends the reply
 with its own client, renderer, retry policy and send records (so no Graph/Evolution code is
@@ -17,6 +24,7 @@ window (with `template_available`) | 502 the platform refused it (reason include
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -35,6 +43,8 @@ logger = logging.getLogger(__name__)
 TOKEN_ENV = "CHANNEL_AGENT_TOKEN"
 MAX_TEXT = 4096
 MAX_NAME = 100
+HANDBACK_RESPONSE = "utter_handed_back"
+CSAT_RESPONSE = "utter_ask_csat"
 
 
 def check_token(header: str | None, expected: str) -> int | None:
@@ -69,54 +79,147 @@ def parse_request(body: Any) -> tuple[dict[str, Any] | None, str | None]:
     return {"conversation_id": conversation, "agent": agent, "message": message}, None
 
 
-async def record_agent_message(agent: Any, conversation_id: str, text: str, metadata: dict[str, Any]) -> None:
-    """Append the agent's reply to the tracker as a bot event (the transcript shows it; Rasa ignores it)."""
-    if agent is None or getattr(agent, "tracker_store", None) is None:
-        return
-    from rasa.shared.core.events import BotUttered
+def parse_resume_request(body: Any, *, with_note: bool) -> tuple[dict[str, Any] | None, str | None]:
+    """Fields of a handback/close request, or the error. Pure."""
+    if not isinstance(body, dict):
+        return None, "send a JSON object"
+    conversation = body.get("conversation_id")
+    if not isinstance(conversation, str) or not conversation or len(conversation) > 128:
+        return None, "conversation_id: a non-empty string of at most 128 characters"
+    agent = body.get("agent") or "agent"
+    if not isinstance(agent, str) or len(agent) > MAX_NAME:
+        return None, f"agent: a name of at most {MAX_NAME} characters"
+    note = body.get("note") or ""
+    if not isinstance(note, str) or len(note) > MAX_TEXT:
+        return None, f"note: a string of at most {MAX_TEXT} characters"
+    csat = body.get("csat", True)
+    if not isinstance(csat, bool):
+        return None, "csat: true or false"
+    return {"conversation_id": conversation, "agent": agent, "note": note.strip() if with_note else "",
+            "csat": csat}, None
 
+
+async def append_events(agent: Any, conversation_id: str, events: list[Any]) -> Any:
+    """Append events to the tracker under the conversation's lock; returns the tracker (None without Rasa)."""
+    if agent is None or getattr(agent, "tracker_store", None) is None:
+        return None
     async with agent.lock_store.lock(conversation_id):
         tracker = await agent.tracker_store.get_or_create_tracker(conversation_id)
-        tracker.update(BotUttered(text, metadata=metadata, timestamp=time.time()))
+        for event in events:
+            tracker.update(event)
         await agent.tracker_store.save(tracker)
+    return tracker
+
+
+async def record_agent_message(agent: Any, conversation_id: str, text: str, metadata: dict[str, Any]) -> None:
+    """Append the agent's reply to the tracker as a bot event (the transcript shows it; Rasa ignores it)."""
+    from rasa.shared.core.events import BotUttered
+
+    await append_events(agent, conversation_id, [BotUttered(text, metadata=metadata, timestamp=time.time())])
+
+
+def _refusal(request: Request) -> HTTPResponse | None:
+    refused = check_token(request.headers.get("Authorization"), os.environ.get(TOKEN_ENV, ""))
+    if refused == 403:
+        return response.json({"error": f"agent API disabled: set {TOKEN_ENV}"}, status=403)
+    if refused:
+        return response.json({"error": "missing or wrong bearer token"}, status=401)
+    return None
+
+
+def _json_body(request: Request) -> Any:
+    try:
+        return request.json
+    except Exception:  # malformed JSON: the parser answers 400
+        return None
+
+
+async def _send(request: Request, channel: Any, row: Any, message: dict[str, Any], agent_name: str,
+                source: str) -> HTTPResponse | None:
+    """Send one message from the agent through the channel and record it; an error response or None."""
+    output = channel.agent_output_for(row)
+    await output.send_response(row.reply_to, message)
+    if output.menu:  # a numbered list (Evolution) is answered with "1", "2"…: map them back like the bot's
+        await asyncio.to_thread(channel.inbox.save_menu, channel.name(), row.conversation_id, output.menu)
+    failed = [result for _row_id, result in output.results if not result.ok]
+    sent = [result.message_id for _row_id, result in output.results if result.ok]
+    request.ctx.sent = sent
+    if sent:
+        metadata = {"agent": agent_name, "source": source, "channel": channel.name(), "message_ids": sent}
+        if message.get("buttons"):
+            metadata["buttons"] = message["buttons"]
+        await record_agent_message(getattr(request.app.ctx, "agent", None), row.conversation_id,
+                                   message.get("text") or message.get("attachment") or message.get("image", ""),
+                                   metadata)
+    if not failed:
+        return None
+    first = failed[0].error
+    if first is not None and first.code == OUTSIDE_WINDOW:
+        return response.json({"error": "outside_24h_window", "sent": sent,
+                              "template_available": bool(getattr(channel.settings, "template", None))}, status=409)
+    return response.json({"error": str(first) if first else "send failed", "sent": sent}, status=502)
+
+
+async def _conversation_row(channel: Any, conversation_id: str) -> Any:
+    return await asyncio.to_thread(channel.inbox.last_message_of, channel.name(), conversation_id)
+
+
+def _unknown(channel: Any, conversation_id: str) -> HTTPResponse:
+    return response.json({"error": f"no {channel.name()} conversation {conversation_id!r}"}, status=404)
 
 
 def add_agent_routes(bp: Blueprint, channel: Any) -> None:
-    """Registers POST <prefix>/agent/send for an InboxChannel."""
+    """Registers POST <prefix>/agent/send|handback|close for an InboxChannel."""
 
     @bp.route("/agent/send", methods=["POST"])
     async def agent_send(request: Request) -> HTTPResponse:
-        refused = check_token(request.headers.get("Authorization"), os.environ.get(TOKEN_ENV, ""))
-        if refused == 403:
-            return response.json({"error": f"agent API disabled: set {TOKEN_ENV}"}, status=403)
+        refused = _refusal(request)
         if refused:
-            return response.json({"error": "missing or wrong bearer token"}, status=401)
-        try:
-            body = request.json
-        except Exception:
-            body = None
-        parsed, error = parse_request(body)
+            return refused
+        parsed, error = parse_request(_json_body(request))
         if parsed is None:
             return response.json({"error": error}, status=400)
-        row = await asyncio.to_thread(channel.inbox.last_message_of, channel.name(), parsed["conversation_id"])
+        row = await _conversation_row(channel, parsed["conversation_id"])
         if row is None:
-            return response.json({"error": f"no {channel.name()} conversation {parsed['conversation_id']!r}"},
-                                 status=404)
-        output = channel.agent_output_for(row)
-        await output.send_response(row.reply_to, parsed["message"])
-        failed = [result for _row_id, result in output.results if not result.ok]
-        sent = [result.message_id for _row_id, result in output.results if result.ok]
-        if sent:
-            metadata = {"agent": parsed["agent"], "source": "agent_api", "channel": channel.name(),
-                        "message_ids": sent}
-            await record_agent_message(getattr(request.app.ctx, "agent", None), parsed["conversation_id"],
-                                       parsed["message"].get("text") or parsed["message"].get("attachment")
-                                       or parsed["message"].get("image", ""), metadata)
-        if not failed:
-            return response.json({"sent": sent})
-        first = failed[0].error
-        if first is not None and first.code == OUTSIDE_WINDOW:
-            return response.json({"error": "outside_24h_window", "sent": sent,
-                                  "template_available": bool(getattr(channel.settings, "template", None))},
-                                 status=409)
-        return response.json({"error": str(first) if first else "send failed", "sent": sent}, status=502)
+            return _unknown(channel, parsed["conversation_id"])
+        failure = await _send(request, channel, row, parsed["message"], parsed["agent"], "agent_api")
+        return failure or response.json({"sent": request.ctx.sent})
+
+    async def resume(request: Request, *, close: bool) -> HTTPResponse:
+        refused = _refusal(request)
+        if refused:
+            return refused
+        parsed, error = parse_resume_request(_json_body(request), with_note=not close)
+        if parsed is None:
+            return response.json({"error": error}, status=400)
+        row = await _conversation_row(channel, parsed["conversation_id"])
+        if row is None:
+            return _unknown(channel, parsed["conversation_id"])
+        from rasa.shared.core.events import ConversationResumed, SlotSet
+
+        rasa_agent = getattr(request.app.ctx, "agent", None)
+        events: list[Any] = [ConversationResumed(metadata={"agent": parsed["agent"], "closed": close})]
+        if parsed["note"]:
+            events.append(SlotSet("handback_note", parsed["note"]))
+        tracker = await append_events(rasa_agent, parsed["conversation_id"], events)
+        utterance = (CSAT_RESPONSE if parsed["csat"] else None) if close else HANDBACK_RESPONSE
+        if utterance is None or tracker is None:
+            return response.json({"resumed": True, "notified": False, "sent": []})
+        message = await rasa_agent.nlg.generate(utterance, tracker, channel.name())
+        if not message:
+            return response.json({"resumed": True, "notified": False, "sent": [],
+                                  "error": f"the domain has no response {utterance}"})
+        message = {key: value for key, value in message.items() if value}
+        failure = await _send(request, channel, row, message, parsed["agent"], f"agent_api:{utterance}")
+        if failure is not None:
+            body = json.loads(failure.body)
+            return response.json({"resumed": True, "notified": False, **body}, status=failure.status)
+        return response.json({"resumed": True, "notified": True, "sent": request.ctx.sent})
+
+    @bp.route("/agent/handback", methods=["POST"])
+    async def agent_handback(request: Request) -> HTTPResponse:
+        return await resume(request, close=False)
+
+    @bp.route("/agent/close", methods=["POST"])
+    async def agent_close(request: Request) -> HTTPResponse:
+        return await resume(request, close=True)

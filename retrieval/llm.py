@@ -37,7 +37,8 @@ class LLMAnswerer:
         prompt = os.environ.get("KB_PROMPT_FILE")
         return cls(client, os.environ.get("OPENAI_MODEL", DEFAULT_MODEL), load_prompt(Path(prompt) if prompt else None))
 
-    def _complete(self, prompt: str) -> str:
+    def complete(self, prompt: str) -> str:
+        """The model's reply to one prompt (temperature 0)."""
         answer = self.client.chat.completions.create(
             model=self.model, temperature=0, max_tokens=self.max_tokens,
             messages=[{"role": "user", "content": prompt}])
@@ -45,7 +46,7 @@ class LLMAnswerer:
 
     def answer(self, question: str, hits: Sequence[Hit]) -> Answer | None:
         """A grounded, cited answer; None when the model finds no answer in the passages."""
-        return parse_llm_answer(self._complete(build_prompt(self.template, question, hits)), hits)
+        return parse_llm_answer(self.complete(build_prompt(self.template, question, hits)), hits)
 
     def rewrite(self, question: str, previous_questions: Sequence[str]) -> str:
         """A follow-up question made standalone with the customer's previous questions."""
@@ -53,5 +54,5 @@ class LLMAnswerer:
         prompt = ("Rewrite the customer's last message as one standalone question, using their earlier "
                   f"questions for context. Reply with the question only.\nEarlier questions:\n{history}\n"
                   f"Last message: {question}")
-        rewritten = self._complete(prompt).strip().strip('"')
+        rewritten = self.complete(prompt).strip().strip('"')
         return rewritten if 0 < len(rewritten) <= 500 else question

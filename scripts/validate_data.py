@@ -10,7 +10,8 @@ ourselves instead:
 - "The utterance '…' is not used in any story or rule" for responses that are
   used, just not by a story: a form's question (accepted only when the name is
   utter_ask_[<form>_]<slot> of a slot some form requires) or a response a custom
-  action sends (accepted only when actions/ names it as `response="…"`).
+  action sends (accepted only when actions/ names it as `response="…"`) or the
+  channels' agent API sends (connectors/, as a `…_RESPONSE = "…"` constant).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ NOISE = re.compile(r"DeprecationWarning|FutureWarning|MovedIn20Warning|pkg_resou
 
 DUPLICATE_INTENTS = re.compile(r"duplicated intents have been found across multiple domain files: (.+)$")
 UNUSED_UTTERANCE = re.compile(r"The utterance '(utter_\w+)' is not used in any story or rule\.")
-ACTION_RESPONSE = re.compile(r"""response=["'](utter_\w+)["']""")
+# `response="utter_x"` in an action; `…_RESPONSE = "utter_x"` where the channels' agent API sends one.
+ACTION_RESPONSE = re.compile(r"""(?:response=|_RESPONSE\s*=\s*)["'](utter_\w+)["']""")
 
 
 def form_questions(domain_path: Path) -> set[str]:
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                "--data", "data", "--domain", domain, "--config", "config.yml"]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     output = run.stdout + run.stderr
-    used_elsewhere = form_questions(ROOT / domain) | action_responses(ROOT / "actions")
+    used_elsewhere = (form_questions(ROOT / domain) | action_responses(ROOT / "actions")
+                      | action_responses(ROOT / "connectors"))
     found = problems(output, used_elsewhere, retrieval_intents(ROOT / "data"))
     for line in output.splitlines():
         if "rasa.validator" in line or line in found:
