@@ -3,6 +3,7 @@ the conversation back to the bot.
 
     POST /webhooks/<channel>/agent/send      Authorization: Bearer $CHANNEL_AGENT_TOKEN
     {"conversation_id": "...", "text": "...", "attachment": "https://…", "agent": "ana@voltbay.es"}
+    {"conversation_id": "...", "template": true, "agent": "…"}   the re-engagement template (outside 24 h)
     POST /webhooks/<channel>/agent/handback  {"conversation_id", "agent", "note"?}
     POST /webhooks/<channel>/agent/close     {"conversation_id", "agent", "csat": true|false}
 
@@ -36,6 +37,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from connectors.whatsapp.errors import OUTSIDE_WINDOW
+from connectors.whatsapp.render import template_message
 from connectors.whatsapp.signature import secrets_match
 
 logger = logging.getLogger(__name__)
@@ -61,14 +63,17 @@ def parse_request(body: Any) -> tuple[dict[str, Any] | None, str | None]:
     conversation = body.get("conversation_id")
     if not isinstance(conversation, str) or not conversation or len(conversation) > 128:
         return None, "conversation_id: a non-empty string of at most 128 characters"
+    template = body.get("template", False)
+    if not isinstance(template, bool):
+        return None, "template: true or false"
     text = body.get("text") or ""
     attachment = body.get("attachment") or ""
     if not isinstance(text, str) or len(text) > MAX_TEXT:
         return None, f"text: a string of at most {MAX_TEXT} characters"
     if not isinstance(attachment, str) or (attachment and urlparse(attachment).scheme != "https"):
         return None, "attachment: an https URL"
-    if not text.strip() and not attachment:
-        return None, "text or attachment is required"
+    if not text.strip() and not attachment and not template:
+        return None, "text, attachment or template is required"
     agent = body.get("agent") or "agent"
     if not isinstance(agent, str) or len(agent) > MAX_NAME:
         return None, f"agent: a name of at most {MAX_NAME} characters"
@@ -76,7 +81,7 @@ def parse_request(body: Any) -> tuple[dict[str, Any] | None, str | None]:
     if attachment:
         message["attachment" if not attachment.lower().endswith((".png", ".jpg", ".jpeg", ".webp")) else "image"] = \
             attachment
-    return {"conversation_id": conversation, "agent": agent, "message": message}, None
+    return {"conversation_id": conversation, "agent": agent, "message": message, "template": template}, None
 
 
 def parse_resume_request(body: Any, *, with_note: bool) -> tuple[dict[str, Any] | None, str | None]:
@@ -138,7 +143,8 @@ async def _send(request: Request, channel: Any, row: Any, message: dict[str, Any
                 source: str) -> HTTPResponse | None:
     """Send one message from the agent through the channel and record it; an error response or None."""
     output = channel.agent_output_for(row)
-    await output.send_response(row.reply_to, message)
+    await output.send_response(row.reply_to, {k: v for k, v in message.items() if not (k == "text" and
+                                                                                        "custom" in message)})
     if output.menu:  # a numbered list (Evolution) is answered with "1", "2"…: map them back like the bot's
         await asyncio.to_thread(channel.inbox.save_menu, channel.name(), row.conversation_id, output.menu)
     failed = [result for _row_id, result in output.results if not result.ok]
@@ -182,7 +188,13 @@ def add_agent_routes(bp: Blueprint, channel: Any) -> None:
         row = await _conversation_row(channel, parsed["conversation_id"])
         if row is None:
             return _unknown(channel, parsed["conversation_id"])
-        failure = await _send(request, channel, row, parsed["message"], parsed["agent"], "agent_api")
+        message = parsed["message"]
+        if parsed["template"]:  # re-open the 24 h window with the approved template (Cloud API)
+            template = getattr(channel.settings, "template", None)
+            if not template:
+                return response.json({"error": "no_template_configured"}, status=409)
+            message = {"custom": template_message(row.reply_to, *template), "text": f"[template {template[0]}]"}
+        failure = await _send(request, channel, row, message, parsed["agent"], "agent_api")
         return failure or response.json({"sent": request.ctx.sent})
 
     async def resume(request: Request, *, close: bool) -> HTTPResponse:
