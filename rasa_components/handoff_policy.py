@@ -6,13 +6,14 @@ customer's messages since the bot last took over (session start or an agent's ha
 fires it predicts `action_handoff` with confidence 1 and a priority above the RulePolicy's, and sets
 `handoff_trigger` to the reason, which the action records. Otherwise it abstains (all zeros).
 
-Settings come from handoff.yml (config `handoff_config`), re-read when the file changes, so
+Settings come from handoff.yml (HANDOFF_CONFIG, else config `handoff_config`), re-read when the file changes, so
 designers can edit phrases without retraining. Sentiment: VADER, whose lexicon ships in the package.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ class HandoffTriggerPolicy(Policy):
     def __init__(self, config: dict[str, Any], model_storage: ModelStorage, resource: Resource,
                  execution_context: ExecutionContext, featurizer: Any = None) -> None:
         super().__init__(config, model_storage, resource, execution_context, featurizer)
-        path = Path(config.get("handoff_config") or DEFAULT_PATH)
+        path = Path(os.environ.get("HANDOFF_CONFIG") or config.get("handoff_config") or DEFAULT_PATH)
         self._settings = _SettingsFile(path if path.is_absolute() else Path.cwd() / path)
         self._analyzer: Any = None
 

@@ -49,17 +49,33 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def kept_secret(env: dict[str, str], name: str, file: Path) -> str:
+    """`name` from the environment, else a secret generated once and kept (0600) in `file`."""
+    if env.get(name):
+        return env[name]
+    if file.is_file() and file.read_text().strip():
+        return file.read_text().strip()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    file.write_text(token + "\n")
+    file.chmod(0o600)
+    return token
+
+
 def rasa_token(env: dict[str, str], token_file: Path = TOKEN_FILE) -> str:
     """RASA_TOKEN from the environment, else one generated once and kept in var/."""
-    if env.get("RASA_TOKEN"):
-        return env["RASA_TOKEN"]
-    if token_file.is_file() and token_file.read_text().strip():
-        return token_file.read_text().strip()
-    token_file.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    token_file.write_text(token + "\n")
-    token_file.chmod(0o600)
-    return token
+    return kept_secret(env, "RASA_TOKEN", token_file)
+
+
+def configure_console(env: dict[str, str], log: Callable[[str], None]) -> None:
+    """The secret the console and the channels share, and a first admin for a local run."""
+    env["CHANNEL_AGENT_TOKEN"] = kept_secret(env, "CHANNEL_AGENT_TOKEN", VAR / "channel_agent_token")
+    if not env.get("CONSOLE_ADMIN_EMAIL"):
+        env["CONSOLE_ADMIN_EMAIL"] = "admin@voltbay.local"
+        password_file = VAR / "console_admin_password"
+        env["CONSOLE_ADMIN_PASSWORD"] = kept_secret(env, "CONSOLE_ADMIN_PASSWORD", password_file)
+        log(f"console: log in as {env['CONSOLE_ADMIN_EMAIL']} with the password in "
+            f"{password_file.relative_to(ROOT)} (set CONSOLE_ADMIN_EMAIL/PASSWORD to choose your own)")
 
 
 def sandbox_mode(env: dict[str, str]) -> bool:
@@ -105,6 +121,11 @@ def services(env: dict[str, str], with_sandbox: bool = False) -> list[Service]:
             "actions",
             [str(ROOT / ".venv/app/bin/python"), "-m", "rasa_sdk", "--actions", "actions", "--port", action_port],
             ready_url=f"http://127.0.0.1:{action_port}/health",
+        ),
+        Service(
+            "console",
+            [str(ROOT / ".venv/app/bin/python"), "-m", "console"],
+            ready_url=f"http://127.0.0.1:{env.get('CONSOLE_PORT', '8080')}/healthz",
         ),
         *extra,
     ]
@@ -197,6 +218,7 @@ def main() -> int:
     if not os.environ.get("RASA_TOKEN") and not read_env_file(ROOT / ".env").get("RASA_TOKEN"):
         log(f"RASA_TOKEN not set: using the generated token in {TOKEN_FILE.relative_to(ROOT)}")
 
+    configure_console(env, log)
     with_sandbox = sandbox_mode(env)
     if with_sandbox:
         configure_sandbox(env)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from rasa.core.lock_store import InMemoryLockStore
+from rasa.core.nlg import TemplatedNaturalLanguageGenerator
 from rasa.core.tracker_store import InMemoryTrackerStore
 from rasa.shared.core.domain import Domain
 from sanic import Sanic
@@ -26,10 +28,17 @@ TOKEN = "agent-token"
 USER = "34600111222"
 
 
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
 class FakeAgent:
+    """What the routes use of Rasa's Agent: tracker store, lock store and the responses of our domain."""
+
     def __init__(self) -> None:
-        self.tracker_store = InMemoryTrackerStore(Domain.empty())
+        self.domain = Domain.load(str(ROOT / "domain"))
+        self.tracker_store = InMemoryTrackerStore(self.domain)
         self.lock_store = InMemoryLockStore()
+        self.nlg = TemplatedNaturalLanguageGenerator(self.domain.responses)
 
 
 @pytest.fixture
@@ -42,9 +51,9 @@ def app_and_channel(tmp_path: Path, graph: GraphStandIn, monkeypatch: pytest.Mon
     return app, channel
 
 
-async def call(app: Sanic, body: Any, token: str | None = TOKEN) -> Any:
+async def call(app: Sanic, body: Any, token: str | None = TOKEN, action: str = "send") -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    _, response = await app.asgi_client.post("/webhooks/whatsapp/agent/send", content=json.dumps(body),
+    _, response = await app.asgi_client.post(f"/webhooks/whatsapp/agent/{action}", content=json.dumps(body),
                                              headers=headers)
     return response
 
@@ -103,3 +112,69 @@ def test_attachments_by_url() -> None:
     assert parsed is not None and parsed["message"] == {"attachment": "https://cdn.example/manual.pdf"}
     parsed, _ = parse_request({"conversation_id": "c", "text": "see", "attachment": "https://cdn.example/a.png"})
     assert parsed is not None and parsed["message"] == {"text": "see", "image": "https://cdn.example/a.png"}
+
+
+async def paused(app: Sanic) -> None:
+    from rasa.shared.core.events import ConversationPaused, SlotSet
+
+    tracker = await app.ctx.agent.tracker_store.get_or_create_tracker(USER)
+    for event in (SlotSet("order_number", "VB-123456"), SlotSet("handoff_reason", "customer_request"),
+                  ConversationPaused()):
+        tracker.update(event)
+    await app.ctx.agent.tracker_store.save(tracker)
+
+
+async def test_handback_resumes_with_the_note_and_tells_the_customer(app_and_channel: Any,
+                                                                     graph: GraphStandIn) -> None:
+    app, _ = app_and_channel
+    await seed(app)
+    await paused(app)
+    answer = await call(app, {"conversation_id": USER, "agent": "Ana", "note": "refund approved"}, action="handback")
+    assert answer.status == 200 and answer.json["resumed"] is True and answer.json["notified"] is True
+    tracker = await app.ctx.agent.tracker_store.retrieve(USER)
+    assert not tracker.is_paused()
+    assert tracker.get_slot("handback_note") == "refund approved"
+    assert tracker.get_slot("order_number") == "VB-123456"  # the bot keeps its context
+    (payload,) = graph.sent()
+    assert payload["text"]["body"].startswith("You're chatting with the Voltbay assistant again")
+
+
+async def test_close_resumes_and_sends_the_rating_list(app_and_channel: Any, graph: GraphStandIn) -> None:
+    app, channel = app_and_channel
+    await seed(app)
+    await paused(app)
+    answer = await call(app, {"conversation_id": USER, "agent": "Ana", "csat": True}, action="close")
+    assert answer.status == 200 and answer.json["notified"] is True
+    tracker = await app.ctx.agent.tracker_store.retrieve(USER)
+    resumed = [e for e in tracker.events if e.type_name == "resume"]
+    assert not tracker.is_paused() and resumed[-1].metadata == {"agent": "Ana", "closed": True}
+    (payload,) = graph.sent()
+    assert payload["type"] == "interactive" and payload["interactive"]["type"] == "list"
+    rows = payload["interactive"]["action"]["sections"][0]["rows"]
+    assert len(rows) == 5 and rows[0]["title"].startswith("5")
+    # without the rating question: resumed, nothing sent
+    await paused(app)
+    answer = await call(app, {"conversation_id": USER, "agent": "Ana", "csat": False}, action="close")
+    assert answer.json == {"resumed": True, "notified": False, "sent": []} and len(graph.sent()) == 1
+
+
+async def test_handback_and_close_refuse_bad_input(app_and_channel: Any) -> None:
+    app, _ = app_and_channel
+    assert (await call(app, {"conversation_id": USER}, token="wrong", action="handback")).status == 401
+    assert (await call(app, {"conversation_id": "nobody"}, action="handback")).status == 404
+    for body in [None, [1], {}, {"conversation_id": ""}, {"conversation_id": USER, "note": "x" * 5000},
+                 {"conversation_id": USER, "csat": "yes"}, {"conversation_id": USER, "agent": {"a": 1}}]:
+        for action in ("handback", "close"):
+            assert (await call(app, body, action=action)).status == 400, (action, body)
+
+
+async def test_template_reopens_the_window_when_configured(app_and_channel: Any, graph: GraphStandIn) -> None:
+    app, channel = app_and_channel
+    await seed(app)
+    answer = await call(app, {"conversation_id": USER, "template": True})
+    assert answer.status == 409 and answer.json == {"error": "no_template_configured"}
+    channel.settings = replace(channel.settings, template=("welcome_back", "en"))
+    answer = await call(app, {"conversation_id": USER, "template": True, "agent": "Ana"})
+    assert answer.status == 200
+    (payload,) = graph.sent()
+    assert payload["type"] == "template" and payload["template"]["name"] == "welcome_back"
