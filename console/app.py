@@ -93,6 +93,13 @@ def create_app(settings: ConsoleSettings | None = None, *, name: str = "voltbay_
     async def close_resources(app: Sanic, _loop: Any = None) -> None:
         await app.ctx.rasa.close()
 
+    @app.on_request
+    async def limit_body(request: Request) -> HTTPResponse | None:
+        # Sanic's server refuses larger bodies itself; this also covers ASGI deployments.
+        if len(request.body or b"") > MAX_BODY:
+            return response.json({"error": f"request body over {MAX_BODY} bytes"}, status=413)
+        return None
+
     @app.on_response
     async def headers(request: Request, resp: HTTPResponse) -> None:
         security_headers(resp)

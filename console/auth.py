@@ -137,26 +137,32 @@ def login(engine: Engine, email: str, password: str, address: str, now: float | 
     email = (email or "").strip().lower()[:254]
     keys = (f"email:{email}", f"ip:{address}")
     since = now - FAILURE_WINDOW_SECONDS
+    # Failures are committed before the error is raised: they count even though the login failed.
     with engine.begin() as conn:
         if _failures(conn, keys[0], since) >= MAX_FAILURES_PER_EMAIL or \
                 _failures(conn, keys[1], since) >= MAX_FAILURES_PER_ADDRESS:
             audit(conn, None, "login_throttled", None, email=email, address=address)
-            raise AuthError("too many failed logins; try again in 15 minutes")
-        row = conn.execute(select(agents).where(agents.c.email == email)).first()
-        try:
-            HASHER.verify(row.password_hash if row else _DUMMY_HASH, (password or "")[:MAX_PASSWORD])
-            ok = row is not None and bool(row.active)
-        except (VerificationError, InvalidHashError):
-            ok = False
-        if not ok:
-            for key in keys:
-                conn.execute(insert(login_attempts).values(key=key, at=now))
-            audit(conn, None, "login_failed", None, email=email, address=address)
-            raise AuthError("wrong email or password")
-        conn.execute(delete(login_attempts).where(login_attempts.c.key == keys[0]))
-        conn.execute(delete(login_attempts).where(login_attempts.c.at < since))
-        audit(conn, row.id, "login", None, address=address)
-        return _agent(row)
+            outcome: Agent | str = "too many failed logins; try again in 15 minutes"
+        else:
+            row = conn.execute(select(agents).where(agents.c.email == email)).first()
+            try:
+                HASHER.verify(row.password_hash if row else _DUMMY_HASH, (password or "")[:MAX_PASSWORD])
+                ok = row is not None and bool(row.active)
+            except (VerificationError, InvalidHashError):
+                ok = False
+            if ok:
+                conn.execute(delete(login_attempts).where(login_attempts.c.key == keys[0]))
+                conn.execute(delete(login_attempts).where(login_attempts.c.at < since))
+                audit(conn, row.id, "login", None, address=address)
+                outcome = _agent(row)
+            else:
+                for key in keys:
+                    conn.execute(insert(login_attempts).values(key=key, at=now))
+                audit(conn, None, "login_failed", None, email=email, address=address)
+                outcome = "wrong email or password"
+    if isinstance(outcome, str):
+        raise AuthError(outcome)
+    return outcome
 
 
 def start_session(engine: Engine, agent: Agent, hours: float) -> tuple[str, str]:

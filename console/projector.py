@@ -91,6 +91,18 @@ def apply_event(row: dict[str, Any], event: Mapping[str, Any], event_id: int) ->
     return row
 
 
+def parse_event(event_id: int, data: Any) -> dict[str, Any]:
+    """The event dict of a stored row; {} (counted as read, changes nothing) when it is not one."""
+    try:
+        event = json.loads(data) if isinstance(data, (str, bytes)) else data
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        logger.warning("tracker event %s is not a JSON object; skipped", event_id)
+        return {}
+    return event
+
+
 class Projector:
     def __init__(self, console: Engine, tracker: Engine, batch: int = 5000) -> None:
         self.console = console
@@ -120,12 +132,7 @@ class Projector:
         out = []
         with self.tracker.connect() as conn:
             for event_id, sender_id, data in conn.execute(query):
-                try:
-                    event = json.loads(data) if isinstance(data, str) else dict(data or {})
-                except ValueError:
-                    logger.warning("tracker event %s is not JSON; skipped", event_id)
-                    event = {}
-                out.append((int(event_id), str(sender_id), event))
+                out.append((int(event_id), str(sender_id), parse_event(event_id, data)))
         return out
 
     def run_once(self) -> int:

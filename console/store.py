@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError, OperationalError, ProgrammingError
 
 from console.auth import audit
+from console.projector import parse_event
 from console.tables import ASSIGNED, CLOSED, WAITING, agents, audit_log, canned_responses, conversations, notes
 
 FILTERS = ("unassigned", "mine", "all", "closed")
@@ -99,13 +99,8 @@ def tracker_events(readers: Readers, sender_id: str, limit: int = 2000) -> list[
     with readers.tracker.connect() as conn:
         rows = conn.execute(select(table.c.id, table.c.data).where(table.c.sender_id == sender_id)
                             .order_by(desc(table.c.id)).limit(limit)).all()
-    out = []
-    for _id, data in reversed(rows):
-        try:
-            out.append(json.loads(data) if isinstance(data, str) else dict(data or {}))
-        except ValueError:
-            continue
-    return out
+    events = (parse_event(event_id, data) for event_id, data in reversed(rows))
+    return [event for event in events if event]
 
 
 def sends_and_statuses(readers: Readers, sender_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -62,9 +62,9 @@ def extractive_summary(events: Sequence[Mapping[str, Any]], reason: str | None,
     parts = [f"Handed over because {describe_reason(reason)}."]
     if said:
         parts.append(f"First message: “{said[0]}”.")
-        recent = said[-min(3, last_turns):]
-        if len(said) > 1:
-            parts.append("Latest: " + " / ".join(f"“{s}”" for s in recent if s != said[0] or len(recent) > 1) + ".")
+        later = said[1:][-min(3, last_turns):]
+        if later:
+            parts.append("Latest: " + " / ".join(f"“{s}”" for s in later) + ".")
     known = [f"{label} {slots[name]}" for name, label in USEFUL_SLOTS.items() if slots.get(name)]
     if known:
         parts.append("Known: " + ", ".join(known) + ".")

@@ -89,3 +89,15 @@ def knowledge(knowledge_store: Any) -> Iterator[Any]:
     runtime.override(knowledge=kb)
     yield kb
     runtime.reset()
+
+
+@pytest.fixture(autouse=True)
+def handoff_always_open() -> Iterator[None]:
+    """Handoff settings without office hours and a fixed wall clock (tests of hours set their own)."""
+    from datetime import datetime, timezone
+
+    from handoff.config import HandoffSettings
+
+    runtime.override(handoff=HandoffSettings(), wall_clock=lambda: datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc))
+    yield
+    runtime.reset()

@@ -140,7 +140,7 @@ async def test_handback_resumes_with_the_note_and_tells_the_customer(app_and_cha
 
 
 async def test_close_resumes_and_sends_the_rating_list(app_and_channel: Any, graph: GraphStandIn) -> None:
-    app, channel = app_and_channel
+    app, _ = app_and_channel
     await seed(app)
     await paused(app)
     answer = await call(app, {"conversation_id": USER, "agent": "Ana", "csat": True}, action="close")

@@ -78,7 +78,7 @@ class RasaStandIn:
             return httpx.Response(200, json={"resumed": True, "notified": True, "sent": ["wamid.x"]})
         if path.endswith("/tracker/events"):
             sender = path.split("/")[2]
-            add_events(self.tracker, sender, body)
+            add_events(self.tracker, sender, [dict(e) for e in body])
             return httpx.Response(200, json={"sender_id": sender})
         return httpx.Response(404, json={"error": "unknown"})
 
