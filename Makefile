@@ -20,7 +20,7 @@ RASA := $(RASA_VENV)/bin/rasa
 APP_PY := $(APP_VENV)/bin/python
 STAGE := scripts/stage.sh
 
-.PHONY: help env run train lint test test-app test-rasa validate test-stories test-nlu test-dialogue test-integration browser-deps test-browser test-kb kb-ingest bench bench-kb evolution-setup lock clean
+.PHONY: help env run train lint test test-app test-rasa validate test-stories test-nlu test-dialogue test-integration browser-deps test-browser test-kb kb-ingest bench bench-kb bench-console evolution-setup lock clean
 
 help:
 	@echo "make run     start the assistant (Rasa :5005, actions :5055, WhatsApp sandbox :5006) on embedded defaults"
@@ -28,7 +28,7 @@ help:
 	@echo "make train   train a model if data/, domain/ or config.yml changed"
 	@echo "make validate | lint | test-app | test-rasa | test-kb | test-stories | test-nlu | test-integration | test-browser | lock | clean"
 	@echo "make kb-ingest   index knowledge/ (also: .venv/app/bin/kb ingest|search|list|delete|eval)"
-	@echo "make bench | bench-kb   speed figures (WhatsApp vs REST; knowledge store vs LanceDB)"
+	@echo "make bench | bench-kb | bench-console   speed figures (WhatsApp vs REST; knowledge store vs LanceDB; console)"
 
 # --- environments -----------------------------------------------------------
 $(RASA_VENV)/.installed: requirements/rasa.in requirements/rasa.lock
@@ -145,6 +145,10 @@ test: env
 # Speed targets (not part of `make test`: they print figures and compare within one run).
 bench: env train
 	$(RASA_VENV)/bin/python -m bench.whatsapp_vs_rest
+
+# Console queue/conversation endpoints with 10k conversations / 500k events, SQLite and PostgreSQL.
+bench-console: $(APP_VENV)/.installed
+	$(APP_PY) -m bench.console_endpoints
 
 bench-kb: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m bench.kb_hybrid

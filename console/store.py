@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import MetaData, Table, and_, desc, func, insert, or_, select, update
@@ -31,22 +30,29 @@ class ConsoleError(ValueError):
         self.status = status
 
 
-@dataclass(frozen=True)
 class Readers:
     """Rasa's tracker store and the channels' inbox, read only (tables reflected on first use)."""
 
-    tracker: Engine
-    inbox: Engine
+    MISSING_RETRY_SECONDS = 30.0  # a table not there yet (Rasa not started) is looked for again after this
+
+    def __init__(self, tracker: Engine, inbox: Engine) -> None:
+        self.tracker = tracker
+        self.inbox = inbox
+        self._tables: dict[tuple[int, str], Table] = {}
+        self._missing: dict[tuple[int, str], float] = {}
 
     def table(self, engine: Engine, name: str) -> Table | None:
-        cache = self.__dict__.setdefault("_tables", {})
         key = (id(engine), name)
-        if key not in cache:
-            try:
-                cache[key] = Table(name, MetaData(), autoload_with=engine)
-            except (NoSuchTableError, OperationalError, ProgrammingError):
-                return None
-        return cache[key]
+        if key in self._tables:
+            return self._tables[key]
+        if time.monotonic() - self._missing.get(key, -1e9) < self.MISSING_RETRY_SECONDS:
+            return None
+        try:
+            self._tables[key] = Table(name, MetaData(), autoload_with=engine)
+        except (NoSuchTableError, OperationalError, ProgrammingError):
+            self._missing[key] = time.monotonic()
+            return None
+        return self._tables[key]
 
 
 def queue(conn: Connection, view: str, agent_id: int, limit: int = PAGE, offset: int = 0) -> list[dict[str, Any]]:

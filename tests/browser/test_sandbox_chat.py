@@ -7,42 +7,11 @@ Screenshots land in results/.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from tests.integration.harness import ROOT, Stack
-
-CHROMIUM = Path("/usr/bin/chromium")
-RESULTS = ROOT / "results"
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("sandbox_browser"))
-    try:
-        running.start()
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-def page(stack: Stack) -> Iterator[Page]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
-        )
-        context = browser.new_context(viewport={"width": 420, "height": 860})
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        yield page
-        browser.close()
+from tests.browser.conftest import RESULTS
+from tests.integration.harness import Stack
 
 
 def open_chat(page: Page, stack: Stack, phone: str) -> None:

@@ -65,6 +65,8 @@ def text_webhook(user: str, wamid: str, text: str, phone_number_id: str = "PNID-
 
 
 EVOLUTION_KEY, EVOLUTION_SECRET, EVOLUTION_INSTANCE = "evo-key", "evo-secret", "voltbay"
+CHANNEL_AGENT_TOKEN = "integration-agent-token"
+CONSOLE_ADMIN = ("admin@voltbay.example", "integration-admin-pw")
 
 
 @dataclass
@@ -78,11 +80,17 @@ class Stack:
     inbox_db_url: str = ""  # default: the tracker store's SQLite file
     with_evolution: bool = True  # also configure the Evolution channel (the bench measures the Cloud one alone)
     rasa_nice: int = 0  # run Rasa at a lower CPU priority than the ingest process (deployment option)
+    with_console: bool = False  # also run the agent console (console/)
+    console_port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def graph_url(self) -> str:
         return f"http://127.0.0.1:{self.graph_port}"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.console_port}"
 
     @property
     def rasa_url(self) -> str:
@@ -129,6 +137,18 @@ class Stack:
             "EVOLUTION_API_KEY": EVOLUTION_KEY if self.with_evolution else "",
             "EVOLUTION_INSTANCE": EVOLUTION_INSTANCE,
             "EVOLUTION_WEBHOOK_SECRET": EVOLUTION_SECRET,
+            # The agent console and the channels' agent routes.
+            "CHANNEL_AGENT_TOKEN": CHANNEL_AGENT_TOKEN,
+            "RASA_TOKEN": RASA_TOKEN,
+            "CONSOLE_PORT": str(self.console_port),
+            "CONSOLE_DB_URL": f"sqlite:///{self.workdir / 'console.db'}",
+            "CONSOLE_TRACKER_DB_URL": f"sqlite:///{self.workdir / 'tracker.db'}",
+            "CONSOLE_RASA_URL": self.rasa_url,
+            "CONSOLE_ADMIN_EMAIL": CONSOLE_ADMIN[0],
+            "CONSOLE_ADMIN_PASSWORD": CONSOLE_ADMIN[1],
+            "CONSOLE_SECRET_KEY": "integration-console-secret",
+            "CONSOLE_SECURE_COOKIE": "false",
+            "CONSOLE_POLL_INTERVAL": "0.2",
         }
 
     def start(self) -> None:
@@ -148,8 +168,12 @@ class Stack:
             wait_for(lambda: self._up(f"{self.ingest_url}/health"), 60, what="ingest server")
         self._spawn("actions", [str(APP_PY), "-m", "rasa_sdk", "--actions", "actions",
                                 "--port", str(self.actions_port)], env)
+        if self.with_console:
+            self._spawn("console", [str(APP_PY), "-m", "console"], env)
         self.start_rasa()
         wait_for(lambda: self._up(f"{self.graph_url}/_sandbox/requests"), 30, what="sandbox (Graph stand-in)")
+        if self.with_console:
+            wait_for(lambda: self._up(f"{self.console_url}/healthz"), 60, what="agent console")
         wait_for(lambda: self._up(f"http://127.0.0.1:{self.actions_port}/health"), 60, what="action server")
 
     def start_rasa(self) -> None:
