@@ -207,12 +207,16 @@ def add_agent_routes(bp: Blueprint, channel: Any) -> None:
         row = await _conversation_row(channel, parsed["conversation_id"])
         if row is None:
             return _unknown(channel, parsed["conversation_id"])
-        from rasa.shared.core.events import ConversationResumed, SlotSet
+        from rasa.shared.core.constants import ACTION_LISTEN_NAME
+        from rasa.shared.core.events import ActionExecuted, ConversationResumed, SlotSet
 
         rasa_agent = getattr(request.app.ctx, "agent", None)
         events: list[Any] = [ConversationResumed(metadata={"agent": parsed["agent"], "closed": close})]
         if parsed["note"]:
             events.append(SlotSet("handback_note", parsed["note"]))
+        # Messages received while paused were logged without a turn: the bot listens again from here,
+        # so the next message starts a normal turn (rules and stories match again).
+        events.append(ActionExecuted(ACTION_LISTEN_NAME))
         tracker = await append_events(rasa_agent, parsed["conversation_id"], events)
         utterance = (CSAT_RESPONSE if parsed["csat"] else None) if close else HANDBACK_RESPONSE
         if utterance is None or tracker is None:

@@ -150,6 +150,7 @@ class Console:
                                              "metadata": {"agent": agent.name, "closed": closing}}]
             if body.get("note"):
                 events.append({"event": "slot", "name": "handback_note", "value": body["note"]})
+            events.append({"event": "action", "name": "action_listen"})  # see connectors/agent_api.py
             answer = await self.rasa.append_events(sender_id, events)
             resumed = answer.ok
         with self.engine.begin() as conn:

@@ -135,6 +135,7 @@ async def test_handback_resumes_with_the_note_and_tells_the_customer(app_and_cha
     assert not tracker.is_paused()
     assert tracker.get_slot("handback_note") == "refund approved"
     assert tracker.get_slot("order_number") == "VB-123456"  # the bot keeps its context
+    assert tracker.latest_action_name == "action_listen"  # the next message starts a normal turn
     (payload,) = graph.sent()
     assert payload["text"]["body"].startswith("You're chatting with the Voltbay assistant again")
 

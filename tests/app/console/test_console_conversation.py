@@ -123,6 +123,7 @@ async def test_conversations_of_other_channels_are_resumed_through_rasas_api(env
     path, body, _headers = env["rasa"].calls[-1]
     assert path == "/conversations/web-user-1/tracker/events"
     assert body[0]["event"] == "resume" and body[1] == {"event": "slot", "name": "handback_note", "value": "done"}
+    assert body[2] == {"event": "action", "name": "action_listen"}
 
 
 async def test_claims_do_not_steal(env: dict[str, Any]) -> None:
