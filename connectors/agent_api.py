@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
 from typing import Any
 from urllib.parse import urlparse
@@ -36,7 +37,8 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors.whatsapp.errors import OUTSIDE_WINDOW
+from connectors.sending import MediaTooLarge
+from connectors.whatsapp.errors import OUTSIDE_WINDOW, GraphError
 from connectors.whatsapp.render import template_message
 from connectors.whatsapp.signature import secrets_match
 
@@ -174,8 +176,34 @@ def _unknown(channel: Any, conversation_id: str) -> HTTPResponse:
     return response.json({"error": f"no {channel.name()} conversation {conversation_id!r}"}, status=404)
 
 
+MEDIA_ID = re.compile(r"^[A-Za-z0-9_:-]{1,256}$")  # Graph ids are digits, Baileys key ids hex
+MIME = re.compile(r"^[a-z]+/[a-z0-9.+-]{1,100}$")
+
+
 def add_agent_routes(bp: Blueprint, channel: Any) -> None:
-    """Registers POST <prefix>/agent/send|handback|close for an InboxChannel."""
+    """Registers POST <prefix>/agent/send|handback|close and GET <prefix>/agent/media for an InboxChannel."""
+
+    @bp.route("/agent/media", methods=["GET"])
+    async def agent_media(request: Request) -> HTTPResponse:
+        """A customer's media file (?conversation_id=&media_id=), fetched with the channel's own client."""
+        refused = _refusal(request)
+        if refused:
+            return refused
+        conversation = request.args.get("conversation_id") or ""
+        media_id = request.args.get("media_id") or ""
+        if not conversation or len(conversation) > 128 or not MEDIA_ID.match(media_id):
+            return response.json({"error": "conversation_id and media_id are required"}, status=400)
+        row = await _conversation_row(channel, conversation)
+        if row is None:
+            return _unknown(channel, conversation)
+        try:
+            content, mime = await channel.client.download_media(row.business_id, media_id)
+        except MediaTooLarge as error:
+            return response.json({"error": f"media too large ({error})"}, status=413)
+        except GraphError as error:
+            return response.json({"error": str(error)}, status=404 if error.http_status == 404 else 502)
+        mime = mime.split(";")[0].strip().lower()
+        return response.raw(content, content_type=mime if MIME.match(mime) else "application/octet-stream")
 
     @bp.route("/agent/send", methods=["POST"])
     async def agent_send(request: Request) -> HTTPResponse:

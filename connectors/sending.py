@@ -18,6 +18,11 @@ from connectors.whatsapp.errors import GraphError, Verdict, backoff_seconds
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
+MAX_MEDIA_BYTES = 16 * 1024 * 1024  # WhatsApp's own limit for audio/video; images are 5 MB
+
+
+class MediaTooLarge(Exception):
+    """A customer's media file over the size the agent route passes on."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,11 @@ class RetryingSender:
 
     async def mark_read_and_typing(self, business_id: str, message_id: str, reply_to: str) -> None:
         """Read receipt + typing indicator while the bot works; best effort."""
+
+    async def download_media(self, business_id: str, media_id: str,
+                             max_bytes: int = MAX_MEDIA_BYTES) -> tuple[bytes, str]:
+        """(content, mime type) of a customer's media; GraphError or MediaTooLarge."""
+        raise NotImplementedError
 
     async def close(self) -> None:
         """Release connections."""

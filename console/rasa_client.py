@@ -66,3 +66,15 @@ class RasaClient:
         """Rasa's own API, for conversations of channels without an agent route."""
         return await self._post(f"{self.base_url}/conversations/{quote(sender_id, safe='')}/tracker/events",
                                 events, params={"token": self.rasa_token} if self.rasa_token else None)
+
+    async def channel_media(self, channel: str, conversation_id: str, media_id: str) -> tuple[int, bytes, str]:
+        """(status, content, content type) of a customer's media file, fetched by the channel."""
+        if channel not in AGENT_CHANNELS:
+            return 404, b"", ""
+        try:
+            answer = await self._client.get(f"{self.base_url}/webhooks/{channel}/agent/media",
+                                            params={"conversation_id": conversation_id, "media_id": media_id},
+                                            headers={"Authorization": f"Bearer {self.channel_token}"})
+        except httpx.HTTPError:
+            return 503, b"", ""
+        return answer.status_code, answer.content, answer.headers.get("content-type", "")

@@ -184,6 +184,20 @@ class Console:
             logger.exception("agent assist failed")
             raise ConsoleError(f"the knowledge base is unavailable ({error.__class__.__name__})", 503) from error
 
+    async def media(self, sender_id: str, media_id: str) -> tuple[bytes, str]:
+        """A customer's media file of this conversation (only ids the conversation's messages carry)."""
+        with self.engine.connect() as conn:
+            row = store.conversation(conn, sender_id)
+        events = store.tracker_events(self.readers, sender_id)
+        known = {str(((e.get("metadata") or {}).get("media") or {}).get("id")) for e in events
+                 if e.get("event") == "user"}
+        if media_id not in known:
+            raise ConsoleError("no such media in this conversation", 404)
+        status, content, mime = await self.rasa.channel_media(row.get("channel") or "", sender_id, media_id)
+        if status != 200:
+            raise ConsoleError(f"the channel could not fetch the media (HTTP {status})", 404 if status == 404 else 502)
+        return content, mime
+
     def canned_for(self, agent: Agent, sender_id: str, canned_id: int) -> str:
         with self.engine.connect() as conn:
             row = store.conversation(conn, sender_id)

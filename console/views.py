@@ -102,6 +102,25 @@ async def conversation_page(request: Request, sender_id: str) -> HTTPResponse:
                   flash=request.args.get("flash"), prefill=request.args.get("prefill", ""), **view)
 
 
+# Shown inline; anything else is downloaded, never rendered by the browser.
+INLINE_MEDIA = ("image/jpeg", "image/png", "image/webp", "image/gif", "audio/", "video/mp4", "video/3gpp",
+                "application/pdf")
+
+
+@bp.get("/c/<sender_id>/media/<media_id>")
+@authenticated()
+async def media(request: Request, sender_id: str, media_id: str) -> HTTPResponse:
+    content, mime = await _console(request).media(sender_id, media_id)
+    mime = (mime or "application/octet-stream").split(";")[0].strip().lower()
+    inline = mime.startswith(INLINE_MEDIA)
+    resp = response.raw(content, content_type=mime if inline else "application/octet-stream")
+    resp.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    resp.headers["Cache-Control"] = "private, max-age=300"
+    if not inline:
+        resp.headers["Content-Disposition"] = f'attachment; filename="media-{quote(media_id)}"'
+    return resp
+
+
 def _back(sender_id: str, flash: str | None = None, prefill: str | None = None) -> HTTPResponse:
     query = []
     if flash:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 from typing import Any
 
 import aiohttp
 
-from connectors.sending import RetryingSender
+from connectors.sending import MAX_MEDIA_BYTES, MediaTooLarge, RetryingSender
 from connectors.whatsapp.errors import MAX_SERVER_ERROR_RETRIES, GraphError, Verdict
 from connectors.whatsapp.updates import json_object
 
@@ -113,6 +115,23 @@ class EvolutionClient(RetryingSender):
                             {"number": reply_to, "presence": "composing", "delay": 1200})
         except GraphError as error:
             logger.info("could not mark %s read / show typing: %s", message_id, error)
+
+    async def download_media(self, business_id: str, media_id: str,
+                             max_bytes: int = MAX_MEDIA_BYTES) -> tuple[bytes, str]:
+        """POST /chat/getBase64FromMediaMessage/{instance} with the message key → base64 + mimetype."""
+        key_id = media_id.split(":", 1)[1] if ":" in media_id else media_id
+        body = await self.call("POST", f"chat/getBase64FromMediaMessage/{business_id}",
+                               {"message": {"key": {"id": key_id}}, "convertToMp4": False})
+        encoded = body.get("base64")
+        if not isinstance(encoded, str) or not encoded:
+            raise GraphError(502, None, "Evolution answered without base64 content")
+        if len(encoded) > (max_bytes * 4) // 3 + 4:
+            raise MediaTooLarge(f"over {max_bytes} bytes")
+        try:
+            content = base64.b64decode(encoded.split(",", 1)[-1], validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise GraphError(502, None, "Evolution answered with invalid base64") from error
+        return content, str(body.get("mimetype") or "application/octet-stream")
 
     # --- instances (make evolution-setup) ------------------------------------------
     async def create_instance(self, name: str) -> dict[str, Any]:

@@ -7,10 +7,11 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
-from connectors.sending import MAX_ATTEMPTS, RetryingSender, SendResult
+from connectors.sending import MAX_ATTEMPTS, MAX_MEDIA_BYTES, MediaTooLarge, RetryingSender, SendResult
 from connectors.whatsapp.errors import GraphError, Verdict, verdict
 
 __all__ = ["DEFAULT_API_VERSION", "DEFAULT_GRAPH_URL", "GraphClient", "SendResult"]
@@ -68,6 +69,32 @@ class GraphClient(RetryingSender):
                 return body
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             raise GraphError(0, None, f"network error: {type(error).__name__}") from error
+
+    async def download_media(self, business_id: str, media_id: str,
+                             max_bytes: int = MAX_MEDIA_BYTES) -> tuple[bytes, str]:
+        """GET /{media_id} → {url, mime_type, file_size}; GET url with the same token (it expires in 5 min)."""
+        session = await self._client()
+        try:
+            async with session.get(f"{self._base}/{self._version}/{quote(media_id, safe='')}") as response:
+                try:
+                    body = await response.json(content_type=None)
+                except (aiohttp.ContentTypeError, ValueError):
+                    body = None
+                if response.status >= 400 or not isinstance(body, dict) or not isinstance(body.get("url"), str):
+                    raise GraphError.from_response(response.status, body)
+            size = body.get("file_size")
+            if isinstance(size, int) and size > max_bytes:
+                raise MediaTooLarge(f"{size} bytes")
+            async with session.get(body["url"]) as response:
+                if response.status >= 400:
+                    raise GraphError(response.status, None, "media download refused")
+                content = await response.content.read(max_bytes + 1)
+                mime = str(body.get("mime_type") or response.content_type or "application/octet-stream")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            raise GraphError(0, None, f"network error: {type(error).__name__}") from error
+        if len(content) > max_bytes:
+            raise MediaTooLarge(f"over {max_bytes} bytes")
+        return content, mime
 
     def message_id_of(self, body: dict[str, Any]) -> str | None:
         messages = body.get("messages")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from aiohttp import web
@@ -57,6 +57,23 @@ class GraphStandIn:
     def sent(self) -> list[dict[str, Any]]:
         return [p for _, p in self.received if p.get("status") != "read"]
 
+    # Media download as documented: GET /{media_id} → {url, mime_type, file_size}; GET url, same token.
+    MEDIA: ClassVar[dict[str, bytes]] = {"MEDIA1": b"\x89PNG\r\n\x1a\n fake image"}
+
+    async def media_info(self, request: web.Request) -> web.Response:
+        assert request.headers.get("Authorization") == "Bearer test-token"
+        media_id = request.match_info["media_id"]
+        if media_id not in self.MEDIA:
+            return web.json_response({"error": {"message": "Unsupported get request", "code": 100}}, status=400)
+        return web.json_response({"url": f"{self.url}/_media/{media_id}", "mime_type": "image/png",
+                                  "file_size": len(self.MEDIA[media_id]), "id": media_id,
+                                  "messaging_product": "whatsapp"})
+
+    async def media_bytes(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer test-token":
+            return web.Response(status=401)
+        return web.Response(body=self.MEDIA[request.match_info["media_id"]], content_type="image/png")
+
 
 def graph_error(code: int, status: int = 400) -> tuple[int, dict[str, Any]]:
     return status, {"error": {"message": f"error {code}", "type": "OAuthException", "code": code,
@@ -77,6 +94,8 @@ async def graph() -> AsyncIterator[GraphStandIn]:
     stand_in = GraphStandIn()
     app = web.Application()
     app.router.add_post("/{version}/{phone_number_id}/messages", stand_in.handle)
+    app.router.add_get("/_media/{media_id}", stand_in.media_bytes)
+    app.router.add_get("/{version}/{media_id}", stand_in.media_info)
     runner, stand_in.url = await start_web(app)
     yield stand_in
     await runner.cleanup()

@@ -179,3 +179,36 @@ async def test_template_reopens_the_window_when_configured(app_and_channel: Any,
     assert answer.status == 200
     (payload,) = graph.sent()
     assert payload["type"] == "template" and payload["template"]["name"] == "welcome_back"
+
+
+async def test_media_of_a_conversation_through_the_channels_client(app_and_channel: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    app, channel = app_and_channel
+    await seed(app)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    _, answer = await app.asgi_client.get(f"/webhooks/whatsapp/agent/media?conversation_id={USER}&media_id=MEDIA1",
+                                          headers=headers)
+    assert answer.status == 200 and answer.headers["content-type"] == "image/png"
+    assert answer.body.startswith(b"\x89PNG")
+    _, answer = await app.asgi_client.get(f"/webhooks/whatsapp/agent/media?conversation_id={USER}&media_id=NOPE",
+                                          headers=headers)
+    assert answer.status == 502
+    for query in ["", f"conversation_id={USER}", f"conversation_id={USER}&media_id=../../etc"]:
+        _, answer = await app.asgi_client.get(f"/webhooks/whatsapp/agent/media?{query}", headers=headers)
+        assert answer.status == 400, query
+    _, answer = await app.asgi_client.get("/webhooks/whatsapp/agent/media?conversation_id=nobody&media_id=MEDIA1",
+                                          headers=headers)
+    assert answer.status == 404
+    _, answer = await app.asgi_client.get(f"/webhooks/whatsapp/agent/media?conversation_id={USER}&media_id=MEDIA1")
+    assert answer.status == 401
+    import connectors.agent_api as agent_api
+
+    original = channel.client.download_media
+
+    async def small(business_id: str, media_id: str, max_bytes: int = 4) -> Any:
+        return await original(business_id, media_id, max_bytes=4)
+
+    monkeypatch.setattr(channel.client, "download_media", small)
+    _, answer = await app.asgi_client.get(f"/webhooks/whatsapp/agent/media?conversation_id={USER}&media_id=MEDIA1",
+                                          headers=headers)
+    assert answer.status == 413 and agent_api.MediaTooLarge

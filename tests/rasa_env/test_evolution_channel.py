@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
 import uuid
@@ -111,6 +112,11 @@ class EvolutionStandIn:
         assert request.headers.get("apikey") == "evo-key"
         body = await request.json()
         self.requests.append((request.path, body))
+        if request.path.startswith("/chat/getBase64FromMediaMessage/"):
+            if body["message"]["key"]["id"] != "IMG1":
+                return web.json_response({"status": 400, "response": {"message": ["not found"]}}, status=400)
+            return web.json_response({"mediaType": "imageMessage", "mimetype": "image/jpeg",
+                                      "base64": base64.b64encode(b"\xff\xd8\xff jpeg").decode()}, status=201)
         if request.path.startswith("/message/") and self.failures:
             status = self.failures.pop(0)
             return web.json_response({"status": status, "response": {"message": ["no"]}}, status=status)
@@ -189,3 +195,20 @@ async def test_failed_sends_are_retried_or_recorded(tmp_path: Path, evolution: E
     assert "HTTP 400" in rows[1]["error"]  # kept where the console shows failed sends
     assert len(evolution.sends()) == 4  # 500, 429, then accepted; the 400 is not retried
     await channel.client.close()
+
+
+async def test_customer_media_is_fetched_as_base64_from_evolution(evolution: EvolutionStandIn) -> None:
+    from connectors.evolution.api import EvolutionClient
+    from connectors.sending import MediaTooLarge
+    from connectors.whatsapp.errors import GraphError
+
+    client = EvolutionClient(evolution.url, "evo-key")
+    content, mime = await client.download_media("voltbay", "voltbay:IMG1")
+    assert content == b"\xff\xd8\xff jpeg" and mime == "image/jpeg"
+    assert evolution.requests[-1] == ("/chat/getBase64FromMediaMessage/voltbay",
+                                      {"message": {"key": {"id": "IMG1"}}, "convertToMp4": False})
+    with pytest.raises(GraphError):
+        await client.download_media("voltbay", "voltbay:OTHER")
+    with pytest.raises(MediaTooLarge):
+        await client.download_media("voltbay", "IMG1", max_bytes=2)
+    await client.close()

@@ -67,9 +67,15 @@ class RasaStandIn:
     send_body: dict[str, Any] = field(default_factory=lambda: {"sent": ["wamid.agent.1"]})
 
     def handler(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content or b"null")
+        body = json.loads(request.content or b"null") if request.method == "POST" else None
         path = request.url.path
         self.calls.append((path, body, dict(request.headers)))
+        if path.endswith("/agent/media"):
+            if request.url.params.get("media_id") == "MEDIA1":
+                return httpx.Response(200, content=b"\x89PNG fake", headers={"content-type": "image/png"})
+            if request.url.params.get("media_id") == "DOC1":
+                return httpx.Response(200, content=b"<html><script>x</script>", headers={"content-type": "text/html"})
+            return httpx.Response(502, json={"error": "Graph API error"})
         if path.endswith("/agent/send"):
             return httpx.Response(self.send_status, json=self.send_body)
         if path.endswith(("/agent/handback", "/agent/close")):

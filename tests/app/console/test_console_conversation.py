@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, insert
 from console.projector import Projector, apply_event, new_conversation
 from console.tables import create_db_engine, create_tables
 from console.transcript import build_transcript, latest_statuses
+from tests.app.console.conftest import Browser
 from tests.app.console.helpers import add_events, events_table, handoff_events, tracker_metadata, user
 from tests.app.console.test_console_api import admin_and_agent, hand_over
 from tests.postgres import temporary_database
@@ -165,3 +166,35 @@ def test_projector_survives_odd_rows(tmp_path: Any, data: str) -> None:
     with tracker.begin() as conn:
         conn.execute(insert(events_table).values(sender_id="x", type_name="user", timestamp=1.0, data=data))
     assert Projector(console, tracker).catch_up() == 1
+
+
+async def test_customer_media_is_shown_through_the_channel(env: dict[str, Any]) -> None:
+    _admin, agent = await admin_and_agent(env)
+    photo = {**user("/share_media{\"media_type\":\"image\"}", "share_media")}
+    photo["metadata"] = {**photo["metadata"], "media": {"type": "image", "id": "MEDIA1", "mime_type": "image/png"}}
+    page_doc = {**user("invoice", "share_media")}
+    page_doc["metadata"] = {**page_doc["metadata"], "media": {"type": "document", "id": "DOC1"}}
+    add_events(env["tracker"], "34600000001", [photo, page_doc, *handoff_events()])
+    env["app"].ctx.projector.catch_up()
+    page = await agent.request("get", "/c/34600000001")
+    assert '<img src="/c/34600000001/media/MEDIA1"' in page.text
+    image = await agent.request("get", "/c/34600000001/media/MEDIA1")
+    assert image.status == 200 and image.headers["content-type"] == "image/png" and image.body.startswith(b"\x89PNG")
+    assert image.headers["content-security-policy"].startswith("sandbox")
+    assert env["rasa"].calls[-1][0] == "/webhooks/whatsapp/agent/media"
+    html = await agent.request("get", "/c/34600000001/media/DOC1")  # never rendered by the browser
+    assert html.headers["content-type"] == "application/octet-stream"
+    assert html.headers["content-disposition"].startswith("attachment")
+    assert (await agent.request("get", "/c/34600000001/media/OTHER")).status == 404  # not in this conversation
+    assert (await Browser(env["app"]).request("get", "/c/34600000001/media/MEDIA1")).status == 302
+
+
+async def test_evolution_conversations_are_answered_through_evolution(env: dict[str, Any]) -> None:
+    _admin, agent = await admin_and_agent(env)
+    hand_over(env, "346000000099@s.whatsapp.net", channel="evolution")
+    row = (await agent.api("get", "/api/queue?filter=unassigned")).json["conversations"][0]
+    assert row["channel"] == "evolution"
+    sent = await agent.api("post", "/api/conversations/346000000099@s.whatsapp.net/reply", {"text": "hola"})
+    assert sent.status == 200 and env["rasa"].calls[-1][0] == "/webhooks/evolution/agent/send"
+    back = await agent.api("post", "/api/conversations/346000000099@s.whatsapp.net/handback", {})
+    assert back.status == 200 and env["rasa"].calls[-1][0] == "/webhooks/evolution/agent/handback"
