@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import ActiveLoop, ConversationPaused, EventType, SlotSet
+from rasa_sdk.events import ActiveLoop, ConversationPaused, EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
@@ -177,4 +177,7 @@ class ActionFallback(Action):
         if triggers.low_confidence and unclear_turns_in_a_row(tracker) >= triggers.low_confidence_turns:
             return await pause_for_person(dispatcher, tracker, "low_confidence")
         dispatcher.utter_message(response="utter_ask_rephrase")
-        return []
+        # As Rasa's core fallback (no policy sure of the next action, e.g. a form that rejected the
+        # message) no rule ends the turn: without this, RulePolicy predicts the fallback again and the
+        # customer gets "Sorry…" up to 10 times. Listening ends the turn in every case.
+        return [FollowupAction("action_listen")]

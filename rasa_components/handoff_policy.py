@@ -22,9 +22,8 @@ from rasa.engine.graph import ExecutionContext
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
-from rasa.shared.core.constants import ACTION_LISTEN_NAME
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import SlotSet, UserUttered
+from rasa.shared.core.events import ActionExecuted, SlotSet, UserUttered
 from rasa.shared.core.generator import TrackerWithCachedStates
 from rasa.shared.core.trackers import DialogueStateTracker
 
@@ -53,6 +52,17 @@ def turns_since_bot_took_over(events: list[dict[str, Any]]) -> list[UserTurn]:
             full = ((response.get("response") or {}).get("intent_response_key")) if isinstance(response, dict) else None
             turns.append(UserTurn(text=str(event.get("text") or ""), intent=full or name))
     return turns
+
+
+def awaiting_first_action(tracker: DialogueStateTracker) -> bool:
+    """No action has run since the latest customer message (normally: the last action was
+    action_listen; also after a turn that ended without one, e.g. a hand-back or a prediction limit)."""
+    for event in reversed(tracker.events):
+        if isinstance(event, ActionExecuted):
+            return False
+        if isinstance(event, UserUttered):
+            return True
+    return False
 
 
 class _SettingsFile:
@@ -119,7 +129,7 @@ class HandoffTriggerPolicy(Policy):
                                      **kwargs: Any) -> PolicyPrediction:
         abstain = self._prediction(self._default_predictions(domain))
         # Only right after a customer message, once; never while paused (the bot is silent then).
-        if tracker.latest_action_name != ACTION_LISTEN_NAME or tracker.is_paused():
+        if not awaiting_first_action(tracker) or tracker.is_paused():
             return abstain
         if HANDOFF_ACTION not in domain.action_names_or_texts:
             return abstain

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rasa_sdk.events import ConversationPaused, SlotSet
+from rasa_sdk.events import ConversationPaused, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.handoff_actions import ActionFallback, ActionHandoff, handoff_reason, unclear_turns_in_a_row
@@ -216,7 +216,7 @@ def _tracker_with_turns(*turns: tuple[str, list[str]]) -> Any:
 
 async def test_first_unclear_message_asks_to_rephrase(dispatcher, domain) -> None:
     tracker = _tracker_with_turns(("greet", ["utter_greet"]), ("nlu_fallback", []))
-    assert await ActionFallback().run(dispatcher, tracker, domain) == []
+    assert await ActionFallback().run(dispatcher, tracker, domain) == [FollowupAction("action_listen")]
     assert dispatcher.messages[0]["response"] == "utter_ask_rephrase"
 
 
@@ -232,7 +232,7 @@ async def test_a_clear_message_in_between_resets_the_count(dispatcher, domain) -
         ("nlu_fallback", ["action_fallback"]), ("faq", ["utter_faq"]), ("nlu_fallback", [])
     )
     assert unclear_turns_in_a_row(tracker) == 1
-    assert await ActionFallback().run(dispatcher, tracker, domain) == []
+    assert await ActionFallback().run(dispatcher, tracker, domain) == [FollowupAction("action_listen")]
 
 
 def test_the_action_server_registers_every_domain_action() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rasa_sdk.events import ActiveLoop, ConversationPaused, SlotSet
+from rasa_sdk.events import ActiveLoop, ConversationPaused, FollowupAction, SlotSet
 
 from actions import runtime
 from actions.handoff_actions import ActionFallback, ActionHandoff
@@ -87,7 +87,7 @@ async def test_low_confidence_turns_come_from_the_settings(dispatcher, domain) -
               {"event": "user", "text": "zzzz", "parse_data": {"intent": {"name": "nlu_fallback"}}}]
     state = load_tracker("offer_accepted_tracker", events=events,
                          latest_message={"text": "zzzz", "intent": {"name": "nlu_fallback"}})
-    assert await ActionFallback().run(dispatcher, state, domain) == []  # 2 of 3
+    assert await ActionFallback().run(dispatcher, state, domain) == [FollowupAction("action_listen")]  # 2 of 3
     assert dispatcher.messages[-1]["response"] == "utter_ask_rephrase"
 
 

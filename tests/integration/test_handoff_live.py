@@ -3,6 +3,8 @@ pause semantics (recorded, silent) and the hand-back through the channel's agent
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from .harness import CHANNEL_AGENT_TOKEN, Stack, http, text_webhook, wait_for
@@ -11,9 +13,9 @@ pytestmark = pytest.mark.integration
 
 
 def converse(stack: Stack, user: str, texts: list[str]) -> None:
-    for i, text in enumerate(texts):
+    for text in texts:
         before = len(stack.sent_to(user))
-        assert stack.post_webhook(text_webhook(user, f"wamid.{user}.{i}", text)) == 200
+        assert stack.post_webhook(text_webhook(user, f"wamid.{user}.{uuid.uuid4().hex[:12]}", text)) == 200
         wait_for(lambda b=before: len(stack.sent_to(user)) > b, 60, what=f"reply to {text!r}")
 
 
@@ -56,3 +58,24 @@ def test_paused_messages_are_recorded_silently_and_hand_back_resumes(stack: Stac
     assert greeting["type"] == "interactive"  # the greeting with its buttons: the rules match again
     slots, paused = slots_and_pause(stack, user)
     assert not paused and slots["handback_note"] == "sorted"
+
+
+def test_evolution_conversation_agent_reply_and_rating_by_number(stack: Stack) -> None:
+    from .test_evolution_live import texts, upsert
+
+    jid = "34622000077@s.whatsapp.net"
+    assert stack.post_evolution(upsert(jid, "EVO.HANDOFF.1", "I want to talk to a human")) == 200
+    wait_for(lambda: stack.tracker(jid).get("paused"), 60, what="paused")
+    auth = {"Authorization": f"Bearer {CHANNEL_AGENT_TOKEN}"}
+    status, body = http("POST", f"{stack.rasa_url}/webhooks/evolution/agent/send",
+                        body={"conversation_id": jid, "agent": "Ana", "text": "Hola, soy Ana"}, headers=auth)
+    assert status == 200 and body["sent"]
+    assert texts(stack, jid)[-1] == "Hola, soy Ana"  # went out through Evolution's sendText
+    status, body = http("POST", f"{stack.rasa_url}/webhooks/evolution/agent/close",
+                        body={"conversation_id": jid, "agent": "Ana", "csat": True}, headers=auth)
+    assert status == 200 and body["notified"]
+    rating = texts(stack, jid)[-1]
+    assert "1. 5 · Very happy" in rating and "5. 1 · Very unhappy" in rating  # numbered on Baileys
+    assert stack.post_evolution(upsert(jid, "EVO.HANDOFF.2", "2")) == 200  # "2" = "4 · Happy"
+    wait_for(lambda: stack.tracker(jid)["slots"].get("csat_score") == "4", 60, what="rating stored")
+    wait_for(lambda: "Thank you for your feedback" in texts(stack, jid)[-1], 60, what="thanks")

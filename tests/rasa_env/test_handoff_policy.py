@@ -105,3 +105,10 @@ def test_settings_are_re_read_and_switches_respected(policy: HandoffTriggerPolic
     config.write_text("triggers: [broken")
     os.utime(config, (2, 2))
     assert predict(policy, said("I want a refund now"))[0] == "action_handoff"  # keeps the last good settings
+
+
+def test_fires_after_a_turn_that_ended_without_listening(policy: HandoffTriggerPolicy) -> None:
+    # e.g. after a hand-back, or a turn cut short by Rasa's prediction limit
+    events = [*said("hi", "greet"), ActionExecuted("action_fallback"),
+              UserUttered("I want a lawyer", {"name": "complain"}, parse_data={"intent": {"name": "complain"}})]
+    assert predict(policy, events)[0] == "action_handoff"
