@@ -13,10 +13,10 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from console import store
-from console.auth import AuthError, create_agent, end_session, list_agents, login, start_session, update_agent
+from console.auth import AuthError, create_agent, list_agents, login, start_session, update_agent
 from console.service import Console
 from console.store import ConsoleError
-from console.web import SESSION_COOKIE, agent_of, authenticated, client_address, form_or_json, set_session_cookie
+from console.web import agent_of, authenticated, client_address, end_current_session, form_or_json, set_session_cookie
 
 bp = Blueprint("api", url_prefix="/api")
 
@@ -54,10 +54,7 @@ async def api_login(request: Request) -> HTTPResponse:
 @bp.post("/logout")
 @authenticated()
 async def api_logout(request: Request) -> HTTPResponse:
-    end_session(request.app.ctx.engine, request.cookies.get(SESSION_COOKIE, ""), agent_of(request).id)
-    resp = response.json({"logged_out": True})
-    resp.delete_cookie(SESSION_COOKIE)
-    return resp
+    return end_current_session(request, response.json({"logged_out": True}))
 
 
 @bp.get("/queue")

@@ -67,16 +67,21 @@ def _normalise_pg(url: str) -> str:
     return "postgresql+psycopg://" + url.split("://", 1)[1] if url.startswith(("postgresql://", "postgres://")) else url
 
 
+def kept_secret(env: Mapping[str, str], name: str, file: Path) -> str:
+    """`name` from the environment, else a secret generated once and kept (0600) in `file`."""
+    if env.get(name):
+        return env[name]
+    if file.is_file() and file.read_text().strip():
+        return file.read_text().strip()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    file.write_text(token + "\n")
+    file.chmod(0o600)
+    return token
+
+
 def secret_key(env: Mapping[str, str], path: Path = VAR / "console_secret") -> str:
-    if env.get("CONSOLE_SECRET_KEY"):
-        return env["CONSOLE_SECRET_KEY"]
-    if path.is_file() and path.read_text().strip():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
-    return key
+    return kept_secret(env, "CONSOLE_SECRET_KEY", path)
 
 
 def _rasa_token(env: Mapping[str, str]) -> str:

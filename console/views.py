@@ -10,15 +10,15 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from console import store
-from console.auth import AuthError, create_agent, end_session, list_agents, login, start_session, update_agent
+from console.auth import AuthError, create_agent, list_agents, login, start_session, update_agent
 from console.service import Console
 from console.store import ConsoleError
 from console.web import (
     LOGIN_CSRF_COOKIE,
-    SESSION_COOKIE,
     agent_of,
     authenticated,
     client_address,
+    end_current_session,
     login_csrf_token,
     new_login_csrf,
     render,
@@ -75,10 +75,7 @@ async def login_submit(request: Request) -> HTTPResponse:
 @bp.post("/logout")
 @authenticated()
 async def logout(request: Request) -> HTTPResponse:
-    end_session(request.app.ctx.engine, request.cookies.get(SESSION_COOKIE, ""), agent_of(request).id)
-    resp = response.redirect("/login", status=303)
-    resp.delete_cookie(SESSION_COOKIE)
-    return resp
+    return end_current_session(request, response.redirect("/login", status=303))
 
 
 @bp.get("/")

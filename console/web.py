@@ -15,7 +15,7 @@ from sanic import response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from console.auth import Agent, csrf_ok, session_agent
+from console.auth import Agent, csrf_ok, end_session, session_agent
 from console.store import ConsoleError
 
 SESSION_COOKIE = "console_session"
@@ -137,6 +137,13 @@ def authenticated(role: str | None = None) -> Callable[[Handler], Handler]:
         return guarded
 
     return decorate
+
+
+def end_current_session(request: Request, resp: HTTPResponse) -> HTTPResponse:
+    """Log the agent of this request out: the server-side session goes, the cookie is cleared."""
+    end_session(request.app.ctx.engine, request.cookies.get(SESSION_COOKIE, ""), agent_of(request).id)
+    resp.delete_cookie(SESSION_COOKIE)
+    return resp
 
 
 def agent_of(request: Request) -> Agent:

@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the project's packages next to it
+
+from console.settings import kept_secret  # noqa: E402 - needs the path above
+
 VAR = ROOT / "var"
 TOKEN_FILE = VAR / "rasa_token"
 STOP_GRACE_SECONDS = 10.0
@@ -47,19 +51,6 @@ def read_env_file(path: Path) -> dict[str, str]:
             value = value[1:-1]
         values[key.strip()] = value
     return values
-
-
-def kept_secret(env: dict[str, str], name: str, file: Path) -> str:
-    """`name` from the environment, else a secret generated once and kept (0600) in `file`."""
-    if env.get(name):
-        return env[name]
-    if file.is_file() and file.read_text().strip():
-        return file.read_text().strip()
-    file.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    file.write_text(token + "\n")
-    file.chmod(0o600)
-    return token
 
 
 def rasa_token(env: dict[str, str], token_file: Path = TOKEN_FILE) -> str:
