@@ -44,6 +44,40 @@ async def already_handled(agent: Any, row: InboxRow) -> bool:
     return any(getattr(event, "message_id", None) == row.message_id for event in tracker.events)
 
 
+def _sql_tracker_engine(agent: Any) -> Any:
+    """The SQLAlchemy engine of Rasa's SQL tracker store (Rasa wraps the store), else None."""
+    store = getattr(agent, "tracker_store", None)
+    for _ in range(5):
+        if store is None or getattr(store, "engine", None) is not None:
+            break
+        store = getattr(store, "_tracker_store", None) or getattr(store, "tracker_store", None)
+    return getattr(store, "engine", None) if store is not None else None
+
+
+def _paused_in_sql(engine: Any, conversation_id: str) -> bool:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        last = conn.execute(text("SELECT type_name FROM events WHERE sender_id = :sender AND type_name IN "
+                                 "('pause', 'resume') ORDER BY id DESC LIMIT 1"), {"sender": conversation_id}).scalar()
+    return last == "pause"
+
+
+async def is_paused(agent: Any, conversation_id: str) -> bool:
+    """Handed to a person (the bot stays silent): one indexed query on a SQL tracker store."""
+    if agent is None or getattr(agent, "tracker_store", None) is None:
+        return False
+    try:
+        engine = _sql_tracker_engine(agent)
+        if engine is not None:
+            return await asyncio.to_thread(_paused_in_sql, engine, conversation_id)
+        tracker = await agent.tracker_store.retrieve(conversation_id)
+        return bool(tracker is not None and tracker.is_paused())
+    except Exception:  # only decides whether "typing…" shows; never fails a turn
+        logger.debug("could not tell whether %s is paused", conversation_id, exc_info=True)
+        return False
+
+
 class InboxChannel(InputChannel):
     channel_name = ""
 
@@ -82,7 +116,7 @@ class InboxChannel(InputChannel):
             return None
         text = apply_menu(row.message["text"], row.menu)
         # Read receipt + typing while Rasa works; the turn does not wait for it.
-        receipt = asyncio.create_task(self.client.mark_read_and_typing(row.business_id, row.message_id, row.reply_to))
+        receipt = asyncio.create_task(self._receipt(row))
         self._receipts.add(receipt)
         receipt.add_done_callback(self._receipts.discard)
         output = self.output_for(row)
@@ -91,6 +125,11 @@ class InboxChannel(InputChannel):
                         metadata=row.message.get("metadata"))
         )
         return output.menu
+
+    async def _receipt(self, row: InboxRow) -> None:
+        """Blue ticks always; "typing…" only when the bot will answer (not while a person has it)."""
+        typing = not await is_paused(self._agent, row.conversation_id)
+        await self.client.mark_read_and_typing(row.business_id, row.message_id, row.reply_to, typing=typing)
 
     def worker_off_reason(self) -> str | None:
         """Why this replica does not answer (None: it does)."""

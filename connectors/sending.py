@@ -78,8 +78,9 @@ class RetryingSender:
             return SendResult(self.message_id_of(body) or "", None, None, attempt)
         return SendResult(None, last, Verdict.FAIL, self._max_attempts)
 
-    async def mark_read_and_typing(self, business_id: str, message_id: str, reply_to: str) -> None:
-        """Read receipt + typing indicator while the bot works; best effort."""
+    async def mark_read_and_typing(self, business_id: str, message_id: str, reply_to: str,
+                                   typing: bool = True) -> None:
+        """Read receipt (+ typing indicator while the bot works); best effort."""
 
     async def download_media(self, business_id: str, media_id: str,
                              max_bytes: int = MAX_MEDIA_BYTES) -> tuple[bytes, str]:

@@ -105,14 +105,16 @@ class EvolutionClient(RetryingSender):
             return Verdict.RETRY if server_errors < MAX_SERVER_ERROR_RETRIES else Verdict.FAIL
         return Verdict.FAIL  # 400 (not on WhatsApp, bad number), 401/403 (key), 404 (instance)
 
-    async def mark_read_and_typing(self, business_id: str, message_id: str, reply_to: str) -> None:
+    async def mark_read_and_typing(self, business_id: str, message_id: str, reply_to: str,
+                                   typing: bool = True) -> None:
         """Blue ticks, then "typing…" while Rasa works; best effort, never retried."""
         key_id = message_id.split(":", 1)[1] if ":" in message_id else message_id
         try:
             await self.call("POST", f"chat/markMessageAsRead/{business_id}",
                             {"readMessages": [{"remoteJid": reply_to, "fromMe": False, "id": key_id}]})
-            await self.call("POST", f"chat/sendPresence/{business_id}",
-                            {"number": reply_to, "presence": "composing", "delay": 1200})
+            if typing:
+                await self.call("POST", f"chat/sendPresence/{business_id}",
+                                {"number": reply_to, "presence": "composing", "delay": 1200})
         except GraphError as error:
             logger.info("could not mark %s read / show typing: %s", message_id, error)
 

@@ -104,10 +104,12 @@ class GraphClient(RetryingSender):
     def decide(self, error: GraphError, server_errors: int) -> Verdict:
         return verdict(error, server_errors)
 
-    async def mark_read_and_typing(self, phone_number_id: str, message_id: str, reply_to: str = "") -> None:
-        """Blue ticks + typing indicator for the customer; best effort, never retried."""
-        payload = {"messaging_product": "whatsapp", "status": "read", "message_id": message_id,
-                   "typing_indicator": {"type": "text"}}
+    async def mark_read_and_typing(self, phone_number_id: str, message_id: str, reply_to: str = "",
+                                   typing: bool = True) -> None:
+        """Blue ticks (+ typing indicator) for the customer; best effort, never retried."""
+        payload: dict[str, Any] = {"messaging_product": "whatsapp", "status": "read", "message_id": message_id}
+        if typing:
+            payload["typing_indicator"] = {"type": "text"}
         try:
             await self.post(phone_number_id, payload)
         except GraphError as error:

@@ -1,0 +1,81 @@
+"""While a person has the conversation, the customer's messages get blue ticks but no "typing…"."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rasa.core.tracker_store import (
+    AwaitableTrackerStore,
+    FailSafeTrackerStore,
+    InMemoryTrackerStore,
+    SQLTrackerStore,
+)
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import ConversationPaused, ConversationResumed, UserUttered
+
+from connectors.inbox_channel import is_paused
+from connectors.whatsapp.channel import WhatsAppInput
+from connectors.whatsapp.to_rasa import to_inbox_item
+from connectors.whatsapp.updates import parse_webhook
+
+from .test_whatsapp_webhook import settings
+
+DATA = Path(__file__).parent / "data"
+
+
+class Agent:
+    def __init__(self, store: Any) -> None:
+        self.tracker_store = store
+
+
+async def save(store: Any, sender: str, *events: Any) -> None:
+    tracker = await store.get_or_create_tracker(sender)
+    for event in events:
+        tracker.update(event)
+    await store.save(tracker)
+
+
+async def test_paused_is_read_from_the_sql_tracker_store(tmp_path: Path) -> None:
+    store = SQLTrackerStore(Domain.empty(), dialect="sqlite", db=str(tmp_path / "tracker.db"))
+    agent = Agent(AwaitableTrackerStore(FailSafeTrackerStore(store)))  # wrapped as Rasa wraps it
+    await save(store, "a", UserUttered("hi"))
+    assert await is_paused(agent, "a") is False
+    await save(store, "a", ConversationPaused())
+    assert await is_paused(agent, "a") is True
+    await save(store, "a", ConversationResumed())
+    assert await is_paused(agent, "a") is False
+    assert await is_paused(agent, "nobody") is False
+
+
+async def test_paused_from_other_stores_and_no_store() -> None:
+    store = InMemoryTrackerStore(Domain.empty())
+    await save(store, "b", ConversationPaused())
+    assert await is_paused(Agent(store), "b") is True
+    assert await is_paused(None, "b") is False
+
+
+class Receipts:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bool]] = []
+
+    async def mark_read_and_typing(self, business_id: str, message_id: str, reply_to: str,
+                                   typing: bool = True) -> None:
+        self.calls.append((message_id, typing))
+
+
+async def test_receipt_without_typing_while_paused(tmp_path: Path) -> None:
+    channel = WhatsAppInput(settings(tmp_path))
+    receipts = Receipts()
+    channel.client = receipts  # type: ignore[assignment]
+    store = InMemoryTrackerStore(Domain.empty())
+    channel._agent = Agent(store)
+    (message,) = parse_webhook(json.loads((DATA / "text_message.json").read_text())).messages
+    item = to_inbox_item(message)
+    row: Any = type("Row", (), {"business_id": item.business_id, "message_id": item.message_id,
+                                "reply_to": item.reply_to, "conversation_id": item.conversation_id})()
+    await channel._receipt(row)
+    await save(store, item.conversation_id, ConversationPaused())
+    await channel._receipt(row)
+    assert receipts.calls == [(item.message_id, True), (item.message_id, False)]
