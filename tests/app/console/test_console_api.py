@@ -81,3 +81,19 @@ async def test_claim_reply_note_handback_close(env: dict[str, Any]) -> None:
     with env["app"].ctx.engine.connect() as conn:
         actions = [r.action for r in conn.execute(select(audit_log.c.action).where(audit_log.c.sender_id == sender))]
     assert {"claim", "reply", "note", "handback", "close"} <= set(actions)
+
+
+async def test_duplicate_submissions(env: dict[str, Any]) -> None:
+    """A double-clicked claim is harmless; a second hand-back or close finds the bot in charge (409)."""
+    _admin, agent = await admin_and_agent(env)
+    hand_over(env)
+    sender = "34600000001"
+    assert (await agent.api("post", f"/api/conversations/{sender}/claim", {})).status == 200
+    assert (await agent.api("post", f"/api/conversations/{sender}/claim", {})).status == 200
+    assert (await agent.api("post", f"/api/conversations/{sender}/handback", {})).status == 200
+    calls = len(env["rasa"].calls)
+    again = await agent.api("post", f"/api/conversations/{sender}/handback", {})
+    assert again.status == 409 and "not handed over" in again.json["error"]
+    assert (await agent.api("post", f"/api/conversations/{sender}/close", {})).status == 409
+    assert (await agent.api("post", f"/api/conversations/{sender}/reply", {"text": "hi"})).status == 409
+    assert len(env["rasa"].calls) == calls  # nothing reached Rasa twice
