@@ -104,12 +104,7 @@ test-nlu: env
 	$(RASA) test nlu --nlu tests/nlu --domain domain --model models --out results
 	@$(APP_PY) -m scripts.check_nlu_report results/intent_report.json --min-macro-f1 0.90
 
-# Both in one `rasa test` run: the model and TensorFlow load once (CI uses this).
-test-dialogue: env
-	@mkdir -p results
-	$(RASA) test --stories tests/ --nlu tests/nlu --model models --out results --fail-on-prediction-errors
-	@$(APP_PY) scripts/check_story_coverage.py
-	@$(APP_PY) -m scripts.check_nlu_report results/intent_report.json --min-macro-f1 0.90
+test-dialogue: test-stories test-nlu
 
 # Retrieval quality of the embedded default on the labelled questions (CI gate).
 test-kb: $(APP_VENV)/.installed
@@ -141,7 +136,8 @@ test: env
 	@$(STAGE) "knowledge base eval" make --no-print-directory test-kb
 	@$(STAGE) "rasa data validate" make --no-print-directory validate
 	@$(STAGE) "rasa train" make --no-print-directory train
-	@$(STAGE) "rasa test (stories + held-out NLU)" make --no-print-directory test-dialogue
+	@$(STAGE) "rasa test (stories)" make --no-print-directory test-stories
+	@$(STAGE) "rasa test (held-out NLU)" make --no-print-directory test-nlu
 	@$(STAGE) "integration (live Rasa)" make --no-print-directory test-integration
 	@$(STAGE) "browser (sandbox page, console)" make --no-print-directory test-browser
 	@$(STAGE) --summary
