@@ -25,11 +25,11 @@ window (with `template_available`) | 502 the platform refused it (reason include
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -58,13 +58,25 @@ def check_token(header: str | None, expected: str) -> int | None:
     return None if secrets_match((header or "").removeprefix("Bearer ").strip(), expected) else 401
 
 
-def parse_request(body: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """(message for the output channel + fields, None) or (None, error). Pure."""
+def _conversation_and_agent(body: Any) -> tuple[tuple[str, str] | None, str | None]:
+    """The fields every agent request carries: ((conversation_id, agent), None) or (None, error)."""
     if not isinstance(body, dict):
         return None, "send a JSON object"
     conversation = body.get("conversation_id")
     if not isinstance(conversation, str) or not conversation or len(conversation) > 128:
         return None, "conversation_id: a non-empty string of at most 128 characters"
+    agent = body.get("agent") or "agent"
+    if not isinstance(agent, str) or len(agent) > MAX_NAME:
+        return None, f"agent: a name of at most {MAX_NAME} characters"
+    return (conversation, agent), None
+
+
+def parse_request(body: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """(message for the output channel + fields, None) or (None, error). Pure."""
+    who, error = _conversation_and_agent(body)
+    if who is None:
+        return None, error
+    conversation, agent = who
     template = body.get("template", False)
     if not isinstance(template, bool):
         return None, "template: true or false"
@@ -76,9 +88,6 @@ def parse_request(body: Any) -> tuple[dict[str, Any] | None, str | None]:
         return None, "attachment: an https URL"
     if not text.strip() and not attachment and not template:
         return None, "text, attachment or template is required"
-    agent = body.get("agent") or "agent"
-    if not isinstance(agent, str) or len(agent) > MAX_NAME:
-        return None, f"agent: a name of at most {MAX_NAME} characters"
     message: dict[str, Any] = {"text": text.strip()} if text.strip() else {}
     if attachment:
         message["attachment" if not attachment.lower().endswith((".png", ".jpg", ".jpeg", ".webp")) else "image"] = \
@@ -88,14 +97,10 @@ def parse_request(body: Any) -> tuple[dict[str, Any] | None, str | None]:
 
 def parse_resume_request(body: Any, *, with_note: bool) -> tuple[dict[str, Any] | None, str | None]:
     """Fields of a handback/close request, or the error. Pure."""
-    if not isinstance(body, dict):
-        return None, "send a JSON object"
-    conversation = body.get("conversation_id")
-    if not isinstance(conversation, str) or not conversation or len(conversation) > 128:
-        return None, "conversation_id: a non-empty string of at most 128 characters"
-    agent = body.get("agent") or "agent"
-    if not isinstance(agent, str) or len(agent) > MAX_NAME:
-        return None, f"agent: a name of at most {MAX_NAME} characters"
+    who, error = _conversation_and_agent(body)
+    if who is None:
+        return None, error
+    conversation, agent = who
     note = body.get("note") or ""
     if not isinstance(note, str) or len(note) > MAX_TEXT:
         return None, f"note: a string of at most {MAX_TEXT} characters"
@@ -141,9 +146,16 @@ def _json_body(request: Request) -> Any:
         return None
 
 
+@dataclass(frozen=True)
+class SendOutcome:
+    sent: list[str]  # message ids the platform accepted
+    error: dict[str, Any] | None = None  # the answer's body when a send failed for good
+    status: int = 200
+
+
 async def _send(request: Request, channel: Any, row: Any, message: dict[str, Any], agent_name: str,
-                source: str) -> HTTPResponse | None:
-    """Send one message from the agent through the channel and record it; an error response or None."""
+                source: str) -> SendOutcome:
+    """Send one message from the agent through the channel and record what went out in the tracker."""
     output = channel.agent_output_for(row)
     await output.send_response(row.reply_to, {k: v for k, v in message.items() if not (k == "text" and
                                                                                         "custom" in message)})
@@ -151,7 +163,6 @@ async def _send(request: Request, channel: Any, row: Any, message: dict[str, Any
         await asyncio.to_thread(channel.inbox.save_menu, channel.name(), row.conversation_id, output.menu)
     failed = [result for _row_id, result in output.results if not result.ok]
     sent = [result.message_id for _row_id, result in output.results if result.ok]
-    request.ctx.sent = sent
     if sent:
         metadata = {"agent": agent_name, "source": source, "channel": channel.name(), "message_ids": sent}
         if message.get("buttons"):
@@ -160,12 +171,12 @@ async def _send(request: Request, channel: Any, row: Any, message: dict[str, Any
                                    message.get("text") or message.get("attachment") or message.get("image", ""),
                                    metadata)
     if not failed:
-        return None
+        return SendOutcome(sent)
     first = failed[0].error
     if first is not None and first.code == OUTSIDE_WINDOW:
-        return response.json({"error": "outside_24h_window", "sent": sent,
-                              "template_available": bool(getattr(channel.settings, "template", None))}, status=409)
-    return response.json({"error": str(first) if first else "send failed", "sent": sent}, status=502)
+        return SendOutcome(sent, {"error": "outside_24h_window", "sent": sent,
+                                  "template_available": bool(getattr(channel.settings, "template", None))}, 409)
+    return SendOutcome(sent, {"error": str(first) if first else "send failed", "sent": sent}, 502)
 
 
 async def _conversation_row(channel: Any, conversation_id: str) -> Any:
@@ -222,8 +233,8 @@ def add_agent_routes(bp: Blueprint, channel: Any) -> None:
             if not template:
                 return response.json({"error": "no_template_configured"}, status=409)
             message = {"custom": template_message(row.reply_to, *template), "text": f"[template {template[0]}]"}
-        failure = await _send(request, channel, row, message, parsed["agent"], "agent_api")
-        return failure or response.json({"sent": request.ctx.sent})
+        outcome = await _send(request, channel, row, message, parsed["agent"], "agent_api")
+        return response.json(outcome.error or {"sent": outcome.sent}, status=outcome.status)
 
     async def resume(request: Request, *, close: bool) -> HTTPResponse:
         refused = _refusal(request)
@@ -254,11 +265,9 @@ def add_agent_routes(bp: Blueprint, channel: Any) -> None:
             return response.json({"resumed": True, "notified": False, "sent": [],
                                   "error": f"the domain has no response {utterance}"})
         message = {key: value for key, value in message.items() if value}
-        failure = await _send(request, channel, row, message, parsed["agent"], f"agent_api:{utterance}")
-        if failure is not None:
-            body = json.loads(failure.body)
-            return response.json({"resumed": True, "notified": False, **body}, status=failure.status)
-        return response.json({"resumed": True, "notified": True, "sent": request.ctx.sent})
+        outcome = await _send(request, channel, row, message, parsed["agent"], f"agent_api:{utterance}")
+        return response.json({"resumed": True, "notified": outcome.error is None,
+                              **(outcome.error or {"sent": outcome.sent})}, status=outcome.status)
 
     @bp.route("/agent/handback", methods=["POST"])
     async def agent_handback(request: Request) -> HTTPResponse:
