@@ -30,11 +30,11 @@ from actions.knowledge_actions import (
 from handoff.config import HandoffSettings
 from handoff.office_hours import describe_opening
 from handoff.summary import extractive_summary, summary_prompt, transcript_lines
+from handoff.triggers import TRIGGER_SLOT
 
 logger = logging.getLogger(__name__)
 
 FALLBACK_ACTION = "action_fallback"
-TRIGGER_SLOT = "handoff_trigger"
 SUMMARY_SLOT = "handoff_summary"
 
 # The bot's offer that an "affirm" accepted, by the response that made it.

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from handoff.config import TriggerSettings
 
+# The slot in which the trigger policy hands its reason to action_handoff.
+TRIGGER_SLOT = "handoff_trigger"
 ESCALATION = "escalation_phrase"
 NEGATIVE_SENTIMENT = "negative_sentiment"
 REPEATED_QUESTION = "repeated_question"

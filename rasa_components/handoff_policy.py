@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,34 +24,33 @@ from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import ActionExecuted, SlotSet, UserUttered
+from rasa.shared.core.events import ActionExecuted, Event, SlotSet, UserUttered
 from rasa.shared.core.generator import TrackerWithCachedStates
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from handoff.config import DEFAULT_PATH, HandoffSettings, load_settings
-from handoff.triggers import UserTurn, triggered
+from handoff.triggers import TRIGGER_SLOT, UserTurn, triggered
 
 logger = logging.getLogger(__name__)
 
 HANDOFF_ACTION = "action_handoff"
-TRIGGER_SLOT = "handoff_trigger"
 # Events after which the bot is in charge again: what came before does not count towards a trigger.
 RESTART_EVENTS = frozenset({"resume", "session_started", "restart"})
 
 
-def turns_since_bot_took_over(events: list[dict[str, Any]]) -> list[UserTurn]:
-    """The customer's messages since the last session start / hand-back, oldest first (sentiment 0)."""
+def turns_since_bot_took_over(events: Sequence[Event]) -> list[UserTurn]:
+    """The customer's messages since the last session start / hand-back, oldest first (sentiment 0).
+    Reads back from the newest event only as far as that point, not the whole history."""
     turns: list[UserTurn] = []
-    for event in events:
-        kind = event.get("event")
-        if kind in RESTART_EVENTS:
-            turns = []
-        elif kind == "user":
-            intent = (event.get("parse_data") or {}).get("intent") or {}
-            name = intent.get("name")
-            response = ((event.get("parse_data") or {}).get("response_selector") or {}).get(str(name), {})
-            full = ((response.get("response") or {}).get("intent_response_key")) if isinstance(response, dict) else None
-            turns.append(UserTurn(text=str(event.get("text") or ""), intent=full or name))
+    for event in reversed(events):
+        if event.type_name in RESTART_EVENTS:
+            break
+        if isinstance(event, UserUttered):
+            parse = event.parse_data or {}
+            name = (parse.get("intent") or {}).get("name")
+            selected = ((parse.get("response_selector") or {}).get(str(name)) or {}).get("response") or {}
+            turns.append(UserTurn(text=event.text or "", intent=selected.get("intent_response_key") or name))
+    turns.reverse()
     return turns
 
 
@@ -116,8 +116,7 @@ class HandoffTriggerPolicy(Policy):
     def reason(self, tracker: DialogueStateTracker) -> str | None:
         """The trigger that fires on the customer's latest message, if any."""
         settings = self._settings.get().triggers
-        events = [e.as_dict() for e in tracker.events if isinstance(e, UserUttered) or e.type_name in RESTART_EVENTS]
-        turns = turns_since_bot_took_over(events)
+        turns = turns_since_bot_took_over(list(tracker.events))
         if settings.negative_sentiment:
             window = turns[-max(settings.sentiment_turns, 1):]
             scored = [UserTurn(t.text, t.intent, self._sentiment(t.text)) for t in window]
