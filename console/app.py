@@ -23,9 +23,10 @@ from console.auth import ensure_first_admin
 from console.broker import consume_broker
 from console.projector import Projector
 from console.rasa_client import RasaClient
+from console.readers import Readers
 from console.service import Console, suggest_from_kb
 from console.settings import ConsoleSettings, load_settings
-from console.store import ConsoleError, Readers, queue_counts
+from console.store import ConsoleError, queue_counts
 from console.tables import conversations, create_db_engine, create_tables
 from console.web import agent_of, authenticated, error, security_headers
 
@@ -82,7 +83,7 @@ def create_app(settings: ConsoleSettings | None = None, *, name: str = "voltbay_
         app.ctx.console = Console(engine, readers, app.ctx.rasa, suggest or suggest_from_kb)
         app.ctx.changes = Changes()
         app.ctx.wake = asyncio.Event()
-        app.ctx.projector = Projector(engine, readers.tracker)
+        app.ctx.projector = Projector(engine, readers)
         if run_projector:
             app.add_task(project_forever(app), name="projector")
             if settings.broker_url:

@@ -8,19 +8,15 @@ lost or counted twice. It polls; with an event broker configured, broker message
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import MetaData, Table, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import NoSuchTableError, OperationalError, ProgrammingError
 
+from console.readers import Readers, parse_event
 from console.tables import ASSIGNED, BOT, CLOSED, WAITING, conversations, projector_state
-
-logger = logging.getLogger(__name__)
 
 POSITION = "tracker_events"
 MAX_TEXT = 500
@@ -91,32 +87,12 @@ def apply_event(row: dict[str, Any], event: Mapping[str, Any], event_id: int) ->
     return row
 
 
-def parse_event(event_id: int, data: Any) -> dict[str, Any]:
-    """The event dict of a stored row; {} (counted as read, changes nothing) when it is not one."""
-    try:
-        event = json.loads(data) if isinstance(data, (str, bytes)) else data
-    except ValueError:
-        event = None
-    if not isinstance(event, dict):
-        logger.warning("tracker event %s is not a JSON object; skipped", event_id)
-        return {}
-    return event
-
-
 class Projector:
-    def __init__(self, console: Engine, tracker: Engine, batch: int = 5000) -> None:
+    def __init__(self, console: Engine, tracker: Engine | Readers, batch: int = 5000) -> None:
         self.console = console
-        self.tracker = tracker
+        self.readers = tracker if isinstance(tracker, Readers) else Readers(tracker)
+        self.tracker = self.readers.tracker
         self.batch = batch
-        self._events: Table | None = None
-
-    def _events_table(self) -> Table | None:
-        if self._events is None:
-            try:
-                self._events = Table("events", MetaData(), autoload_with=self.tracker)
-            except (NoSuchTableError, OperationalError, ProgrammingError):
-                return None  # Rasa has not created its tables yet
-        return self._events
 
     def position(self) -> int:
         with self.console.connect() as conn:
@@ -124,9 +100,9 @@ class Projector:
         return int(value or 0)
 
     def _fetch(self, after: int) -> list[tuple[int, str, dict[str, Any]]]:
-        table = self._events_table()
+        table = self.readers.table(self.tracker, "events")
         if table is None:
-            return []
+            return []  # Rasa has not created its tables yet
         query = select(table.c.id, table.c.sender_id, table.c.data).where(table.c.id > after) \
             .order_by(table.c.id).limit(self.batch)
         out = []

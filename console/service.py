@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -15,7 +16,8 @@ from sqlalchemy.engine import Engine
 from console import store
 from console.auth import Agent, audit
 from console.rasa_client import AGENT_CHANNELS, RasaClient
-from console.store import ConsoleError, Readers
+from console.readers import Readers
+from console.store import ConsoleError
 from console.tables import ASSIGNED, BOT, CLOSED, WAITING
 from console.transcript import build_transcript
 
@@ -33,21 +35,26 @@ def last_question(events: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def suggest_from_kb(question: str) -> dict[str, Any]:
-    """The knowledge base's answer to the question, with its sources (runs in a thread)."""
+def whatsapp_window_closed(row: dict[str, Any]) -> bool:
+    """A WhatsApp conversation whose 24 h customer-service window is over (free text is refused)."""
+    return row.get("channel") in AGENT_CHANNELS and store.outside_window(row)
+
+
+@functools.cache
+def _knowledge_base() -> Any:
+    """Opened on the first suggestion (loading the embedder takes a moment), then shared."""
     from retrieval.service import KnowledgeBase
 
-    global _kb
-    if _kb is None:
-        _kb = KnowledgeBase.from_env()
-    reply = _kb.reply(question)
+    return KnowledgeBase.from_env()
+
+
+def suggest_from_kb(question: str) -> dict[str, Any]:
+    """The knowledge base's answer to the question, with its sources (runs in a thread)."""
+    reply = _knowledge_base().reply(question)
     return {"question": question, "mode": reply.answer.mode,
             "text": reply.answer.text if reply.answer.mode != "no_answer" else "",
             "sources": [{"doc_id": h.doc_id, "title": h.title, "section": h.title_path, "source": h.source}
                         for h in reply.answer.sources]}
-
-
-_kb: Any = None
 
 
 class Console:
@@ -77,8 +84,7 @@ class Console:
         sends, statuses = store.sends_and_statuses(self.readers, sender_id)
         entries = build_transcript(events, sends, statuses)
         return {"conversation": row, "transcript": entries, "notes": notes, "canned": canned,
-                "outside_window": row.get("channel") in AGENT_CHANNELS and store.outside_window(row),
-                "can_message": row.get("channel") in AGENT_CHANNELS, "events": events}
+                "outside_window": whatsapp_window_closed(row), "can_message": row.get("channel") in AGENT_CHANNELS}
 
     @staticmethod
     def transcript_json(entries: list[Any]) -> list[dict[str, Any]]:
@@ -120,7 +126,7 @@ class Console:
         if not text and not attachment and not template:
             raise ConsoleError("write a reply, add an attachment URL or send the template")
         row = self._row_for_action(agent, sender_id)
-        if not template and store.outside_window(row) and row.get("channel") in AGENT_CHANNELS:
+        if not template and whatsapp_window_closed(row):
             raise ConsoleError("outside_24h_window: WhatsApp delivers free text only within 24 h of the "
                                "customer's last message; send the template instead", 409)
         body: dict[str, Any] = {"conversation_id": sender_id, "agent": agent.name, "template": template}

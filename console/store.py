@@ -6,12 +6,11 @@ import re
 import time
 from typing import Any
 
-from sqlalchemy import MetaData, Table, and_, desc, func, insert, or_, select, update
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import NoSuchTableError, OperationalError, ProgrammingError
+from sqlalchemy import and_, desc, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 
 from console.auth import audit
-from console.projector import parse_event
+from console.readers import Readers, parse_event
 from console.tables import ASSIGNED, CLOSED, WAITING, agents, audit_log, canned_responses, conversations, notes
 
 FILTERS = ("unassigned", "mine", "all", "closed")
@@ -28,31 +27,6 @@ class ConsoleError(ValueError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
-
-
-class Readers:
-    """Rasa's tracker store and the channels' inbox, read only (tables reflected on first use)."""
-
-    MISSING_RETRY_SECONDS = 30.0  # a table not there yet (Rasa not started) is looked for again after this
-
-    def __init__(self, tracker: Engine, inbox: Engine) -> None:
-        self.tracker = tracker
-        self.inbox = inbox
-        self._tables: dict[tuple[int, str], Table] = {}
-        self._missing: dict[tuple[int, str], float] = {}
-
-    def table(self, engine: Engine, name: str) -> Table | None:
-        key = (id(engine), name)
-        if key in self._tables:
-            return self._tables[key]
-        if time.monotonic() - self._missing.get(key, -1e9) < self.MISSING_RETRY_SECONDS:
-            return None
-        try:
-            self._tables[key] = Table(name, MetaData(), autoload_with=engine)
-        except (NoSuchTableError, OperationalError, ProgrammingError):
-            self._missing[key] = time.monotonic()
-            return None
-        return self._tables[key]
 
 
 def queue(conn: Connection, view: str, agent_id: int, limit: int = PAGE, offset: int = 0) -> list[dict[str, Any]]:
