@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import socket
 import sqlite3
@@ -11,6 +12,7 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +130,37 @@ def stored(db: Path, ids: list[str]) -> int:
         return conn.execute(f"SELECT COUNT(*) FROM wa_inbox WHERE message_id IN ({marks})", ids).fetchone()[0]
 
 
+def body_cases(valid: dict[str, Any], top_level_keys: list[str]) -> st.SearchStrategy[tuple[str, Any]]:
+    """("json", value) or ("bytes", raw): mutations of a valid payload, any JSON, objects with the
+    payload's own top-level keys holding anything, and raw bytes."""
+    return st.one_of(
+        mutations(valid).map(lambda p: ("json", p)),
+        json_values.map(lambda p: ("json", p)),
+        st.dictionaries(st.sampled_from(top_level_keys), json_values).map(lambda p: ("json", p)),
+        st.binary(max_size=300).map(lambda b: ("bytes", b)),
+    )
+
+
+def encode_case(case: tuple[str, Any], unique: Callable[[Any, str], tuple[Any, list[str]]]
+                ) -> tuple[bytes, list[str]]:
+    """(body bytes, inbox ids an accepted body must store): JSON cases get per-body ids first."""
+    kind, value = case
+    if kind != "json":
+        return value, []
+    value, ids = unique(value, uuid.uuid4().hex[:12])
+    return json.dumps(value).encode(), ids
+
+
+def assert_all_or_nothing(status: int, authorised: bool, db: Path, ids: list[str], body: bytes) -> None:
+    """No 5xx; unauthorised → 403; an accepted body stored every message it carries, a refused one none."""
+    assert status < 500, (status, body[:300])
+    if not authorised:
+        assert status == 403
+    count = stored(db, ids)
+    if status == 200:
+        assert count == len(set(ids))
+    else:
+        assert count == 0
 
 
 def serve(channel: Any, prefix: str) -> Server:
