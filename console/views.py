@@ -22,6 +22,7 @@ from console.web import (
     login_csrf_token,
     new_login_csrf,
     render,
+    render_page,
     set_session_cookie,
 )
 
@@ -84,7 +85,7 @@ async def queue_page(request: Request) -> HTTPResponse:
     view = request.args.get("filter", "unassigned")
     data = _console(request).queue(agent_of(request), view)
     partial = request.args.get("partial") == "1"
-    return render("_queue_list.html" if partial else "queue.html", agent=agent_of(request), csrf=request.ctx.csrf,
+    return render_page(request, "_queue_list.html" if partial else "queue.html",
                   **data)
 
 
@@ -95,7 +96,7 @@ async def conversation_page(request: Request, sender_id: str) -> HTTPResponse:
     with request.app.ctx.engine.connect() as conn:
         agents = list_agents(conn) if agent_of(request).is_admin else []
     template = "_transcript.html" if request.args.get("partial") == "1" else "conversation.html"
-    return render(template, agent=agent_of(request), csrf=request.ctx.csrf, agents=agents,
+    return render_page(request, template, agents=agents,
                   flash=request.args.get("flash"), prefill=request.args.get("prefill", ""), **view)
 
 
@@ -182,7 +183,7 @@ async def csat_page(request: Request) -> HTTPResponse:
     with request.app.ctx.engine.connect() as conn:
         rows = store.csat_list(conn)
     scores = [r["csat"] for r in rows if r["csat"]]
-    return render("csat.html", agent=agent_of(request), csrf=request.ctx.csrf, rows=rows,
+    return render_page(request, "csat.html", rows=rows,
                   average=round(sum(scores) / len(scores), 2) if scores else None)
 
 
@@ -191,7 +192,7 @@ async def csat_page(request: Request) -> HTTPResponse:
 async def agents_page(request: Request) -> HTTPResponse:
     with request.app.ctx.engine.connect() as conn:
         agents = list_agents(conn)
-    return render("agents.html", agent=agent_of(request), csrf=request.ctx.csrf, agents=agents,
+    return render_page(request, "agents.html", agents=agents,
                   flash=request.args.get("flash"))
 
 
@@ -219,7 +220,7 @@ async def agents_submit(request: Request) -> HTTPResponse:
 async def canned_page(request: Request) -> HTTPResponse:
     with request.app.ctx.engine.connect() as conn:
         items = store.canned(conn)
-    return render("canned.html", agent=agent_of(request), csrf=request.ctx.csrf, items=items,
+    return render_page(request, "canned.html", items=items,
                   flash=request.args.get("flash"))
 
 
@@ -242,4 +243,4 @@ async def canned_submit(request: Request) -> HTTPResponse:
 async def audit_page(request: Request) -> HTTPResponse:
     with request.app.ctx.engine.connect() as conn:
         entries = store.audit_entries(conn, request.args.get("conversation"))
-    return render("audit.html", agent=agent_of(request), csrf=request.ctx.csrf, entries=entries)
+    return render_page(request, "audit.html", entries=entries)

@@ -49,6 +49,11 @@ def render(template: str, status: int = 200, **context: Any) -> HTTPResponse:
     return response.html(TEMPLATES.get_template(template).render(**context), status=status)
 
 
+def render_page(request: Request, template: str, **context: Any) -> HTTPResponse:
+    """A page for the logged-in agent: the layout's navigation and forms need the agent and the CSRF token."""
+    return render(template, agent=request.ctx.agent, csrf=request.ctx.csrf, **context)
+
+
 def secure_cookie(request: Request) -> bool:
     mode = request.app.ctx.settings.secure_cookie
     if mode is not None:
