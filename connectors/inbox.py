@@ -12,10 +12,11 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from connectors import inbox_statements as sql
 from connectors.inbox_tables import (
     DONE,
     FAILED_SEND,
@@ -62,7 +63,7 @@ class Inbox:
         with self.engine.begin() as conn:
             if items:
                 ids = [item.message_id for item in items]
-                known = set(conn.execute(select(inbox.c.message_id).where(inbox.c.message_id.in_(ids))).scalars())
+                known = set(conn.execute(sql.KNOWN_IDS, {"ids": ids}).scalars())
                 seen: set[str] = set()
                 for item in items:
                     if item.message_id in known or item.message_id in seen:
@@ -70,9 +71,9 @@ class Inbox:
                     seen.add(item.message_id)
                     fresh.append(item)
                 if fresh:
-                    conn.execute(insert(inbox), [self._row(item, now) for item in fresh])
+                    conn.execute(sql.INSERT_MESSAGES, [self._row(item, now) for item in fresh])
             if status_rows:
-                conn.execute(insert(statuses), list(status_rows))
+                conn.execute(sql.INSERT_STATUSES, list(status_rows))
         return [item.message_id for item in fresh]
 
     def add_safely(self, items: Sequence[InboxItem], status_rows: Sequence[dict[str, Any]] = ()) -> list[str]:
@@ -118,6 +119,11 @@ class Inbox:
             result = conn.execute(update(inbox).where(condition).values(state=STALE, updated_at=time.time()))
         return result.rowcount or 0
 
+    def latest_id(self) -> int:
+        """The newest row's id (0 when empty): a cheap "anything new?" for the worker's polls."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sql.LATEST_ID).scalar() or 0)
+
     def pending_conversations(self, exclude: Iterable[str] = (), limit: int = 100,
                               channel: str | None = None) -> list[str]:
         excluded = list(exclude)
@@ -145,35 +151,26 @@ class Inbox:
         `menu=None` leaves the stored menu alone (the turn did not get to reply).
         """
         with self.engine.begin() as conn:
-            conn.execute(update(inbox).where(inbox.c.id == row.id).values(state=state, updated_at=time.time()))
+            conn.execute(sql.SET_STATE, {"row_id": row.id, "new_state": state, "now": time.time()})
             if menu is not None:
                 self._save_menu(conn, row.channel, row.conversation_id, menu)
-            return self._claim(conn, row.conversation_id, row.channel) if claim_next else None
+            # The menu just saved is the stored one: no need to read it back.
+            return self._claim(conn, row.conversation_id, row.channel, menu) if claim_next else None
 
-    def _claim(self, conn: Connection, conversation_id: str, channel: str | None = None) -> InboxRow | None:
-        condition = and_(inbox.c.conversation_id == conversation_id, inbox.c.state == PENDING)
-        if channel:
-            condition = and_(condition, inbox.c.channel == channel)
-        row = conn.execute(
-            select(inbox)
-            .where(condition)
-            .order_by(inbox.c.sent_at, inbox.c.id)
-            .limit(1)
-        ).first()
+    def _claim(self, conn: Connection, conversation_id: str, channel: str | None = None,
+               menu: dict[str, str] | None = None) -> InboxRow | None:
+        row = conn.execute(sql.NEXT_PENDING[bool(channel)],
+                           {"conversation": conversation_id, "on_channel": channel}).first()
         if row is None:
             return None
-        conn.execute(
-            update(inbox)
-            .where(inbox.c.id == row.id)
-            .values(state=PROCESSING, attempts=inbox.c.attempts + 1, updated_at=time.time())
-        )
-        menu = conn.execute(
-            select(menus.c.menu).where(and_(menus.c.conversation_id == conversation_id, menus.c.channel == row.channel))
-        ).scalar()
+        conn.execute(sql.MARK_PROCESSING, {"row_id": row.id, "now": time.time()})
+        if menu is None:
+            stored = conn.execute(sql.MENU, {"conversation": conversation_id, "on_channel": row.channel}).scalar()
+            menu = json.loads(stored) if stored else {}
         return InboxRow(
             id=row.id, message_id=row.message_id, channel=row.channel, conversation_id=row.conversation_id,
             reply_to=row.reply_to, business_id=row.business_id, sent_at=row.sent_at, attempts=row.attempts + 1,
-            message=json.loads(row.message), menu=json.loads(menu) if menu else {},
+            message=json.loads(row.message), menu=dict(menu),
         )
 
     def last_message_of(self, channel: str, conversation_id: str) -> InboxRow | None:
@@ -191,7 +188,7 @@ class Inbox:
     @retry_while_locked
     def finish(self, row_id: int, state: str = DONE) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(inbox).where(inbox.c.id == row_id).values(state=state, updated_at=time.time()))
+            conn.execute(sql.SET_STATE, {"row_id": row_id, "new_state": state, "now": time.time()})
 
     def release(self, row_id: int) -> None:
         """Give a claimed row back (the handler failed before Rasa took the message)."""
@@ -210,13 +207,18 @@ class Inbox:
     def begin_outbound(self, row: dict[str, Any]) -> int:
         """Record a send about to happen (state "sending"), before the request leaves."""
         with self.engine.begin() as conn:
-            result = conn.execute(insert(outbound), [{"created_at": time.time(), "state": SENDING, **row}])
+            result = conn.execute(sql.INSERT_OUTBOUND, [{"created_at": time.time(), "state": SENDING, **row}])
             return int(result.inserted_primary_key[0])
 
     @retry_while_locked
     def finish_outbound(self, row_id: int, values: dict[str, Any]) -> None:
+        fields = set(values) - {"turn_key"}
         with self.engine.begin() as conn:
-            conn.execute(update(outbound).where(outbound.c.id == row_id).values(**values))
+            if fields == set(sql.FINISH_FIELDS) and values.get("turn_key") is None:
+                statement = sql.FINISH_OUTBOUND["turn_key" in values]
+                conn.execute(statement, {"row_id": row_id, **{f"new_{k}": values[k] for k in sql.FINISH_FIELDS}})
+            else:
+                conn.execute(update(outbound).where(outbound.c.id == row_id).values(**values))
 
     def outbound_states(self, turn_prefix: str) -> dict[str, str]:
         """turn key → state of the sends of one reply (to re-run it after a crash)."""
@@ -293,10 +295,10 @@ class Inbox:
 
     @staticmethod
     def _save_menu(conn: Connection, channel: str, conversation_id: str, menu: dict[str, str]) -> None:
-        conn.execute(menus.delete().where(and_(menus.c.conversation_id == conversation_id, menus.c.channel == channel)))
+        conn.execute(sql.DELETE_MENU, {"conversation": conversation_id, "on_channel": channel})
         if menu:
-            conn.execute(insert(menus).values(conversation_id=conversation_id, channel=channel,
-                                              menu=json.dumps(menu), updated_at=time.time()))
+            conn.execute(sql.INSERT_MENU, {"conversation_id": conversation_id, "channel": channel,
+                                           "menu": json.dumps(menu), "updated_at": time.time()})
 
     def menu(self, channel: str, conversation_id: str) -> dict[str, str]:
         with self.engine.connect() as conn:

@@ -7,12 +7,15 @@ subclass it and add their own webhook routes, parsing and client.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Blueprint
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool, QueuePool
 
 from connectors.agent_api import add_agent_routes
 from connectors.inbox import Inbox, InboxRow, create_inbox_engine
@@ -45,21 +48,32 @@ async def already_handled(agent: Any, row: InboxRow) -> bool:
 
 
 def _sql_tracker_engine(agent: Any) -> Any:
-    """The SQLAlchemy engine of Rasa's SQL tracker store (Rasa wraps the store), else None."""
+    """An engine on the database of Rasa's SQL tracker store (Rasa wraps the store), else None."""
     store = getattr(agent, "tracker_store", None)
     for _ in range(5):
         if store is None or getattr(store, "engine", None) is not None:
             break
         store = getattr(store, "_tracker_store", None) or getattr(store, "tracker_store", None)
-    return getattr(store, "engine", None) if store is not None else None
+    engine = getattr(store, "engine", None) if store is not None else None
+    if engine is not None and isinstance(engine.pool, NullPool):
+        return _pooled_reader(engine.url.render_as_string(hide_password=False))
+    return engine
+
+
+@functools.lru_cache(maxsize=4)
+def _pooled_reader(url: str) -> Any:
+    """Rasa's SQLite tracker engine opens a connection per use (no pool in SQLAlchemy 1.4); the read
+    receipt asks on every customer message, so it reads through kept connections of its own."""
+    return create_engine(url, future=True, poolclass=QueuePool, connect_args={"check_same_thread": False})
+
+
+_LAST_PAUSE_OR_RESUME = text("SELECT type_name FROM events WHERE sender_id = :sender AND type_name IN "
+                             "('pause', 'resume') ORDER BY id DESC LIMIT 1")
 
 
 def _paused_in_sql(engine: Any, conversation_id: str) -> bool:
-    from sqlalchemy import text
-
     with engine.connect() as conn:
-        last = conn.execute(text("SELECT type_name FROM events WHERE sender_id = :sender AND type_name IN "
-                                 "('pause', 'resume') ORDER BY id DESC LIMIT 1"), {"sender": conversation_id}).scalar()
+        last = conn.execute(_LAST_PAUSE_OR_RESUME, {"sender": conversation_id}).scalar()
     return last == "pause"
 
 

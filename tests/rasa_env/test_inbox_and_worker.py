@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,37 @@ async def test_notify_wakes_the_worker(sqlite_inbox: Inbox, concurrency: int) ->
     await worker.stop()
     task.cancel()
     assert handled == ["m1"]
+
+
+async def test_polls_scan_for_conversations_only_when_a_row_was_stored(sqlite_inbox: Inbox) -> None:
+    """Rows stored by another process (connectors.ingest) come with no notify: the poll finds them,
+    and a poll that sees no new row costs one look at the newest id, not the grouped scan."""
+    handled: list[str] = []
+    scans: list[int] = []
+    scan = sqlite_inbox.pending_conversations
+
+    def counting_scan(*args: object) -> list[str]:
+        scans.append(1)
+        return scan(*args)  # type: ignore[arg-type]
+
+    sqlite_inbox.pending_conversations = counting_scan  # type: ignore[method-assign]
+
+    async def handler(row: InboxRow) -> None:
+        handled.append(row.message_id)
+
+    worker = InboxWorker(sqlite_inbox, handler, poll_interval=0.01)  # real clock: nothing here is stale
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.2)  # ~20 polls with nothing new
+    idle_scans = len(scans)
+    sqlite_inbox.add([item("m1", sent_at=int(time.time()))])  # no notify
+    for _ in range(100):
+        if handled:
+            break
+        await asyncio.sleep(0.01)
+    await worker.stop()
+    task.cancel()
+    assert handled == ["m1"]
+    assert idle_scans <= 2  # the first look (and at most one safety-net scan a second)
 
 
 async def test_menu_offered_by_a_reply_reaches_the_next_message_of_that_conversation(sqlite_inbox: Inbox) -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 from rasa.core.tracker_store import (
     AwaitableTrackerStore,
     FailSafeTrackerStore,
@@ -14,8 +15,9 @@ from rasa.core.tracker_store import (
 )
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ConversationPaused, ConversationResumed, UserUttered
+from sqlalchemy.pool import NullPool
 
-from connectors.inbox_channel import is_paused
+from connectors.inbox_channel import _sql_tracker_engine, is_paused
 from connectors.whatsapp.channel import WhatsAppInput
 from connectors.whatsapp.to_rasa import to_inbox_item
 from connectors.whatsapp.updates import parse_webhook
@@ -47,6 +49,14 @@ async def test_paused_is_read_from_the_sql_tracker_store(tmp_path: Path) -> None
     await save(store, "a", ConversationResumed())
     assert await is_paused(agent, "a") is False
     assert await is_paused(agent, "nobody") is False
+    # Rasa's SQLite engine has no pool; the check on every message reads through kept connections.
+    reader = _sql_tracker_engine(agent)
+    assert reader is not store.engine and not isinstance(reader.pool, NullPool)
+    opened: list[object] = []
+    sqlalchemy.event.listen(reader, "connect", lambda connection, _record: opened.append(connection))
+    for _ in range(10):
+        assert await is_paused(agent, "a") is False
+    assert len(opened) <= 1
 
 
 async def test_paused_from_other_stores_and_no_store() -> None:

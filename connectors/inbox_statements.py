@@ -1,0 +1,62 @@
+"""The inbox's per-message statements, built once with bound parameters.
+
+Building a Core statement on every call cost ~0.25 ms of Python each (measured: 285 µs built vs
+39 µs prebuilt for the claim's SELECT), about 80 % of a worker transaction, all of it holding
+the Rasa process's GIL that model inference needs. Statements are immutable: one copy serves
+every thread. Bound parameter names differ from the column names they set (SQLAlchemy reserves
+those in UPDATE … SET).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from connectors.inbox_tables import PENDING, PROCESSING, inbox, menus, outbound, statuses
+
+
+def _on_channel(condition: ColumnElement[bool], with_channel: bool) -> ColumnElement[bool]:
+    return and_(condition, inbox.c.channel == bindparam("on_channel")) if with_channel else condition
+
+
+KNOWN_IDS = select(inbox.c.message_id).where(inbox.c.message_id.in_(bindparam("ids", expanding=True)))
+INSERT_MESSAGES = insert(inbox)
+INSERT_STATUSES = insert(statuses)
+LATEST_ID = select(func.max(inbox.c.id))
+
+SET_STATE = (
+    update(inbox)
+    .where(inbox.c.id == bindparam("row_id"))
+    .values(state=bindparam("new_state"), updated_at=bindparam("now"))
+)
+
+# {with a channel filter?: the conversation's oldest pending row}
+NEXT_PENDING = {
+    with_channel: select(inbox)
+    .where(_on_channel(and_(inbox.c.conversation_id == bindparam("conversation"), inbox.c.state == PENDING),
+                       with_channel))
+    .order_by(inbox.c.sent_at, inbox.c.id)
+    .limit(1)
+    for with_channel in (False, True)
+}
+MARK_PROCESSING = (
+    update(inbox)
+    .where(inbox.c.id == bindparam("row_id"))
+    .values(state=PROCESSING, attempts=inbox.c.attempts + 1, updated_at=bindparam("now"))
+)
+
+_THIS_MENU = and_(menus.c.conversation_id == bindparam("conversation"), menus.c.channel == bindparam("on_channel"))
+MENU = select(menus.c.menu).where(_THIS_MENU)
+DELETE_MENU = menus.delete().where(_THIS_MENU)
+INSERT_MENU = insert(menus)
+
+INSERT_OUTBOUND = insert(outbound)
+# What a finished send records; the variant also clears the turn key (a refused free-form message).
+FINISH_FIELDS = ("message_id", "state", "error_code", "error")
+FINISH_OUTBOUND = {
+    clear_turn_key: update(outbound)
+    .where(outbound.c.id == bindparam("row_id"))
+    .values(**{name: bindparam(f"new_{name}") for name in FINISH_FIELDS},
+            **({"turn_key": None} if clear_turn_key else {}))
+    for clear_turn_key in (False, True)
+}
