@@ -83,6 +83,8 @@ async def is_paused(agent: Any, conversation_id: str) -> bool:
         return False
     try:
         engine = _sql_tracker_engine(agent)
+        if engine is not None and engine.dialect.name == "sqlite":  # in-process: cheaper than a thread hop
+            return _paused_in_sql(engine, conversation_id)
         if engine is not None:
             return await asyncio.to_thread(_paused_in_sql, engine, conversation_id)
         tracker = await agent.tracker_store.retrieve(conversation_id)

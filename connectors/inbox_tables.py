@@ -104,6 +104,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers (console) do not block the webhook
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL against app crashes
+    # A commit that crosses 1000 WAL pages would run the checkpoint (and its fsync, 100+ ms seen
+    # here) on whoever committed: a webhook's ACK or the event loop. `Inbox.checkpoint` runs it in
+    # the background instead (the worker and connectors.ingest, each once a second).
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.close()
 
 

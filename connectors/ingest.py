@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -44,6 +45,12 @@ def create_app(settings: WhatsAppSettings, inbox: Inbox) -> web.Application:
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def background_checkpoints(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(inbox.checkpoint_forever())
+        yield
+        task.cancel()
+
+    app.cleanup_ctx.append(background_checkpoints)
     app.router.add_get(ROUTE, verify)
     app.router.add_post(ROUTE, receive)
     app.router.add_get("/health", health)

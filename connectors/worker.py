@@ -62,12 +62,19 @@ class InboxWorker:
         self._wake.set()
 
     async def _db(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.to_thread(fn, *args)
+        return await self.inbox.call(fn, *args)
 
     async def run(self) -> None:
         resumed = await self._db(self.inbox.resume_unfinished, self.channel)
         if resumed:
             logger.warning("resuming %d inbox message(s) left unfinished by a restart", resumed)
+        checkpoints = asyncio.create_task(self.inbox.checkpoint_forever())
+        try:
+            await self._loop()
+        finally:
+            checkpoints.cancel()
+
+    async def _loop(self) -> None:
         while not self._stopped.is_set():
             # Cleared before looking, so a wake-up that comes during the look is not lost.
             woken = self._wake.is_set()

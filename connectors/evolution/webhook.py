@@ -6,7 +6,6 @@ see `make evolution-setup`); a request without it, or with another value, is ref
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -40,5 +39,5 @@ async def receive_evolution(body: bytes, secret: str | None, expected_secret: st
     batch, items = parsed  # one of the two is set
     if batch.dropped:
         logger.debug("Evolution webhook: not answering %s", ", ".join(batch.dropped))
-    new = await asyncio.to_thread(inbox.add_safely, items, status_rows(batch.statuses))
+    new = await inbox.call(inbox.add_safely, items, status_rows(batch.statuses))
     return 200, {"status": "ok", "stored": len(new), "dropped": len(batch.dropped)}, len(new)

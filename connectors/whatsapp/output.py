@@ -79,7 +79,7 @@ class WhatsAppOutput(OutputChannel):
             if earlier == SENDING:
                 # No evidence either way: sending again may duplicate, not sending may lose it.
                 logger.warning("send %s was cut off by a restart; sending it again", turn_key)
-                await asyncio.to_thread(self.inbox.mark_interrupted, turn_key)
+                await self.inbox.call(self.inbox.mark_interrupted, turn_key)
         row_id = await self._begin(payload, turn_key)
         result = await self.client.send(self.phone_number_id, payload)
         if not result.ok and result.verdict is Verdict.TEMPLATE and self.template:
@@ -93,7 +93,7 @@ class WhatsAppOutput(OutputChannel):
         """Wait briefly for the platform's status webhook that proves a cut-off send went out."""
         deadline = asyncio.get_running_loop().time() + self.status_grace_seconds
         while True:
-            wamid = await asyncio.to_thread(self.inbox.adopt_delivered, turn_key, self.reply_to)
+            wamid = await self.inbox.call(self.inbox.adopt_delivered, turn_key, self.reply_to)
             if wamid is not None:
                 logger.info("send %s went out before the restart (%s): not sending it again", turn_key, wamid)
                 return True
@@ -103,11 +103,11 @@ class WhatsAppOutput(OutputChannel):
 
     async def _earlier_sends(self) -> dict[str, str]:
         if self._earlier is None:
-            self._earlier = await asyncio.to_thread(self.inbox.outbound_states, self.turn_id or "")
+            self._earlier = await self.inbox.call(self.inbox.outbound_states, self.turn_id or "")
         return self._earlier
 
     async def _begin(self, payload: dict[str, Any], turn_key: str | None) -> int:
-        return await asyncio.to_thread(self.inbox.begin_outbound, {
+        return await self.inbox.call(self.inbox.begin_outbound, {
             "channel": self.name(),
             "conversation_id": self.conversation_id,
             "business_id": self.phone_number_id,
@@ -127,7 +127,7 @@ class WhatsAppOutput(OutputChannel):
         }
         if not keep_turn_key:
             values["turn_key"] = None
-        await asyncio.to_thread(self.inbox.finish_outbound, row_id, values)
+        await self.inbox.call(self.inbox.finish_outbound, row_id, values)
         self.results.append((row_id, result))
 
     # Rasa calls these for reminders, trigger_intent and anything not using send_response.

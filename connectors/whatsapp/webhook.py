@@ -5,7 +5,6 @@ Framework-free: takes the raw body and headers, returns (HTTP status, JSON body,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -82,5 +81,5 @@ async def receive_webhook(body: bytes, signature: str | None, app_secret: str, i
     batch, items = parsed  # one of the two is set
     for error in batch.errors:
         logger.warning("WhatsApp account error %s: %s", error.get("code"), error.get("title"))
-    new = await asyncio.to_thread(inbox.add_safely, items, status_rows(batch.statuses))
+    new = await inbox.call(inbox.add_safely, items, status_rows(batch.statuses))
     return 200, {"status": "ok"}, len(new)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -272,3 +273,31 @@ def test_complete_finishes_saves_menu_and_claims_next_in_one_call(inbox: Inbox) 
     assert second is not None and second.message_id == "m2" and second.menu == {"1": "/greet"}
     assert inbox.complete(second, DONE, None) is None
     assert inbox.states() == {DONE: 2}
+
+
+async def test_sqlite_calls_run_inline_and_the_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None:
+    """No thread hop per statement on SQLite; commits never checkpoint (no fsync on the ACK or the
+    event loop): `checkpoint` does it, in a thread, once a second from the worker and the ingest."""
+    box = Inbox(create_inbox_engine(f"sqlite:///{tmp_path / 'inbox.db'}"))
+    assert box.inline
+    caller = threading.get_ident()
+    assert await box.call(threading.get_ident) == caller
+    for n in range(50):
+        await box.call(box.add, [item(f"m{n}", sent_at=n)], [])
+    wal = tmp_path / "inbox.db-wal"
+    with box.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    task = asyncio.create_task(box.checkpoint_forever(interval=0.01))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with box.engine.connect() as conn:
+        busy, frames, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").first()  # type: ignore[misc]
+    assert wal.exists() and busy == 0 and frames == copied  # nothing left to copy
+    assert box.states() == {PENDING: 50}
+
+
+async def test_database_servers_are_called_in_a_thread(inbox: Inbox) -> None:
+    if inbox.inline:
+        pytest.skip("the SQLite case is the test above")
+    assert await inbox.call(threading.get_ident) != threading.get_ident()
+    inbox.checkpoint()  # nothing to do on a server
