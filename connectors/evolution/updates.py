@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.whatsapp.updates import InboundMessage, MalformedWebhook, MessageType, StatusUpdate, json_object
+from connectors.whatsapp.updates import (
+    MAX_TIMESTAMP,
+    InboundMessage,
+    MalformedWebhook,
+    MessageType,
+    StatusUpdate,
+    json_object,
+)
 
 UPSERT = "messages.upsert"
 UPDATE = "messages.update"
@@ -45,7 +52,10 @@ def _timestamp(value: Any) -> int:
         raise MalformedWebhook(f"messageTimestamp {value!r} is not an integer") from None
     if stamp < 0:
         raise MalformedWebhook("negative messageTimestamp")
-    return stamp // 1000 if stamp > 10**11 else stamp  # milliseconds from some versions
+    stamp = stamp // 1000 if stamp > 10**11 else stamp  # milliseconds from some versions
+    if stamp > MAX_TIMESTAMP:
+        raise MalformedWebhook(f"messageTimestamp {stamp} out of range")
+    return stamp
 
 
 def digits_of(jid: str | None) -> str | None:

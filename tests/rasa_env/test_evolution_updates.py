@@ -115,6 +115,7 @@ def test_timestamp_shapes(stamp: Any, expected: int) -> None:
     lambda b: b.update(data=["not an object"]),
     lambda b: b.pop("instance"),
     lambda b: b["data"].update(messageTimestamp="yesterday"),
+    lambda b: b["data"].update(messageTimestamp=2**63),
     lambda b: b["data"]["key"].update(id="x" * 500),
 ])
 def test_malformed_bodies_are_refused_whole(mutate: Any) -> None:
