@@ -11,7 +11,7 @@
    them; latency = POST until the 200. Measured on connectors.ingest, and for comparison on the
    route inside the Rasa process (which shares Rasa's event loop with model inference).
 
-1–2 run `--repeats` rounds (default 3) back to back in one stack; the ratios are taken per round and
+1–2 run `--repeats` rounds (default 5) back to back in one stack; the ratios are taken per round and
 their median is reported (one round's ratio moved by ±0.07 between runs of the same code).
 
 Targets (issue 3): ACK p99 ≤ 25 ms; throughput ratio ≥ 0.95; e2e p95 ≤ 1.2 × REST p95.
@@ -275,7 +275,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="webhooks/s for the ACK latency run")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of the throughput/e2e comparison (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of the throughput/e2e comparison (median)")
     parser.add_argument("--inbox-url", default="",
                         help="inbox database (e.g. postgresql+psycopg2://…); default: the tracker's SQLite file")
     parser.add_argument("--rasa-nice", type=int, default=0,

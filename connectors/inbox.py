@@ -50,6 +50,13 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_EVERY_SECONDS = 1.0
 
 
+async def call_blocking(inline: bool, fn: Callable[..., T], *args: Any) -> T:
+    """A blocking database call from async code: inline for SQLite (in-process), else in a thread."""
+    if inline:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
+
+
 class Inbox:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -60,9 +67,7 @@ class Inbox:
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one of the blocking methods below from async code: inline on SQLite, else in a thread."""
-        if self.inline:
-            return fn(*args)
-        return await asyncio.to_thread(fn, *args)
+        return await call_blocking(self.inline, fn, *args)
 
     def checkpoint(self) -> None:
         """Copy the SQLite write-ahead log into the database (our connections never do it on commit).

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool, QueuePool
 
 from connectors.agent_api import add_agent_routes
-from connectors.inbox import Inbox, InboxRow, create_inbox_engine
+from connectors.inbox import Inbox, InboxRow, call_blocking, create_inbox_engine
 from connectors.sending import RetryingSender
 from connectors.whatsapp.output import WhatsAppOutput
 from connectors.whatsapp.to_rasa import apply_menu
@@ -83,10 +83,8 @@ async def is_paused(agent: Any, conversation_id: str) -> bool:
         return False
     try:
         engine = _sql_tracker_engine(agent)
-        if engine is not None and engine.dialect.name == "sqlite":  # in-process: cheaper than a thread hop
-            return _paused_in_sql(engine, conversation_id)
         if engine is not None:
-            return await asyncio.to_thread(_paused_in_sql, engine, conversation_id)
+            return await call_blocking(engine.dialect.name == "sqlite", _paused_in_sql, engine, conversation_id)
         tracker = await agent.tracker_store.retrieve(conversation_id)
         return bool(tracker is not None and tracker.is_paused())
     except Exception:  # only decides whether "typing…" shows; never fails a turn
