@@ -250,14 +250,13 @@ class Inbox:
             return int(result.inserted_primary_key[0])
 
     @retry_while_locked
-    def finish_outbound(self, row_id: int, values: dict[str, Any]) -> None:
-        fields = set(values) - {"turn_key"}
+    def finish_outbound(self, row_id: int, state: str, message_id: str | None = None, error_code: int | None = None,
+                        error: str | None = None, clear_turn_key: bool = False) -> None:
+        """Record how a send ended; `clear_turn_key`: it no longer counts as that turn's send."""
         with self.engine.begin() as conn:
-            if fields == set(sql.FINISH_FIELDS) and values.get("turn_key") is None:
-                statement = sql.FINISH_OUTBOUND["turn_key" in values]
-                conn.execute(statement, {"row_id": row_id, **{f"new_{k}": values[k] for k in sql.FINISH_FIELDS}})
-            else:
-                conn.execute(update(outbound).where(outbound.c.id == row_id).values(**values))
+            conn.execute(sql.FINISH_OUTBOUND[clear_turn_key], {"row_id": row_id, "new_state": state,
+                                                               "new_message_id": message_id,
+                                                               "new_error_code": error_code, "new_error": error})
 
     def outbound_states(self, turn_prefix: str) -> dict[str, str]:
         """turn key → state of the sends of one reply (to re-run it after a crash)."""

@@ -51,12 +51,11 @@ DELETE_MENU = menus.delete().where(_THIS_MENU)
 INSERT_MENU = insert(menus)
 
 INSERT_OUTBOUND = insert(outbound)
-# What a finished send records; the variant also clears the turn key (a refused free-form message).
-FINISH_FIELDS = ("message_id", "state", "error_code", "error")
+# {clear the turn key too? (a refused free-form message): how a send ended}
 FINISH_OUTBOUND = {
     clear_turn_key: update(outbound)
     .where(outbound.c.id == bindparam("row_id"))
-    .values(**{name: bindparam(f"new_{name}") for name in FINISH_FIELDS},
+    .values(**{name: bindparam(f"new_{name}") for name in ("message_id", "state", "error_code", "error")},
             **({"turn_key": None} if clear_turn_key else {}))
     for clear_turn_key in (False, True)
 }

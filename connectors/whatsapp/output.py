@@ -119,15 +119,9 @@ class WhatsAppOutput(OutputChannel):
         error = None if result.ok else result.error
         if error is not None:
             logger.warning("WhatsApp send to conversation failed for good: %s", error)
-        values: dict[str, Any] = {
-            "message_id": result.message_id,
-            "state": SENT if result.ok else FAILED_SEND,
-            "error_code": error.code if error else None,
-            "error": str(error)[:1000] if error else None,
-        }
-        if not keep_turn_key:
-            values["turn_key"] = None
-        await self.inbox.call(self.inbox.finish_outbound, row_id, values)
+        await self.inbox.call(self.inbox.finish_outbound, row_id, SENT if result.ok else FAILED_SEND,
+                              result.message_id, error.code if error else None,
+                              str(error)[:1000] if error else None, not keep_turn_key)
         self.results.append((row_id, result))
 
     # Rasa calls these for reminders, trigger_intent and anything not using send_response.

@@ -72,7 +72,7 @@ def test_menus_and_turn_keys(inbox: Inbox) -> None:
         row_id = inbox.begin_outbound({"channel": "whatsapp", "conversation_id": "c1", "business_id": "P",
                                        "turn_key": key, "payload": "{}"})
         if state:
-            inbox.finish_outbound(row_id, {"state": state})
+            inbox.finish_outbound(row_id, state)
     assert inbox.outbound_states("m1") == {"m1#1": "sent", "m1#2": "failed", "m1#3": "sending"}
     inbox.mark_interrupted("m1#3")
     assert inbox.outbound_states("m1") == {"m1#1": "sent", "m1#2": "failed"}
