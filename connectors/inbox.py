@@ -79,6 +79,8 @@ class Inbox:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def checkpoint_forever(self, interval: float = CHECKPOINT_EVERY_SECONDS) -> None:
+        if not self.inline:
+            return  # a database server checkpoints itself
         while True:
             await asyncio.sleep(interval)
             try:

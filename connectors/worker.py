@@ -13,7 +13,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from connectors.inbox import DONE, Inbox, InboxRow
 
@@ -29,7 +28,6 @@ FULL_SCAN_EVERY_SECONDS = 1.0
 
 # Returns the numbered options its reply offered ("1" → payload), saved with the row's completion.
 Handler = Callable[[InboxRow], Awaitable["dict[str, str] | None"]]
-T = TypeVar("T")
 
 
 class InboxWorker:
@@ -61,11 +59,8 @@ class InboxWorker:
         """New rows were stored: look now instead of at the next poll."""
         self._wake.set()
 
-    async def _db(self, fn: Callable[..., T], *args: object) -> T:
-        return await self.inbox.call(fn, *args)
-
     async def run(self) -> None:
-        resumed = await self._db(self.inbox.resume_unfinished, self.channel)
+        resumed = await self.inbox.call(self.inbox.resume_unfinished, self.channel)
         if resumed:
             logger.warning("resuming %d inbox message(s) left unfinished by a restart", resumed)
         checkpoints = asyncio.create_task(self.inbox.checkpoint_forever())
@@ -95,14 +90,14 @@ class InboxWorker:
         now = self.clock()
         if now >= self._next_stale_check:
             self._next_stale_check = now + STALE_CHECK_EVERY_SECONDS
-            stale = await self._db(self.inbox.mark_stale, int(now - self.stale_after), self.channel)
+            stale = await self.inbox.call(self.inbox.mark_stale, int(now - self.stale_after), self.channel)
             if stale:
                 logger.warning("marked %d old inbox message(s) stale (older than %ss)", stale, self.stale_after)
-        latest = await self._db(self.inbox.latest_id)
+        latest = await self.inbox.call(self.inbox.latest_id)
         if not full and latest == self._latest_seen and now < self._next_full_scan:
             return 0
         self._latest_seen, self._next_full_scan = latest, now + FULL_SCAN_EVERY_SECONDS
-        conversations = await self._db(self.inbox.pending_conversations, list(self._active), 100, self.channel)
+        conversations = await self.inbox.call(self.inbox.pending_conversations, list(self._active), 100, self.channel)
         for conversation_id in conversations:
             task = asyncio.create_task(self._drain(conversation_id))
             self._active[conversation_id] = task
@@ -126,7 +121,7 @@ class InboxWorker:
                 if row is None:
                     if self._stopped.is_set():
                         return
-                    row = await self._db(self.inbox.claim_next, conversation_id, self.channel)
+                    row = await self.inbox.call(self.inbox.claim_next, conversation_id, self.channel)
                     if row is None:
                         return
                 row = await self._handle(row)
@@ -143,11 +138,11 @@ class InboxWorker:
         except Exception:
             logger.exception("handling inbox message %s failed (attempt %d)", row.message_id, row.attempts)
             if row.attempts < MAX_ATTEMPTS:
-                await self._db(self.inbox.release, row.id)
+                await self.inbox.call(self.inbox.release, row.id)
                 return None  # keep the order: try this conversation again on a later round
-            return await self._db(self.inbox.complete, row, FAILED, None, not self._stopped.is_set())
+            return await self.inbox.call(self.inbox.complete, row, FAILED, None, not self._stopped.is_set())
         # Done, menu saved and the next message claimed in one transaction.
-        return await self._db(self.inbox.complete, row, DONE, menu, not self._stopped.is_set())
+        return await self.inbox.call(self.inbox.complete, row, DONE, menu, not self._stopped.is_set())
 
     async def idle(self) -> None:
         """Wait until no drain task is running (tests, shutdown)."""

@@ -297,3 +297,5 @@ async def test_calls_run_inline_on_sqlite_and_in_a_thread_on_a_database_server(i
     assert inbox.inline is not on_server
     assert (await inbox.call(threading.get_ident) != threading.get_ident()) is on_server
     inbox.checkpoint()  # a no-op on a server
+    if on_server:  # and no background task waking every second for nothing
+        await asyncio.wait_for(inbox.checkpoint_forever(interval=0.01), timeout=1)
