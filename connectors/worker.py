@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from connectors.inbox import DONE, Inbox, InboxRow
+from connectors.inbox import DONE, STALE, Inbox, InboxRow
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,11 @@ class InboxWorker:
 
     async def _handle(self, row: InboxRow) -> InboxRow | None:
         """One message through the handler; returns the conversation's next row, already claimed."""
+        if row.sent_at < self.clock() - self.stale_after:
+            # A replayed backlog keeps arriving after the periodic look for stale rows: checked here too.
+            logger.warning("inbox message %s is older than %ss: marked stale, not answered",
+                           row.message_id, self.stale_after)
+            return await self.inbox.call(self.inbox.complete, row, STALE, None, not self._stopped.is_set())
         try:
             menu = await self.handler(row)
         except Exception:

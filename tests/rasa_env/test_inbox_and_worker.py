@@ -202,6 +202,24 @@ async def test_worker_marks_stale_and_resumes_on_start(sqlite_inbox: Inbox) -> N
     assert sqlite_inbox.states() == {STALE: 1, DONE: 1}
 
 
+async def test_a_stale_message_stored_after_the_first_look_is_not_answered(sqlite_inbox: Inbox) -> None:
+    """Meta replays a day-old backlog over minutes: rows that arrive between the periodic stale looks
+    are caught when claimed, and the conversation's fresh rows after them are still answered."""
+    handled: list[str] = []
+
+    async def handler(row: InboxRow) -> None:
+        handled.append(row.message_id)
+
+    worker = InboxWorker(sqlite_inbox, handler, stale_after=3600, poll_interval=0.01, clock=lambda: 100_000)
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.05)  # the start-up look for stale rows has run
+    sqlite_inbox.add([item("replayed", "A", sent_at=10), item("fresh", "A", sent_at=99_990)])
+    worker.notify()
+    await _stop_once_handled(worker, task, handled, 0.02)
+    assert handled == ["fresh"]
+    assert sqlite_inbox.states() == {STALE: 1, DONE: 1}
+
+
 @pytest.mark.parametrize("concurrency", [1, 8])
 async def test_notify_wakes_the_worker(sqlite_inbox: Inbox, concurrency: int) -> None:
     handled: list[str] = []
