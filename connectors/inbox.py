@@ -40,6 +40,7 @@ from connectors.inbox_tables import (
     retry_while_locked,
     statuses,
 )
+from connectors.inbox_wakeups import NOTIFY, InboxListener, OnListening, OnNewRow, notifies, wake_payloads
 
 __all__ = ["DONE", "FAILED_SEND", "INTERRUPTED", "PENDING", "PROCESSING", "SENDING", "SENT", "SKIPPED", "STALE",
            "Inbox", "InboxItem", "InboxRow", "create_inbox_engine"]
@@ -64,6 +65,11 @@ class Inbox:
         # SQLite is a library in this process: a statement takes ~0.1 ms, less than the hop to a
         # thread and back, and every hop makes the event loop hand Rasa's GIL over and wait for it.
         self.inline = engine.dialect.name == "sqlite"
+        self.notifies = notifies(engine)
+
+    def listener(self, on_new: OnNewRow, on_listening: OnListening) -> InboxListener | None:
+        """A LISTEN connection that hears of rows other processes store (PostgreSQL), else None."""
+        return InboxListener(self.engine, on_new, on_listening) if InboxListener.supported(self.engine) else None
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one of the blocking methods below from async code: inline on SQLite, else in a thread."""
@@ -113,6 +119,9 @@ class Inbox:
                     fresh.append(item)
                 if fresh:
                     conn.execute(sql.INSERT_MESSAGES, [self._row(item, now) for item in fresh])
+                    if self.notifies:  # the workers of other processes hear of it at commit
+                        for wake in wake_payloads((item.channel, item.conversation_id) for item in fresh):
+                            conn.execute(NOTIFY, wake)
             if status_rows:
                 conn.execute(sql.INSERT_STATUSES, list(status_rows))
         return [item.message_id for item in fresh]

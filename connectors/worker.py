@@ -25,6 +25,12 @@ STALE_CHECK_EVERY_SECONDS = 5.0
 # Between polls that saw no new row, the full look for pending conversations (a grouped scan,
 # ~1.5 ms of the Rasa process's CPU with a backlog) runs only this often, as a safety net.
 FULL_SCAN_EVERY_SECONDS = 1.0
+# While a LISTEN connection reports new rows (PostgreSQL), polling is only the net for a lost one.
+SAFETY_NET_POLL_SECONDS = 1.0
+# Conversations with a drain task (running or waiting for a slot): a flood of new customers must
+# not become a task each; beyond this the scan picks them up as drains finish.
+MAX_DRAINS = 1000
+SCAN_LIMIT = 100
 
 # Returns the numbered options its reply offered ("1" → payload), saved with the row's completion.
 Handler = Callable[[InboxRow], Awaitable["dict[str, str] | None"]]
@@ -54,20 +60,40 @@ class InboxWorker:
         self._next_stale_check = 0.0
         self._next_full_scan = 0.0
         self._latest_seen: int | None = None  # the newest inbox row id at the last full look
+        self._listening = False  # a LISTEN connection is up: rows stored elsewhere are announced
 
-    def notify(self) -> None:
-        """New rows were stored: look now instead of at the next poll."""
-        self._wake.set()
+    def notify(self, conversation_id: str | None = None) -> None:
+        """New rows were stored: look now instead of at the next poll.
+
+        For one named conversation no look is needed: a running drain claims the row itself (and a
+        drain that is just finishing triggers a full look), otherwise its drain starts here.
+        """
+        if conversation_id is None or len(self._active) >= MAX_DRAINS:
+            self._wake.set()
+        elif conversation_id not in self._active and not self._stopped.is_set():
+            self._start(conversation_id)
+
+    def _row_stored(self, channel: str, conversation_id: str) -> None:
+        if self.channel is None or channel == self.channel:
+            self.notify(conversation_id)
+
+    def _set_listening(self, listening: bool) -> None:
+        self._listening = listening
+        self._wake.set()  # rows stored while nobody listened: look once
 
     async def run(self) -> None:
         resumed = await self.inbox.call(self.inbox.resume_unfinished, self.channel)
         if resumed:
             logger.warning("resuming %d inbox message(s) left unfinished by a restart", resumed)
-        checkpoints = asyncio.create_task(self.inbox.checkpoint_forever())
+        background = [asyncio.create_task(self.inbox.checkpoint_forever())]
+        listener = self.inbox.listener(self._row_stored, self._set_listening)
+        if listener is not None:
+            background.append(asyncio.create_task(listener.run()))
         try:
             await self._loop()
         finally:
-            checkpoints.cancel()
+            for task in background:
+                task.cancel()
 
     async def _loop(self) -> None:
         while not self._stopped.is_set():
@@ -78,8 +104,9 @@ class InboxWorker:
                 await self.dispatch_once(full=woken)
             except Exception:  # the loop must survive a database hiccup
                 logger.exception("inbox dispatch failed; retrying")
+            interval = max(self.poll_interval, SAFETY_NET_POLL_SECONDS) if self._listening else self.poll_interval
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
 
     async def dispatch_once(self, full: bool = True) -> int:
         """Start a drain task for every conversation with pending rows and none running.
@@ -97,12 +124,20 @@ class InboxWorker:
         if not full and latest == self._latest_seen and now < self._next_full_scan:
             return 0
         self._latest_seen, self._next_full_scan = latest, now + FULL_SCAN_EVERY_SECONDS
-        conversations = await self.inbox.call(self.inbox.pending_conversations, list(self._active), 100, self.channel)
-        for conversation_id in conversations:
-            task = asyncio.create_task(self._drain(conversation_id))
-            self._active[conversation_id] = task
-            task.add_done_callback(lambda _t, c=conversation_id: self._finished(c))
-        return len(conversations)
+        room = min(SCAN_LIMIT, MAX_DRAINS - len(self._active))
+        if room <= 0:
+            return 0
+        conversations = await self.inbox.call(self.inbox.pending_conversations, list(self._active), room,
+                                              self.channel)
+        started = [c for c in conversations if c not in self._active]  # a wake-up may have started one
+        for conversation_id in started:
+            self._start(conversation_id)
+        return len(started)
+
+    def _start(self, conversation_id: str) -> None:
+        task = asyncio.create_task(self._drain(conversation_id))
+        self._active[conversation_id] = task
+        task.add_done_callback(lambda _t, c=conversation_id: self._finished(c))
 
     def _finished(self, conversation_id: str) -> None:
         self._active.pop(conversation_id, None)

@@ -1,0 +1,195 @@
+"""Rows stored by another process wake the worker (PostgreSQL LISTEN/NOTIFY), and the worker's drain bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import replace
+
+import psycopg2
+import pytest
+
+from connectors import inbox_wakeups
+from connectors import worker as worker_module
+from connectors.inbox import DONE, Inbox, InboxRow, create_inbox_engine
+from connectors.inbox_wakeups import MAX_PAYLOAD_CHARS, WAKE_CHANNEL, parse_payload, wake_payloads
+from connectors.worker import InboxWorker
+from tests.postgres import temporary_database
+from tests.rasa_env.conftest import POSTGRES_ADMIN_URL
+from tests.rasa_env.test_inbox_and_worker import item
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with temporary_database(POSTGRES_ADMIN_URL, "voltbay_wake") as url:
+        yield url
+
+
+def test_one_wake_per_conversation_of_a_batch_and_long_ids_capped() -> None:
+    payloads = wake_payloads([("whatsapp", "A"), ("whatsapp", "A"), ("evolution", "B"), ("whatsapp", "x" * 9000)])
+    assert [p["payload"] for p in payloads][:2] == ["evolution:B", "whatsapp:A"]
+    assert len(payloads) == 3 and all(p["wake_channel"] == WAKE_CHANNEL for p in payloads)
+    assert len(payloads[2]["payload"]) == MAX_PAYLOAD_CHARS
+    assert parse_payload("whatsapp:347:weird:id") == ("whatsapp", "347:weird:id")
+    assert parse_payload("garbage") == ("garbage", "")
+
+
+def test_sqlite_has_no_listener(sqlite_inbox: Inbox) -> None:
+    assert sqlite_inbox.listener(lambda *_: None, lambda _: None) is None
+    assert not sqlite_inbox.notifies
+
+
+def _listen(url: str) -> psycopg2.extensions.connection:
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"LISTEN {WAKE_CHANNEL}")
+    return connection
+
+
+def _notes(connection: psycopg2.extensions.connection) -> list[str]:
+    connection.poll()
+    found = [note.payload for note in connection.notifies]
+    connection.notifies.clear()
+    return found
+
+
+def test_only_new_messages_notify_and_only_at_commit(pg_url: str) -> None:
+    inbox = Inbox(create_inbox_engine(pg_url))
+    listening = _listen(pg_url)
+    inbox.add([item("m1", "A"), item("m2", "A"), item("m3", "B")])
+    assert sorted(_notes(listening)) == ["whatsapp:A", "whatsapp:B"]
+    inbox.add([item("m1", "A")])  # a duplicate delivery: nothing stored, nobody woken
+    inbox.add([], [{"message_id": "wamid.out", "status": "sent", "sent_at": 1, "recipient_id": "A",
+                    "business_id": "PNID", "errors": None}])  # a status is not a message to answer
+    assert _notes(listening) == []
+    with pytest.raises(Exception):  # noqa: B017 - a failing transaction: its NOTIFY is never sent
+        inbox.add([item("m9", "C", sent_at="not a number")])  # type: ignore[arg-type]
+    assert _notes(listening) == []
+    listening.close()
+    inbox.engine.dispose()
+
+
+async def _stop(worker: InboxWorker, task: asyncio.Task[None]) -> None:
+    await worker.stop()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _until(predicate: object, seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if predicate():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_a_row_stored_by_another_process_wakes_the_worker_without_polling(pg_url: str) -> None:
+    rasa_side = Inbox(create_inbox_engine(pg_url))
+    ingest_side = Inbox(create_inbox_engine(pg_url))  # its own engine, as in connectors.ingest
+    handled: list[str] = []
+    scans: list[int] = []
+    scan = rasa_side.pending_conversations
+
+    def counting_scan(*args: object) -> list[str]:
+        scans.append(1)
+        return scan(*args)  # type: ignore[arg-type]
+
+    rasa_side.pending_conversations = counting_scan  # type: ignore[method-assign]
+
+    async def handler(row: InboxRow) -> None:
+        handled.append(row.message_id)
+
+    worker = InboxWorker(rasa_side, handler, poll_interval=30, clock=lambda: 5_000, channel="whatsapp")
+    task = asyncio.create_task(worker.run())
+    await _until(lambda: worker._listening)
+    assert worker._listening
+    await asyncio.sleep(0.1)
+    scans_before = len(scans)
+    ingest_side.add([item("m1", "A")])
+    await _until(lambda: handled)
+    assert handled == ["m1"]  # a 30 s poll could not have found it
+    # The notification named the conversation: its drain started without a grouped scan.
+    assert len(scans) - scans_before <= 1  # (one look after the drain finished, for rows that raced it)
+    # Another channel's row (one inbox, two workers): heard, but not this worker's to answer.
+    ingest_side.add([replace(item("e1", "E"), channel="evolution")])
+    await asyncio.sleep(0.3)
+    assert handled == ["m1"] and "E" not in worker._active
+    await _stop(worker, task)
+    for box in (rasa_side, ingest_side):
+        box.engine.dispose()
+
+
+async def test_the_listener_reconnects_and_the_worker_polls_meanwhile(pg_url: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inbox_wakeups, "RECONNECT_SECONDS", 0.3)
+    rasa_side = Inbox(create_inbox_engine(pg_url))
+    ingest_side = Inbox(create_inbox_engine(pg_url))
+    handled: list[str] = []
+    states: list[bool] = []
+
+    async def handler(row: InboxRow) -> None:
+        handled.append(row.message_id)
+
+    worker = InboxWorker(rasa_side, handler, poll_interval=0.05, clock=lambda: 5_000)
+    original = worker._set_listening
+
+    def record(listening: bool) -> None:
+        states.append(listening)
+        original(listening)
+
+    worker._set_listening = record  # type: ignore[method-assign]
+    task = asyncio.create_task(worker.run())
+    await _until(lambda: worker._listening)
+    killer = psycopg2.connect(pg_url)
+    killer.autocommit = True
+    with killer.cursor() as cursor:  # the database drops the LISTEN connection (restart, failover)
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE query LIKE 'LISTEN%' AND datname = current_database()")
+    await _until(lambda: False in states)
+    ingest_side.add([item("during", "A")])  # nobody listens: found by the 50 ms poll
+    await _until(lambda: "during" in handled)
+    await _until(lambda: states[-1] is True and len(states) >= 3)
+    assert states[:3] == [True, False, True]
+    ingest_side.add([item("after", "B")])
+    await _until(lambda: "after" in handled)
+    assert handled == ["during", "after"]
+    await _stop(worker, task)
+    killer.close()
+    for box in (rasa_side, ingest_side):
+        box.engine.dispose()
+
+
+async def test_a_wake_up_for_another_channel_starts_nothing(sqlite_inbox: Inbox) -> None:
+    async def handler(row: InboxRow) -> None:
+        raise AssertionError("not this channel's row")
+
+    worker = InboxWorker(sqlite_inbox, handler, clock=lambda: 5_000, channel="whatsapp")
+    worker._row_stored("evolution", "someone")
+    assert worker._active == {}
+
+
+async def test_a_flood_of_new_conversations_is_capped_in_tasks_and_all_answered(
+        sqlite_inbox: Inbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_module, "MAX_DRAINS", 3)
+    handled: list[str] = []
+    most: list[int] = []
+
+    async def handler(row: InboxRow) -> None:
+        most.append(len(worker._active))
+        handled.append(row.message_id)
+        await asyncio.sleep(0.005)
+
+    worker = InboxWorker(sqlite_inbox, handler, concurrency=2, poll_interval=0.02, clock=lambda: 5_000)
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.05)
+    for n in range(12):
+        sqlite_inbox.add([item(f"m{n}", f"c{n}")])
+        worker.notify(f"c{n}")  # as the listener does, one per stored conversation
+        assert len(worker._active) <= 3
+    await _until(lambda: sqlite_inbox.states() == {DONE: 12})
+    assert sorted(handled) == sorted(f"m{n}" for n in range(12))
+    assert max(most) <= 3
+    assert sqlite_inbox.states() == {DONE: 12}
+    await _stop(worker, task)
