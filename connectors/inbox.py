@@ -40,7 +40,7 @@ from connectors.inbox_tables import (
     retry_while_locked,
     statuses,
 )
-from connectors.inbox_wakeups import NOTIFY, InboxListener, OnListening, OnNewRow, notifies, wake_payloads
+from connectors.inbox_wakeups import InboxListener, OnListening, OnNewRow, notifies
 
 __all__ = ["DONE", "FAILED_SEND", "INTERRUPTED", "PENDING", "PROCESSING", "SENDING", "SENT", "SKIPPED", "STALE",
            "Inbox", "InboxItem", "InboxRow", "create_inbox_engine"]
@@ -66,6 +66,7 @@ class Inbox:
         # thread and back, and every hop makes the event loop hand Rasa's GIL over and wait for it.
         self.inline = engine.dialect.name == "sqlite"
         self.notifies = notifies(engine)
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def listener(self, on_new: OnNewRow, on_listening: OnListening) -> InboxListener | None:
         """A LISTEN connection that hears of rows other processes store (PostgreSQL), else None."""
@@ -101,30 +102,42 @@ class Inbox:
     ) -> list[str]:
         """Store new messages (and the webhook's statuses) in one transaction; returns the new ids.
 
-        Duplicate message ids are dropped. One webhook = one transaction: the ACK waits for one commit.
+        Duplicate message ids are dropped. One webhook = one commit: the ACK waits for nothing else.
         """
         now = time.time() if now is None else now
         if not items and not status_rows:
             return []
-        fresh: list[InboxItem] = []
+        rows: dict[str, dict[str, Any]] = {}
+        for item in items:
+            rows.setdefault(item.message_id, self._row(item, now))  # the first of a batch's repeats
+        new_ids = self._add_on_server(list(rows.values()), status_rows) if self.notifies \
+            else self._add_in_process(list(rows.values()), status_rows)
+        return [message_id for message_id in rows if message_id in new_ids]
+
+    def _add_in_process(self, rows: list[dict[str, Any]], status_rows: Sequence[dict[str, Any]]) -> set[str]:
         with self.engine.begin() as conn:
-            if items:
-                ids = [item.message_id for item in items]
-                known = set(conn.execute(sql.KNOWN_IDS, {"ids": ids}).scalars())
-                seen: set[str] = set()
-                for item in items:
-                    if item.message_id in known or item.message_id in seen:
-                        continue
-                    seen.add(item.message_id)
-                    fresh.append(item)
+            fresh = []
+            if rows:
+                known = set(conn.execute(sql.KNOWN_IDS, {"ids": [row["message_id"] for row in rows]}).scalars())
+                fresh = [row for row in rows if row["message_id"] not in known]
                 if fresh:
-                    conn.execute(sql.INSERT_MESSAGES, [self._row(item, now) for item in fresh])
-                    if self.notifies:  # the workers of other processes hear of it at commit
-                        for wake in wake_payloads((item.channel, item.conversation_id) for item in fresh):
-                            conn.execute(NOTIFY, wake)
+                    conn.execute(sql.INSERT_MESSAGES, fresh)
             if status_rows:
                 conn.execute(sql.INSERT_STATUSES, list(status_rows))
-        return [item.message_id for item in fresh]
+        return {row["message_id"] for row in fresh}
+
+    def _add_on_server(self, rows: list[dict[str, Any]], status_rows: Sequence[dict[str, Any]]) -> set[str]:
+        """PostgreSQL: the messages in one statement (known ids skipped, workers notified at commit).
+
+        On its own in autocommit it is one round trip instead of six (BEGIN, look-up, insert, notify,
+        COMMIT), each a wait for the server that the ACK would sit through under load.
+        """
+        both = bool(rows) and bool(status_rows)
+        with (self.engine.begin() if both else self._autocommit.connect()) as conn:
+            fresh = set(conn.execute(sql.insert_new_messages(rows)).scalars()) if rows else set()
+            if status_rows:
+                conn.execute(sql.INSERT_STATUSES, list(status_rows))
+        return fresh
 
     def add_safely(self, items: Sequence[InboxItem], status_rows: Sequence[dict[str, Any]] = ()) -> list[str]:
         """`add`, retried once when a concurrent delivery of the same ids won the race."""

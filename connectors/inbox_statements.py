@@ -9,10 +9,15 @@ those in UPDATE … SET).
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from connectors.inbox_tables import PENDING, PROCESSING, inbox, menus, outbound, statuses
+from connectors.inbox_wakeups import WAKE_CHANNEL
 
 
 def _on_channel(condition: ColumnElement[bool], with_channel: bool) -> ColumnElement[bool]:
@@ -22,6 +27,15 @@ def _on_channel(condition: ColumnElement[bool], with_channel: bool) -> ColumnEle
 KNOWN_IDS = select(inbox.c.message_id).where(inbox.c.message_id.in_(bindparam("ids", expanding=True)))
 INSERT_MESSAGES = insert(inbox)
 INSERT_STATUSES = insert(statuses)
+
+
+def insert_new_messages(rows: list[dict[str, Any]]) -> Select:
+    """PostgreSQL: insert the rows whose message id is new, NOTIFY "channel:conversation" for each,
+    return the new ids. Built per webhook (its VALUES list); runs in the ingest, not in Rasa."""
+    new = (pg_insert(inbox).values(rows).on_conflict_do_nothing(index_elements=[inbox.c.message_id])
+           .returning(inbox.c.message_id, inbox.c.channel, inbox.c.conversation_id).cte("new_messages"))
+    wake = func.pg_notify(WAKE_CHANNEL, func.concat(new.c.channel, literal(":"), new.c.conversation_id))
+    return select(new.c.message_id, wake)
 LATEST_ID = select(func.max(inbox.c.id))
 
 SET_STATE = (

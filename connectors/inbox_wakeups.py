@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 logger = logging.getLogger(__name__)
 
 WAKE_CHANNEL = "voltbay_inbox"
-# NOTIFY payloads must stay under 8000 bytes; an id this long is not a real one (the poll finds it).
-MAX_PAYLOAD_CHARS = 2000
 RECONNECT_SECONDS = 2.0
-NOTIFY = text("SELECT pg_notify(:wake_channel, :payload)")
 
 OnNewRow = Callable[[str, str], None]  # (channel, conversation_id)
 OnListening = Callable[[bool], None]
@@ -36,13 +32,8 @@ def notifies(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def wake_payloads(keys: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
-    """One NOTIFY per (channel, conversation) of a stored batch."""
-    return [{"wake_channel": WAKE_CHANNEL, "payload": f"{channel}:{conversation}"[:MAX_PAYLOAD_CHARS]}
-            for channel, conversation in sorted(set(keys))]
-
-
 def parse_payload(payload: str) -> tuple[str, str]:
+    """A payload as the storing statement writes it, "channel:conversation", split."""
     channel, _, conversation = payload.partition(":")
     return channel, conversation
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -317,3 +318,28 @@ async def test_calls_run_inline_on_sqlite_and_in_a_thread_on_a_database_server(i
     inbox.checkpoint()  # a no-op on a server
     if on_server:  # and no background task waking every second for nothing
         await asyncio.wait_for(inbox.checkpoint_forever(interval=0.01), timeout=1)
+
+
+def _status(wamid: str, status: str) -> dict[str, object]:
+    return {"message_id": wamid, "status": status, "sent_at": 1, "recipient_id": "c1", "business_id": "PNID",
+            "errors": None}
+
+
+def test_a_webhook_with_messages_and_statuses_stores_both(inbox: Inbox) -> None:
+    assert inbox.add([item("m1"), item("m1")], [_status("wamid.out", "sent"), _status("wamid.out", "read")]) == ["m1"]
+    assert inbox.statuses_for("wamid.out") == ["sent", "read"]
+    assert inbox.add([], [_status("wamid.out", "delivered")]) == []  # a status-only webhook
+    assert sorted(inbox.statuses_for("wamid.out")) == ["delivered", "read", "sent"]
+    assert inbox.states() == {PENDING: 1}
+
+
+def test_concurrent_deliveries_of_the_same_messages_store_each_once(inbox: Inbox) -> None:
+    """Meta retries while the first delivery is still being stored, maybe at another ingest replica."""
+    other = Inbox(create_inbox_engine(inbox.engine.url.render_as_string(hide_password=False)))
+    batches = [[item(f"m{n}", f"c{n % 3}") for n in range(start, start + 20)] for start in (0, 10, 0, 5)]
+    with ThreadPoolExecutor(4) as pool:
+        stored = list(pool.map(lambda pair: pair[0].add_safely(pair[1]),
+                               zip([inbox, other, inbox, other], batches, strict=True)))
+    assert sorted(m for new in stored for m in new) == sorted(f"m{n}" for n in range(30))
+    assert inbox.states() == {PENDING: 30}
+    other.engine.dispose()

@@ -13,7 +13,7 @@ import pytest
 from connectors import inbox_wakeups
 from connectors import worker as worker_module
 from connectors.inbox import DONE, Inbox, InboxRow, create_inbox_engine
-from connectors.inbox_wakeups import MAX_PAYLOAD_CHARS, WAKE_CHANNEL, parse_payload, wake_payloads
+from connectors.inbox_wakeups import WAKE_CHANNEL, parse_payload
 from connectors.worker import InboxWorker
 from tests.postgres import temporary_database
 from tests.rasa_env.conftest import POSTGRES_ADMIN_URL
@@ -26,11 +26,7 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-def test_one_wake_per_conversation_of_a_batch_and_long_ids_capped() -> None:
-    payloads = wake_payloads([("whatsapp", "A"), ("whatsapp", "A"), ("evolution", "B"), ("whatsapp", "x" * 9000)])
-    assert [p["payload"] for p in payloads][:2] == ["evolution:B", "whatsapp:A"]
-    assert len(payloads) == 3 and all(p["wake_channel"] == WAKE_CHANNEL for p in payloads)
-    assert len(payloads[2]["payload"]) == MAX_PAYLOAD_CHARS
+def test_payloads_split_at_the_first_colon() -> None:
     assert parse_payload("whatsapp:347:weird:id") == ("whatsapp", "347:weird:id")
     assert parse_payload("garbage") == ("garbage", "")
 
@@ -58,9 +54,9 @@ def _notes(connection: psycopg2.extensions.connection) -> list[str]:
 def test_only_new_messages_notify_and_only_at_commit(pg_url: str) -> None:
     inbox = Inbox(create_inbox_engine(pg_url))
     listening = _listen(pg_url)
-    inbox.add([item("m1", "A"), item("m2", "A"), item("m3", "B")])
-    assert sorted(_notes(listening)) == ["whatsapp:A", "whatsapp:B"]
-    inbox.add([item("m1", "A")])  # a duplicate delivery: nothing stored, nobody woken
+    assert inbox.add([item("m1", "A"), item("m2", "A"), item("m3", "B"), item("m1", "A")]) == ["m1", "m2", "m3"]
+    assert sorted(_notes(listening)) == ["whatsapp:A", "whatsapp:B"]  # one per conversation
+    assert inbox.add([item("m1", "A")]) == []  # a duplicate delivery: nothing stored, nobody woken
     inbox.add([], [{"message_id": "wamid.out", "status": "sent", "sent_at": 1, "recipient_id": "A",
                     "business_id": "PNID", "errors": None}])  # a status is not a message to answer
     assert _notes(listening) == []
