@@ -49,6 +49,7 @@ __all__ = ["DONE", "FAILED_SEND", "INTERRUPTED", "PENDING", "PROCESSING", "SENDI
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 CHECKPOINT_EVERY_SECONDS = 1.0
+ADD_TRIES = 10
 
 
 async def call_blocking(inline: bool, fn: Callable[..., T], *args: Any) -> T:
@@ -140,11 +141,18 @@ class Inbox:
         return fresh
 
     def add_safely(self, items: Sequence[InboxItem], status_rows: Sequence[dict[str, Any]] = ()) -> list[str]:
-        """`add`, retried once when a concurrent delivery of the same ids won the race."""
-        try:
-            return self.add(items, status_rows)
-        except IntegrityError:
-            return self.add(items, status_rows)
+        """`add`, tried again when a concurrent delivery of the same ids won the race.
+
+        SQLite: the look-up of known ids and the insert are two statements, so another writer can
+        store an id in between; each try sees the ids stored so far, and with k webhooks racing
+        at most k - 1 lose. (PostgreSQL's single statement skips them itself.)
+        """
+        for _ in range(ADD_TRIES - 1):
+            try:
+                return self.add(items, status_rows)
+            except IntegrityError:
+                continue
+        return self.add(items, status_rows)
 
     @staticmethod
     def _row(item: InboxItem, now: float) -> dict[str, Any]:
@@ -267,9 +275,14 @@ class Inbox:
         self.add((), rows)
 
     @retry_while_locked
+    def _one_statement(self) -> Any:
+        """A connection for one statement: on a server in autocommit (atomic on its own, and no
+        BEGIN and COMMIT round trips), on SQLite a transaction (there they cost nothing)."""
+        return self._autocommit.connect() if self.notifies else self.engine.begin()
+
     def begin_outbound(self, row: dict[str, Any]) -> int:
         """Record a send about to happen (state "sending"), before the request leaves."""
-        with self.engine.begin() as conn:
+        with self._one_statement() as conn:
             result = conn.execute(sql.INSERT_OUTBOUND, [{"created_at": time.time(), "state": SENDING, **row}])
             return int(result.inserted_primary_key[0])
 
@@ -277,7 +290,7 @@ class Inbox:
     def finish_outbound(self, row_id: int, state: str, message_id: str | None = None, error_code: int | None = None,
                         error: str | None = None, clear_turn_key: bool = False) -> None:
         """Record how a send ended; `clear_turn_key`: it no longer counts as that turn's send."""
-        with self.engine.begin() as conn:
+        with self._one_statement() as conn:
             conn.execute(sql.FINISH_OUTBOUND[clear_turn_key], {"row_id": row_id, "new_state": state,
                                                                "new_message_id": message_id,
                                                                "new_error_code": error_code, "new_error": error})

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import psycopg2
 import pytest
+from sqlalchemy import event
 
 from connectors import inbox_wakeups
 from connectors import worker as worker_module
@@ -189,3 +190,22 @@ async def test_a_flood_of_new_conversations_is_capped_in_tasks_and_all_answered(
     assert max(most) <= 3
     assert sqlite_inbox.states() == {DONE: 12}
     await _stop(worker, task)
+
+
+def test_single_statements_on_a_server_open_no_transaction(pg_url: str) -> None:
+    """A send's bookkeeping and a webhook's messages: one statement each, no BEGIN/COMMIT round trips."""
+    inbox = Inbox(create_inbox_engine(pg_url))
+    autocommit: list[bool] = []
+
+    def record(conn: object, *_: object) -> None:
+        fairy = conn.connection  # type: ignore[attr-defined]
+        autocommit.append((getattr(fairy, "dbapi_connection", None) or fairy.connection).autocommit)
+
+    event.listen(inbox.engine, "before_cursor_execute", record)
+    row_id = inbox.begin_outbound({"channel": "whatsapp", "conversation_id": "A", "business_id": "PNID",
+                                   "turn_key": "t#1", "payload": "{}"})
+    inbox.finish_outbound(row_id, "sent", "wamid.out")
+    assert inbox.add([item("m1", "A")]) == ["m1"]
+    assert autocommit == [True, True, True]  # psycopg2 sends no BEGIN (nor COMMIT) in autocommit
+    assert inbox.outbound_states("t") == {"t#1": "sent"}
+    inbox.engine.dispose()
