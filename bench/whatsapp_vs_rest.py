@@ -237,6 +237,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     ack_rasa_route = await ack_at_rate(f"{stack.rasa_url}/webhooks/whatsapp/webhook", args.rate, 3, "2")
     return {
         "inbox": "postgresql" if stack.inbox_url.startswith("postgresql") else "sqlite",
+        "tracker_store": "postgresql" if stack.tracker_db_url else "sqlite",
         "rasa_nice": stack.rasa_nice,
         "rest": rest, "whatsapp": whatsapp, "whatsapp_server_side": whatsapp_server,
         "ack_under_saturation": ack, "ingest_capacity": capacity,
@@ -257,6 +258,7 @@ def pooled_rate(rounds: list[dict[str, Any]], phase: str) -> float:
 
 def report(result: dict[str, Any]) -> bool:
     rest, wa, ack = result["rest"], result["whatsapp"], result["ack_under_saturation"]
+    print(f"inbox: {result['inbox']}, Rasa's tracker store: {result['tracker_store']}")
     print(f"REST      : {rest['n']} msgs  p50 {rest['p50_ms']:.0f} ms  p95 {rest['p95_ms']:.0f} ms  "
           f"{rest['throughput_msg_s']:.1f} msg/s")
     print(f"WhatsApp  : {wa['n']} msgs  p50 {wa['p50_ms']:.0f} ms  p95 {wa['p95_ms']:.0f} ms  "
@@ -298,6 +300,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=6, help="rounds of the throughput/e2e comparison (median)")
     parser.add_argument("--inbox-url", default="",
                         help="inbox database (e.g. postgresql+psycopg2://…); default: the tracker's SQLite file")
+    parser.add_argument("--postgres", default="",
+                        help="production topology: Rasa's tracker store and the inbox in this PostgreSQL database "
+                             "(postgresql://user@host:port/db), so REST pays for its tracker there too")
     parser.add_argument("--rasa-nice", type=int, default=0,
                         help="start Rasa with `nice -n N`, so the ingest process gets the CPU first")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_whatsapp_vs_rest.json")
@@ -305,8 +310,8 @@ def main() -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="bench_wa_") as tmp:
-        stack = Stack(Path(tmp), with_ingest=True, inbox_db_url=args.inbox_url, with_evolution=False,
-                      rasa_nice=args.rasa_nice)
+        stack = Stack(Path(tmp), with_ingest=True, inbox_db_url=args.inbox_url, tracker_db_url=args.postgres,
+                      with_evolution=False, rasa_nice=args.rasa_nice)
         try:
             stack.start()
             result = asyncio.run(bench(args, stack))

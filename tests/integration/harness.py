@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,8 @@ class Stack:
     rasa_port: int = field(default_factory=free_port)
     ingest_port: int = field(default_factory=free_port)
     with_ingest: bool = False  # also run connectors.ingest; the sandbox then posts there
-    inbox_db_url: str = ""  # default: the tracker store's SQLite file
+    inbox_db_url: str = ""  # default: the tracker store's database
+    tracker_db_url: str = ""  # postgresql://user@host:port/db for Rasa's tracker store; default a SQLite file
     with_evolution: bool = True  # also configure the Evolution channel (the bench measures the Cloud one alone)
     rasa_nice: int = 0  # run Rasa at a lower CPU priority than the ingest process (deployment option)
     with_console: bool = False  # also run the agent console (console/)
@@ -112,7 +114,15 @@ class Stack:
 
     @property
     def inbox_url(self) -> str:
-        return self.inbox_db_url or f"sqlite:///{self.workdir / 'tracker.db'}"
+        return self.inbox_db_url or self.tracker_db_url or f"sqlite:///{self.workdir / 'tracker.db'}"
+
+    def _tracker_store(self) -> str:
+        if not self.tracker_db_url:
+            return f'tracker_store:\n  type: SQL\n  dialect: "sqlite"\n  db: "{self.workdir / "tracker.db"}"\n'
+        url = urllib.parse.urlsplit(self.tracker_db_url)  # as endpoints.production.yml spells it
+        return (f'tracker_store:\n  type: SQL\n  dialect: "postgresql"\n  url: "{url.hostname}"\n'
+                f'  port: {url.port or 5432}\n  db: "{url.path.lstrip("/")}"\n  username: "{url.username or ""}"\n'
+                f'  password: "{url.password or ""}"\n')
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
@@ -153,9 +163,7 @@ class Stack:
 
     def start(self) -> None:
         (self.workdir / "endpoints.yml").write_text(
-            f'action_endpoint:\n  url: "http://127.0.0.1:{self.actions_port}/webhook"\n'
-            f'tracker_store:\n  type: SQL\n  dialect: "sqlite"\n  db: "{self.workdir / "tracker.db"}"\n'
-        )
+            f'action_endpoint:\n  url: "http://127.0.0.1:{self.actions_port}/webhook"\n' + self._tracker_store())
         (self.workdir / "credentials.yml").write_text("rest:\nconnectors.whatsapp.channel.WhatsAppInput:\n"
                                                       "connectors.evolution.channel.EvolutionInput:\n")
         env = self.env()
