@@ -84,6 +84,7 @@ class Stack:
     rasa_nice: int = 0  # run Rasa at a lower CPU priority than the ingest process (deployment option)
     with_console: bool = False  # also run the agent console (console/)
     console_port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)  # settings for this stack's processes
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -159,6 +160,7 @@ class Stack:
             "CONSOLE_SECRET_KEY": "integration-console-secret",
             "CONSOLE_SECURE_COOKIE": "false",
             "CONSOLE_POLL_INTERVAL": "0.2",
+            **self.extra_env,
         }
 
     def start(self) -> None:
