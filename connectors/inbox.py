@@ -274,12 +274,12 @@ class Inbox:
     def add_statuses(self, rows: Sequence[dict[str, Any]]) -> None:
         self.add((), rows)
 
-    @retry_while_locked
     def _one_statement(self) -> Any:
         """A connection for one statement: on a server in autocommit (atomic on its own, and no
         BEGIN and COMMIT round trips), on SQLite a transaction (there they cost nothing)."""
         return self._autocommit.connect() if self.notifies else self.engine.begin()
 
+    @retry_while_locked
     def begin_outbound(self, row: dict[str, Any]) -> int:
         """Record a send about to happen (state "sending"), before the request leaves."""
         with self._one_statement() as conn:

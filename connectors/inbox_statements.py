@@ -36,6 +36,8 @@ def insert_new_messages(rows: list[dict[str, Any]]) -> Select:
            .returning(inbox.c.message_id, inbox.c.channel, inbox.c.conversation_id).cte("new_messages"))
     wake = func.pg_notify(WAKE_CHANNEL, func.concat(new.c.channel, literal(":"), new.c.conversation_id))
     return select(new.c.message_id, wake)
+
+
 LATEST_ID = select(func.max(inbox.c.id))
 
 SET_STATE = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +86,19 @@ def test_hostile_text_is_stored_verbatim(inbox: Inbox) -> None:
     inbox.add([item("x1", text=nasty, metadata={"profile_name": nasty})])
     row = inbox.claim_next("c1")
     assert row is not None and row.message["text"] == nasty
+
+
+def count_scans(inbox: Inbox) -> list[int]:
+    """Wrap the worker's grouped look for pending conversations; one entry per call."""
+    scans: list[int] = []
+    scan = inbox.pending_conversations
+
+    def counting_scan(*args: object) -> list[str]:
+        scans.append(1)
+        return scan(*args)  # type: ignore[arg-type]
+
+    inbox.pending_conversations = counting_scan  # type: ignore[method-assign]
+    return scans
 
 
 def make_worker(inbox: Inbox, handler: Handler, **kwargs: object) -> InboxWorker:
@@ -241,14 +255,7 @@ async def test_polls_scan_for_conversations_only_when_a_row_was_stored(sqlite_in
     """Rows stored by another process (connectors.ingest) come with no notify: the poll finds them,
     and a poll that sees no new row costs one look at the newest id, not the grouped scan."""
     handled: list[str] = []
-    scans: list[int] = []
-    scan = sqlite_inbox.pending_conversations
-
-    def counting_scan(*args: object) -> list[str]:
-        scans.append(1)
-        return scan(*args)  # type: ignore[arg-type]
-
-    sqlite_inbox.pending_conversations = counting_scan  # type: ignore[method-assign]
+    scans = count_scans(sqlite_inbox)
 
     async def handler(row: InboxRow) -> None:
         handled.append(row.message_id)
@@ -343,3 +350,29 @@ def test_concurrent_deliveries_of_the_same_messages_store_each_once(inbox: Inbox
     assert sorted(m for new in stored for m in new) == sorted(f"m{n}" for n in range(30))
     assert inbox.states() == {PENDING: 30}
     other.engine.dispose()
+
+
+@pytest.mark.parametrize("write", ["add", "begin_outbound", "finish_outbound", "complete", "save_menu"])
+def test_writes_wait_for_another_connections_sqlite_lock(sqlite_inbox: Inbox, tmp_path: Path, write: str) -> None:
+    """Rasa's tracker store and connectors.ingest write to the same file: a write that meets the other's
+    lock waits for it (SQLite itself gives up after 1 ms here) instead of failing the turn or the ACK."""
+    sqlite_inbox.add([item("m1")])
+    row = sqlite_inbox.claim_next("c1")
+    sent = sqlite_inbox.begin_outbound({"channel": "whatsapp", "conversation_id": "c1", "business_id": "PNID",
+                                        "turn_key": None, "payload": "{}"})
+    writes = {
+        "add": lambda: sqlite_inbox.add([item("m2")]),
+        "begin_outbound": lambda: sqlite_inbox.begin_outbound({"channel": "whatsapp", "conversation_id": "c1",
+                                                               "business_id": "PNID", "turn_key": None,
+                                                               "payload": "{}"}),
+        "finish_outbound": lambda: sqlite_inbox.finish_outbound(sent, "sent", "wamid.x"),
+        "complete": lambda: sqlite_inbox.complete(row, DONE, {"1": "/a"}),
+        "save_menu": lambda: sqlite_inbox.save_menu("whatsapp", "c1", {"1": "/a"}),
+    }
+    other = sqlite3.connect(tmp_path / "inbox.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the other process holds the write lock…
+    threading.Timer(0.2, other.execute, ["COMMIT"]).start()  # …for 200 ms
+    started = time.monotonic()
+    writes[write]()
+    assert time.monotonic() - started >= 0.15  # it waited rather than failed
+    other.close()
