@@ -27,12 +27,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     RESULTS.mkdir(exist_ok=True)
-    running = Stack(tmp_path_factory.mktemp("browser_stack"), with_console=True)
-    try:
-        running.start()
+    with Stack(tmp_path_factory.mktemp("browser_stack"), with_console=True).running() as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -12,13 +11,5 @@ from .harness import Stack
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("whatsapp_live")
-    running = Stack(workdir)
-    try:
-        running.start()
+    with Stack(tmp_path_factory.mktemp("whatsapp_live")).running() as running:
         yield running
-    finally:
-        running.stop()
-        for log in sorted(Path(workdir).glob("*.log")):
-            tail = log.read_bytes()[-3000:].decode(errors="replace")
-            print(f"--- {log.name} (tail) ---\n{tail}")

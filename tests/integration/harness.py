@@ -13,6 +13,8 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,6 +210,17 @@ class Stack:
             return status == 200
         except OSError:
             return False
+
+    @contextmanager
+    def running(self) -> Iterator[Stack]:
+        """Started for the block, stopped after it; the processes' log tails printed (shown on failure)."""
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
+            for log in sorted(self.workdir.glob("*.log")):
+                print(f"--- {log.name} (tail) ---\n{log.read_bytes()[-3000:].decode(errors='replace')}")
 
     def stop(self) -> None:
         for proc in self.procs.values():

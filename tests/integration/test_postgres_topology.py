@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -25,17 +24,10 @@ POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL_RASA", "postgresql://post
 
 @pytest.fixture(scope="module")
 def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("postgres_topology")
-    with temporary_database(POSTGRES_ADMIN_URL, "voltbay_live") as url:
-        running = Stack(workdir, with_ingest=True, tracker_db_url=url, with_evolution=False,
-                        extra_env={"WHATSAPP_POLL_INTERVAL": "30"})
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
-            for log in sorted(Path(workdir).glob("*.log")):
-                print(f"--- {log.name} (tail) ---\n{log.read_bytes()[-3000:].decode(errors='replace')}")
+    with temporary_database(POSTGRES_ADMIN_URL, "voltbay_live") as url, \
+            Stack(tmp_path_factory.mktemp("postgres_topology"), with_ingest=True, tracker_db_url=url,
+                  with_evolution=False, extra_env={"WHATSAPP_POLL_INTERVAL": "30"}).running() as running:
+        yield running
 
 
 def inbox_states(stack: Stack, prefix: str) -> dict[str, int]:

@@ -18,7 +18,7 @@ from connectors.inbox_wakeups import WAKE_CHANNEL, parse_payload
 from connectors.worker import InboxWorker
 from tests.postgres import temporary_database
 from tests.rasa_env.conftest import POSTGRES_ADMIN_URL
-from tests.rasa_env.test_inbox_and_worker import item
+from tests.rasa_env.test_inbox_and_worker import count_scans, item
 
 
 @pytest.fixture
@@ -86,14 +86,7 @@ async def test_a_row_stored_by_another_process_wakes_the_worker_without_polling(
     rasa_side = Inbox(create_inbox_engine(pg_url))
     ingest_side = Inbox(create_inbox_engine(pg_url))  # its own engine, as in connectors.ingest
     handled: list[str] = []
-    scans: list[int] = []
-    scan = rasa_side.pending_conversations
-
-    def counting_scan(*args: object) -> list[str]:
-        scans.append(1)
-        return scan(*args)  # type: ignore[arg-type]
-
-    rasa_side.pending_conversations = counting_scan  # type: ignore[method-assign]
+    scans = count_scans(rasa_side)
 
     async def handler(row: InboxRow) -> None:
         handled.append(row.message_id)
