@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -45,10 +47,15 @@ def _listen(url: str) -> psycopg2.extensions.connection:
     return connection
 
 
-def _notes(connection: psycopg2.extensions.connection) -> list[str]:
-    connection.poll()
-    found = [note.payload for note in connection.notifies]
-    connection.notifies.clear()
+def _notes(connection: psycopg2.extensions.connection, expected: int = 0, seconds: float = 0.3) -> list[str]:
+    """Notifications that arrive until `expected` came (or `seconds` passed: delivery is asynchronous)."""
+    found: list[str] = []
+    deadline = time.monotonic() + (5.0 if expected else seconds)
+    while time.monotonic() < deadline and (not expected or len(found) < expected):
+        select.select([connection], [], [], max(0.0, deadline - time.monotonic()))
+        connection.poll()
+        found += [note.payload for note in connection.notifies]
+        connection.notifies.clear()
     return found
 
 
@@ -56,7 +63,8 @@ def test_only_new_messages_notify_and_only_at_commit(pg_url: str) -> None:
     inbox = Inbox(create_inbox_engine(pg_url))
     listening = _listen(pg_url)
     assert inbox.add([item("m1", "A"), item("m2", "A"), item("m3", "B"), item("m1", "A")]) == ["m1", "m2", "m3"]
-    assert sorted(_notes(listening)) == ["whatsapp:A", "whatsapp:B"]  # one per conversation
+    assert sorted(_notes(listening, expected=2)) == ["whatsapp:A", "whatsapp:B"]  # one per conversation
+    assert _notes(listening) == []
     assert inbox.add([item("m1", "A")]) == []  # a duplicate delivery: nothing stored, nobody woken
     inbox.add([], [{"message_id": "wamid.out", "status": "sent", "sent_at": 1, "recipient_id": "A",
                     "business_id": "PNID", "errors": None}])  # a status is not a message to answer
