@@ -111,7 +111,7 @@ class Inbox:
         rows: dict[str, dict[str, Any]] = {}
         for item in items:
             rows.setdefault(item.message_id, self._row(item, now))  # the first of a batch's repeats
-        new_ids = self._add_on_server(list(rows.values()), status_rows) if self.notifies \
+        new_ids = self._add_on_postgresql(list(rows.values()), status_rows) if self.notifies \
             else self._add_in_process(list(rows.values()), status_rows)
         return [message_id for message_id in rows if message_id in new_ids]
 
@@ -127,7 +127,7 @@ class Inbox:
                 conn.execute(sql.INSERT_STATUSES, list(status_rows))
         return {row["message_id"] for row in fresh}
 
-    def _add_on_server(self, rows: list[dict[str, Any]], status_rows: Sequence[dict[str, Any]]) -> set[str]:
+    def _add_on_postgresql(self, rows: list[dict[str, Any]], status_rows: Sequence[dict[str, Any]]) -> set[str]:
         """PostgreSQL: the messages in one statement (known ids skipped, workers notified at commit).
 
         On its own in autocommit it is one round trip instead of six (BEGIN, look-up, insert, notify,
@@ -277,7 +277,7 @@ class Inbox:
     def _one_statement(self) -> Any:
         """A connection for one statement: on a server in autocommit (atomic on its own, and no
         BEGIN and COMMIT round trips), on SQLite a transaction (there they cost nothing)."""
-        return self._autocommit.connect() if self.notifies else self.engine.begin()
+        return self.engine.begin() if self.inline else self._autocommit.connect()
 
     @retry_while_locked
     def begin_outbound(self, row: dict[str, Any]) -> int:
