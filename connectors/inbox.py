@@ -18,8 +18,11 @@ from typing import Any, TypeVar
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from connectors import inbox_statements as sql
+from connectors.inbox_leases import DEFAULT_LEASE_SECONDS, NO_CHANNEL, WorkerIdentity
+from connectors.inbox_outbound import OutboundRecords
 from connectors.inbox_tables import (
     DONE,
     FAILED_SEND,
@@ -33,12 +36,11 @@ from connectors.inbox_tables import (
     InboxItem,
     InboxRow,
     create_inbox_engine,
+    create_tables,
     inbox,
+    leases,
     menus,
-    metadata,
-    outbound,
     retry_while_locked,
-    statuses,
 )
 from connectors.inbox_wakeups import InboxListener, OnListening, OnNewRow, notifies
 
@@ -59,10 +61,17 @@ async def call_blocking(inline: bool, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(fn, *args)
 
 
-class Inbox:
-    def __init__(self, engine: Engine) -> None:
+class Inbox(OutboundRecords):
+    """The tables, as one worker (or ingest process) sees them: `identity` owns the leases it takes."""
+
+    def __init__(self, engine: Engine, identity: WorkerIdentity | None = None,
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        self.identity = identity or WorkerIdentity.of_this_process()
+        self.owner = self.identity.owner
+        self.lease_seconds = lease_seconds
+        self._acquire_lease = sql.ACQUIRE_LEASE.get(engine.dialect.name)
+        create_tables(engine)
         # SQLite is a library in this process: a statement takes ~0.1 ms, less than the hop to a
         # thread and back, and every hop makes the event loop hand Rasa's GIL over and wait for it.
         self.inline = engine.dialect.name == "sqlite"
@@ -170,15 +179,13 @@ class Inbox:
             "updated_at": now,
         }
 
-    @retry_while_locked
-    def resume_unfinished(self, channel: str | None = None) -> int:
-        """After a crash: rows that were being handled go back to pending."""
-        condition = inbox.c.state == PROCESSING
+    def count_left_unfinished(self, channel: str | None = None) -> int:
+        """Messages a stopped worker was handling and nobody holds now: they are answered again first."""
+        condition = and_(inbox.c.state == PROCESSING, ~self._leased_by_another(channel, time.time()))
         if channel:
             condition = and_(condition, inbox.c.channel == channel)
-        with self.engine.begin() as conn:
-            result = conn.execute(update(inbox).where(condition).values(state=PENDING, updated_at=time.time()))
-        return result.rowcount or 0
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(condition)).scalar() or 0)
 
     @retry_while_locked
     def mark_stale(self, older_than: int, channel: str | None = None) -> int:
@@ -197,8 +204,13 @@ class Inbox:
 
     def pending_conversations(self, exclude: Iterable[str] = (), limit: int = 100,
                               channel: str | None = None) -> list[str]:
+        """Conversations with messages to answer that no other live worker holds, oldest first.
+
+        "processing" rows count too: where nobody holds the lease, their worker stopped.
+        """
         excluded = list(exclude)
-        query = select(inbox.c.conversation_id).where(inbox.c.state == PENDING)
+        query = select(inbox.c.conversation_id).where(
+            and_(inbox.c.state.in_((PENDING, PROCESSING)), ~self._leased_by_another(channel, time.time())))
         if channel:
             query = query.where(inbox.c.channel == channel)
         if excluded:
@@ -207,11 +219,43 @@ class Inbox:
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
+    def _leased_by_another(self, channel: str | None, now: float) -> ColumnElement[bool]:
+        return (select(leases.c.owner)
+                .where(and_(leases.c.channel == (channel or NO_CHANNEL),
+                            leases.c.conversation_id == inbox.c.conversation_id,
+                            leases.c.owner != self.owner, leases.c.expires_at >= now))
+                .exists())
+
     @retry_while_locked
     def claim_next(self, conversation_id: str, channel: str | None = None) -> InboxRow | None:
-        """The oldest pending message of a conversation, marked processing, with the conversation's menu."""
+        """Take the conversation's lease and its oldest unfinished message (marked processing, with the
+        conversation's menu). None: another worker holds the conversation, or nothing is left (the
+        lease is given back in the same transaction)."""
         with self.engine.begin() as conn:
-            return self._claim(conn, conversation_id, channel)
+            lease = self._lease(conversation_id, channel)
+            if not self._take_lease(conn, lease):
+                return None
+            row = self._claim(conn, conversation_id, channel)
+            if row is None:
+                conn.execute(sql.DROP_LEASE, lease)
+            return row
+
+    def _lease(self, conversation_id: str, channel: str | None) -> dict[str, Any]:
+        now = time.time()
+        return {"lease_channel": channel or NO_CHANNEL, "conversation": conversation_id, "lease_owner": self.owner,
+                "lease_now": now, "lease_until": now + self.lease_seconds}
+
+    def _take_lease(self, conn: Connection, lease: dict[str, Any]) -> bool:
+        if self._acquire_lease is not None:  # SQLite and PostgreSQL: one upsert
+            return conn.execute(self._acquire_lease, lease).rowcount == 1
+        if conn.execute(sql.TAKE_FREE_LEASE, lease).rowcount == 1:
+            return True
+        try:
+            with conn.begin_nested():
+                conn.execute(sql.INSERT_LEASE, lease)
+        except IntegrityError:  # another worker took it first
+            return False
+        return True
 
     @retry_while_locked
     def complete(self, row: InboxRow, state: str = DONE, menu: dict[str, str] | None = None,
@@ -219,18 +263,31 @@ class Inbox:
         """Finish a handled row, save the options its reply offered and claim the conversation's next row.
 
         One transaction per turn boundary: the worker runs this on every message.
-        `menu=None` leaves the stored menu alone (the turn did not get to reply).
+        `menu=None` leaves the stored menu alone (the turn did not get to reply). The lease is renewed
+        (its row locked) before the look for the next row and given back when there is none.
         """
         with self.engine.begin() as conn:
             conn.execute(sql.SET_STATE, {"row_id": row.id, "new_state": state, "now": time.time()})
             if menu is not None:
                 self._save_menu(conn, row.channel, row.conversation_id, menu)
+            lease = self._lease(row.conversation_id, row.claimed_on)
+            if not claim_next:
+                conn.execute(sql.DROP_LEASE, lease)
+                return None
+            if conn.execute(sql.RENEW_LEASE, lease).rowcount != 1:
+                # It expired (renewals could not reach the database) and another worker holds it now.
+                logger.warning("lost the lease of a conversation while answering %s; its next message is "
+                               "left to the worker that holds it", row.message_id)
+                return None
             # The menu just saved is the stored one: no need to read it back.
-            return self._claim(conn, row.conversation_id, row.channel, menu) if claim_next else None
+            following = self._claim(conn, row.conversation_id, row.claimed_on, menu)
+            if following is None:
+                conn.execute(sql.DROP_LEASE, lease)
+            return following
 
     def _claim(self, conn: Connection, conversation_id: str, channel: str | None = None,
                menu: dict[str, str] | None = None) -> InboxRow | None:
-        row = conn.execute(sql.NEXT_PENDING[bool(channel)],
+        row = conn.execute(sql.NEXT_UNFINISHED[bool(channel)],
                            {"conversation": conversation_id, "on_channel": channel}).first()
         if row is None:
             return None
@@ -241,8 +298,34 @@ class Inbox:
         return InboxRow(
             id=row.id, message_id=row.message_id, channel=row.channel, conversation_id=row.conversation_id,
             reply_to=row.reply_to, business_id=row.business_id, sent_at=row.sent_at, attempts=row.attempts + 1,
-            message=json.loads(row.message), menu=dict(menu),
+            message=json.loads(row.message), menu=dict(menu), claimed_on=channel,
         )
+
+    # --- leases ---------------------------------------------------------------
+    @retry_while_locked
+    def renew_leases(self) -> int:
+        """Push back the expiry of every lease this worker holds (its heartbeat)."""
+        with self._one_statement() as conn:
+            result = conn.execute(update(leases).where(leases.c.owner == self.owner)
+                                  .values(expires_at=time.time() + self.lease_seconds))
+        return result.rowcount or 0
+
+    @retry_while_locked
+    def expire_leases_of_gone_workers(self) -> list[str]:
+        """Free at once the leases of workers known to be dead (same host, process gone); returns them."""
+        with self.engine.begin() as conn:
+            owners = conn.execute(select(leases.c.owner).where(leases.c.owner != self.owner).distinct()).scalars()
+            gone = [owner for owner in owners if self.identity.knows_is_gone(owner)]
+            if gone:
+                conn.execute(leases.delete().where(leases.c.owner.in_(gone)))
+        return gone
+
+    @retry_while_locked
+    def release_leases(self) -> int:
+        """Give back every lease this worker holds (it stops)."""
+        with self._one_statement() as conn:
+            result = conn.execute(leases.delete().where(leases.c.owner == self.owner))
+        return result.rowcount or 0
 
     def last_message_of(self, channel: str, conversation_id: str) -> InboxRow | None:
         """The customer's latest stored message on a channel: where an agent's reply goes (number, address)."""
@@ -262,7 +345,9 @@ class Inbox:
             conn.execute(sql.SET_STATE, {"row_id": row_id, "new_state": state, "now": time.time()})
 
     def release(self, row_id: int) -> None:
-        """Give a claimed row back (the handler failed before Rasa took the message)."""
+        """Give a claimed row back (the handler failed before Rasa took the message).
+
+        The worker keeps the conversation's lease: it tries again later, and nobody jumps ahead."""
         self.finish(row_id, PENDING)
 
     def states(self) -> dict[str, int]:
@@ -273,94 +358,6 @@ class Inbox:
     # --- statuses and outbound ----------------------------------------------
     def add_statuses(self, rows: Sequence[dict[str, Any]]) -> None:
         self.add((), rows)
-
-    def _one_statement(self) -> Any:
-        """A connection for one statement: on a server in autocommit (atomic on its own, and no
-        BEGIN and COMMIT round trips), on SQLite a transaction (there they cost nothing)."""
-        return self.engine.begin() if self.inline else self._autocommit.connect()
-
-    @retry_while_locked
-    def begin_outbound(self, row: dict[str, Any]) -> int:
-        """Record a send about to happen (state "sending"), before the request leaves."""
-        with self._one_statement() as conn:
-            result = conn.execute(sql.INSERT_OUTBOUND, [{"created_at": time.time(), "state": SENDING, **row}])
-            return int(result.inserted_primary_key[0])
-
-    @retry_while_locked
-    def finish_outbound(self, row_id: int, state: str, message_id: str | None = None, error_code: int | None = None,
-                        error: str | None = None, clear_turn_key: bool = False) -> None:
-        """Record how a send ended; `clear_turn_key`: it no longer counts as that turn's send."""
-        with self._one_statement() as conn:
-            conn.execute(sql.FINISH_OUTBOUND[clear_turn_key], {"row_id": row_id, "new_state": state,
-                                                               "new_message_id": message_id,
-                                                               "new_error_code": error_code, "new_error": error})
-
-    def outbound_states(self, turn_prefix: str) -> dict[str, str]:
-        """turn key → state of the sends of one reply (to re-run it after a crash)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(outbound.c.turn_key, outbound.c.state).where(outbound.c.turn_key.like(f"{turn_prefix}#%"))
-            )
-            return {key: state for key, state in rows}
-
-    @retry_while_locked
-    def mark_interrupted(self, turn_key: str) -> None:
-        """A send whose outcome a crash hid: kept for the record, sent again by the caller."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(outbound)
-                .where(and_(outbound.c.turn_key == turn_key, outbound.c.state == SENDING))
-                .values(state=INTERRUPTED, turn_key=None)
-            )
-
-    @retry_while_locked
-    def adopt_delivered(self, turn_key: str, recipient: str) -> str | None:
-        """Settle a send cut off by a crash with the platform's own evidence.
-
-        A status webhook (sent/delivered/read) to the same recipient, dated no earlier than
-        the cut-off send and for a message id none of our sends knows, means the platform
-        accepted it: the send is marked sent with that id and returned. None: no evidence.
-        """
-        with self.engine.begin() as conn:
-            pending = conn.execute(
-                select(outbound.c.id, outbound.c.created_at)
-                .where(and_(outbound.c.turn_key == turn_key, outbound.c.state == SENDING))
-            ).first()
-            if pending is None:
-                return None
-            known = select(outbound.c.message_id).where(outbound.c.message_id.is_not(None))
-            evidence = conn.execute(
-                select(statuses.c.message_id)
-                .where(
-                    and_(
-                        statuses.c.recipient_id == recipient,
-                        statuses.c.sent_at >= int(pending.created_at),
-                        statuses.c.status.in_(("sent", "delivered", "read")),
-                        statuses.c.message_id.not_in(known),
-                    )
-                )
-                .order_by(statuses.c.id)
-                .limit(1)
-            ).scalar()
-            if evidence is None:
-                return None
-            conn.execute(update(outbound).where(outbound.c.id == pending.id).values(state=SENT, message_id=evidence))
-            return str(evidence)
-
-    def outbound_for(self, conversation_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(outbound).where(outbound.c.conversation_id == conversation_id).order_by(outbound.c.id)
-            ).mappings()
-            return [dict(row) for row in rows]
-
-    def statuses_for(self, message_id: str) -> list[str]:
-        with self.engine.connect() as conn:
-            return list(
-                conn.execute(
-                    select(statuses.c.status).where(statuses.c.message_id == message_id).order_by(statuses.c.id)
-                ).scalars()
-            )
 
     # --- numbered menus -----------------------------------------------------
     @retry_while_locked

@@ -35,6 +35,7 @@ class WorkerSettings(Protocol):
     concurrency: int
     run_worker: bool
     poll_interval_seconds: float
+    lease_seconds: float
 
 
 async def already_handled(agent: Any, row: InboxRow) -> bool:
@@ -111,7 +112,8 @@ class InboxChannel(InputChannel):
     def inbox(self) -> Inbox:
         # Opened on first use (server start), not at import or construction.
         if self._inbox is None:
-            self._inbox = Inbox(create_inbox_engine(self.settings.inbox_db_url))
+            self._inbox = Inbox(create_inbox_engine(self.settings.inbox_db_url),
+                                lease_seconds=self.settings.lease_seconds)
         return self._inbox
 
     def output_for(self, row: InboxRow) -> WhatsAppOutput:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, literal, select, update
+from sqlalchemy import and_, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
-from connectors.inbox_tables import PENDING, PROCESSING, inbox, menus, outbound, statuses
+from connectors.inbox_tables import PENDING, PROCESSING, inbox, leases, menus, outbound, statuses
 from connectors.inbox_wakeups import WAKE_CHANNEL
 
 
@@ -46,11 +47,12 @@ SET_STATE = (
     .values(state=bindparam("new_state"), updated_at=bindparam("now"))
 )
 
-# {with a channel filter?: the conversation's oldest pending row}
-NEXT_PENDING = {
+# {with a channel filter?: the conversation's oldest unfinished row}. Run under the conversation's
+# lease, so a row still "processing" is one a dead worker left: it comes first again (in its place).
+NEXT_UNFINISHED = {
     with_channel: select(inbox)
-    .where(_on_channel(and_(inbox.c.conversation_id == bindparam("conversation"), inbox.c.state == PENDING),
-                       with_channel))
+    .where(_on_channel(and_(inbox.c.conversation_id == bindparam("conversation"),
+                            inbox.c.state.in_((PENDING, PROCESSING))), with_channel))
     .order_by(inbox.c.sent_at, inbox.c.id)
     .limit(1)
     for with_channel in (False, True)
@@ -75,3 +77,32 @@ FINISH_OUTBOUND = {
             **({"turn_key": None} if clear_turn_key else {}))
     for clear_turn_key in (False, True)
 }
+
+# --- leases (connectors/inbox_leases.py) --------------------------------------
+_THIS_LEASE = and_(leases.c.channel == bindparam("lease_channel"),
+                   leases.c.conversation_id == bindparam("conversation"))
+
+
+def _acquire_lease(dialect_insert: Any) -> Any:
+    """Take the lease when it is free, expired or already ours: one statement, rowcount 1 when taken."""
+    statement = dialect_insert(leases).values(channel=bindparam("lease_channel"),
+                                              conversation_id=bindparam("conversation"),
+                                              owner=bindparam("lease_owner"), expires_at=bindparam("lease_until"))
+    return statement.on_conflict_do_update(
+        index_elements=[leases.c.channel, leases.c.conversation_id],
+        set_={"owner": statement.excluded.owner, "expires_at": statement.excluded.expires_at},
+        where=or_(leases.c.expires_at < bindparam("lease_now"), leases.c.owner == bindparam("lease_owner")),
+    )
+
+
+# {dialect: the upsert}; other dialects take the portable UPDATE-then-INSERT (Inbox._take_lease).
+ACQUIRE_LEASE = {"sqlite": _acquire_lease(sqlite_insert), "postgresql": _acquire_lease(pg_insert)}
+TAKE_FREE_LEASE = (update(leases).where(and_(_THIS_LEASE, or_(leases.c.expires_at < bindparam("lease_now"),
+                                                                 leases.c.owner == bindparam("lease_owner"))))
+                   .values(owner=bindparam("lease_owner"), expires_at=bindparam("lease_until")))
+INSERT_LEASE = insert(leases).values(channel=bindparam("lease_channel"), conversation_id=bindparam("conversation"),
+                                     owner=bindparam("lease_owner"), expires_at=bindparam("lease_until"))
+# Renewing one's lease also locks its row (PostgreSQL) until the transaction ends; rowcount 0: lost.
+RENEW_LEASE = (update(leases).where(and_(_THIS_LEASE, leases.c.owner == bindparam("lease_owner")))
+               .values(expires_at=bindparam("lease_until")))
+DROP_LEASE = leases.delete().where(and_(_THIS_LEASE, leases.c.owner == bindparam("lease_owner")))

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text, create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import QueuePool
 
 T = TypeVar("T")
@@ -68,6 +68,16 @@ outbound = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# Which worker answers a conversation while several Rasa replicas drain one inbox (connectors/inbox_leases.py).
+leases = Table(
+    "wa_leases",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("conversation_id", String(128), primary_key=True),
+    Column("owner", String(300), nullable=False, index=True),  # host|pid namespace|pid|nonce of the worker
+    Column("expires_at", Float, nullable=False),  # epoch s; renewed every third of the lease while it runs
+)
+
 menus = Table(
     "wa_menus",
     metadata,
@@ -98,6 +108,7 @@ class InboxRow(InboxItem):
     id: int
     attempts: int
     menu: dict[str, str] = field(default_factory=dict)  # numbered options of the last reply: "1" → payload
+    claimed_on: str | None = None  # the channel filter (and lease key) it was claimed with; None: any
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -138,6 +149,26 @@ def retry_while_locked(fn: Callable[..., T]) -> Callable[..., T]:
             time.sleep(LOCK_RETRY_SECONDS)
 
     return wrapper
+
+
+CREATE_TRIES = 5
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the tables that are missing, also when several processes start on a new database at once.
+
+    Checking for a table and creating it are two steps: a replica or connectors.ingest that loses
+    the race gets "already exists" (PostgreSQL: a unique violation on pg_type). By then the table
+    exists, so the next try skips it.
+    """
+    for attempt in range(1, CREATE_TRIES + 1):
+        try:
+            metadata.create_all(engine)
+            return
+        except (IntegrityError, ProgrammingError, OperationalError):
+            if attempt == CREATE_TRIES:
+                raise
+            time.sleep(0.05 * attempt)
 
 
 def _is_sqlite_file(url: str) -> bool:

@@ -63,6 +63,16 @@ def _positive_float(value: str, name: str) -> float:
     return number
 
 
+def _lease_seconds(value: str) -> float:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as error:
+        raise ValueError(f"WHATSAPP_WORKER_LEASE: {error}") from None
+    if not 3 <= seconds <= 3600:
+        raise ValueError(f"WHATSAPP_WORKER_LEASE: must be between 3 s and 1 h, got {value!r}")
+    return seconds
+
+
 def _pick(credentials: Mapping[str, Any], key: str, env: str, default: str = "") -> str:
     value = credentials.get(key)
     if value is None or value == "":
@@ -79,6 +89,7 @@ def worker_fields(credentials: Mapping[str, Any]) -> dict[str, Any]:
         "run_worker": _pick(credentials, "run_worker", "WHATSAPP_RUN_WORKER", "true").lower() not in _OFF,
         "poll_interval_seconds": _positive_float(
             _pick(credentials, "poll_interval", "WHATSAPP_POLL_INTERVAL", "0.05"), "WHATSAPP_POLL_INTERVAL"),
+        "lease_seconds": _lease_seconds(_pick(credentials, "worker_lease", "WHATSAPP_WORKER_LEASE", "30s")),
     }
 
 
@@ -98,6 +109,8 @@ class WhatsAppSettings:
     run_worker: bool = True
     # how often the worker looks for rows stored by another process (connectors.ingest)
     poll_interval_seconds: float = 0.05
+    # how long a worker's hold on a conversation outlives its last renewal (several replicas)
+    lease_seconds: float = 30.0
 
     @classmethod
     def load(cls, credentials: Mapping[str, Any]) -> WhatsAppSettings:
@@ -126,6 +139,7 @@ class EvolutionSettings:
     concurrency: int
     run_worker: bool = True
     poll_interval_seconds: float = 0.05
+    lease_seconds: float = 30.0
 
     @classmethod
     def load(cls, credentials: Mapping[str, Any]) -> EvolutionSettings:

@@ -1,9 +1,13 @@
 """Drains the inbox: in order within a conversation, concurrently across conversations.
 
 A row is marked done only after its handler returned (Rasa handled the message).
-Rows left `processing` by a crash are resumed on start; messages older than
-`stale_after` seconds are marked stale and not answered. Channel-agnostic:
+Messages older than `stale_after` seconds are marked stale and not answered. Channel-agnostic:
 the Cloud API and Evolution channels pass their own handler.
+
+Any number of replicas may run a worker on one inbox: a conversation is drained under a lease
+(connectors/inbox_leases.py) that the worker renews while it runs and gives back when it stops.
+Rows a crashed worker left `processing` are answered again (first, in their place) by whichever
+worker takes the conversation once the dead one's lease is gone.
 """
 
 from __future__ import annotations
@@ -82,10 +86,12 @@ class InboxWorker:
         self._wake.set()  # rows stored while nobody listened: look once
 
     async def run(self) -> None:
-        resumed = await self.inbox.call(self.inbox.resume_unfinished, self.channel)
-        if resumed:
-            logger.warning("resuming %d inbox message(s) left unfinished by a restart", resumed)
-        background = [asyncio.create_task(self.inbox.checkpoint_forever())]
+        await self._expire_leases_of_gone_workers()
+        unfinished = await self.inbox.call(self.inbox.count_left_unfinished, self.channel)
+        if unfinished:
+            logger.warning("resuming %d inbox message(s) a stopped worker left unfinished", unfinished)
+        background = [asyncio.create_task(self.inbox.checkpoint_forever()),
+                      asyncio.create_task(self._keep_leases())]
         listener = self.inbox.listener(self._row_stored, self._set_listening)
         if listener is not None:
             background.append(asyncio.create_task(listener.run()))
@@ -94,6 +100,24 @@ class InboxWorker:
         finally:
             for task in background:
                 task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+
+    async def _expire_leases_of_gone_workers(self) -> None:
+        gone = await self.inbox.call(self.inbox.expire_leases_of_gone_workers)
+        if gone:
+            logger.warning("took over the conversations of %d stopped worker(s) on this host", len(gone))
+            self._wake.set()
+
+    async def _keep_leases(self) -> None:
+        """Heartbeat: renew this worker's leases every third of their length; free those of dead local ones."""
+        interval = self.inbox.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.inbox.call(self.inbox.renew_leases)
+                await self._expire_leases_of_gone_workers()
+            except Exception:  # the database is away: the next beat tries again, well within the lease
+                logger.warning("could not renew the inbox leases; retrying in %.1fs", interval, exc_info=True)
 
     async def _loop(self) -> None:
         while not self._stopped.is_set():
@@ -190,6 +214,11 @@ class InboxWorker:
             await asyncio.gather(*list(self._active.values()), return_exceptions=True)
 
     async def stop(self) -> None:
+        """Finish the messages in hand, then give back every lease (other replicas go on at once)."""
         self._stopped.set()
         self._wake.set()
         await self.idle()
+        try:
+            await self.inbox.call(self.inbox.release_leases)
+        except Exception:  # they expire on their own
+            logger.warning("could not give back the inbox leases at stop", exc_info=True)

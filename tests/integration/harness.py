@@ -87,7 +87,13 @@ class Stack:
     with_console: bool = False  # also run the agent console (console/)
     console_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)  # settings for this stack's processes
+    replicas: int = 1  # Rasa servers sharing the tracker store and the inbox, each running the worker
+    redis_lock_prefix: str = ""  # Rasa's lock store in the local Redis under this prefix (several replicas)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    rasa_ports: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rasa_ports = [self.rasa_port] + [free_port() for _ in range(self.replicas - 1)]
 
     @property
     def graph_url(self) -> str:
@@ -118,6 +124,12 @@ class Stack:
     @property
     def inbox_url(self) -> str:
         return self.inbox_db_url or self.tracker_db_url or f"sqlite:///{self.workdir / 'tracker.db'}"
+
+    def _lock_store(self) -> str:
+        if not self.redis_lock_prefix:
+            return ""
+        return (f'lock_store:\n  type: "redis"\n  url: "127.0.0.1"\n  port: 6379\n'
+                f'  key_prefix: "{self.redis_lock_prefix}"\n')
 
     def _tracker_store(self) -> str:
         if not self.tracker_db_url:
@@ -167,7 +179,8 @@ class Stack:
 
     def start(self) -> None:
         (self.workdir / "endpoints.yml").write_text(
-            f'action_endpoint:\n  url: "http://127.0.0.1:{self.actions_port}/webhook"\n' + self._tracker_store())
+            f'action_endpoint:\n  url: "http://127.0.0.1:{self.actions_port}/webhook"\n' + self._tracker_store()
+            + self._lock_store())
         (self.workdir / "credentials.yml").write_text("rest:\nconnectors.whatsapp.channel.WhatsAppInput:\n"
                                                       "connectors.evolution.channel.EvolutionInput:\n")
         env = self.env()
@@ -182,24 +195,41 @@ class Stack:
                                 "--port", str(self.actions_port)], env)
         if self.with_console:
             self._spawn("console", [str(APP_PY), "-m", "console"], env)
-        self.start_rasa()
+        for replica in range(self.replicas):  # loading the model: the replicas side by side
+            self._spawn_rasa(replica)
+        for replica in range(self.replicas):
+            self._wait_for_rasa(replica)
         wait_for(lambda: self._up(f"{self.graph_url}/_sandbox/requests"), 30, what="sandbox (Graph stand-in)")
         if self.with_console:
             wait_for(lambda: self._up(f"{self.console_url}/healthz"), 60, what="agent console")
         wait_for(lambda: self._up(f"http://127.0.0.1:{self.actions_port}/health"), 60, what="action server")
 
-    def start_rasa(self) -> None:
-        nice = ["nice", "-n", str(self.rasa_nice)] if self.rasa_nice else []
-        self._spawn("rasa", [*nice, str(ROOT / ".venv/rasa/bin/rasa"), "run", "--model", "models",
-                             "--endpoints", str(self.workdir / "endpoints.yml"),
-                             "--credentials", str(self.workdir / "credentials.yml"),
-                             "--port", str(self.rasa_port), "--enable-api", "--auth-token", RASA_TOKEN],
-                    self.env())
-        wait_for(lambda: self._up(f"{self.rasa_url}/status?token={RASA_TOKEN}"), 240, interval=1.0,
-                 what="Rasa server with its model")
+    @staticmethod
+    def _rasa_name(replica: int) -> str:
+        return "rasa" if replica == 0 else f"rasa{replica + 1}"
 
-    def kill_rasa(self) -> None:
-        proc = self.procs["rasa"]
+    def replica_url(self, replica: int) -> str:
+        return f"http://127.0.0.1:{self.rasa_ports[replica]}"
+
+    def _spawn_rasa(self, replica: int) -> None:
+        nice = ["nice", "-n", str(self.rasa_nice)] if self.rasa_nice else []
+        self._spawn(self._rasa_name(replica),
+                    [*nice, str(ROOT / ".venv/rasa/bin/rasa"), "run", "--model", "models",
+                     "--endpoints", str(self.workdir / "endpoints.yml"),
+                     "--credentials", str(self.workdir / "credentials.yml"),
+                     "--port", str(self.rasa_ports[replica]), "--enable-api", "--auth-token", RASA_TOKEN],
+                    self.env())
+
+    def _wait_for_rasa(self, replica: int) -> None:
+        wait_for(lambda: self._up(f"{self.replica_url(replica)}/status?token={RASA_TOKEN}"), 240, interval=1.0,
+                 what=f"Rasa server {replica + 1} with its model")
+
+    def start_rasa(self, replica: int = 0) -> None:
+        self._spawn_rasa(replica)
+        self._wait_for_rasa(replica)
+
+    def kill_rasa(self, replica: int = 0) -> None:
+        proc = self.procs[self._rasa_name(replica)]
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 

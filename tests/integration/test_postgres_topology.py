@@ -1,12 +1,15 @@
-"""The production topology: Rasa's tracker store and the inbox in PostgreSQL, webhooks at connectors.ingest.
+"""The production topology: two Rasa replicas, each running the worker, sharing the tracker store and the
+inbox in PostgreSQL and the lock store in Redis; webhooks at connectors.ingest.
 
-The worker's poll is set to 30 s here, so a reply within seconds can only come from the
-LISTEN/NOTIFY wake-up the ingest's storing statement sends to the Rasa process.
+The workers' poll is set to 30 s here, so a reply within seconds can only come from the
+LISTEN/NOTIFY wake-up the ingest's storing statement sends to the Rasa processes.
 """
 
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,7 +29,8 @@ POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL_RASA", "postgresql://post
 def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with temporary_database(POSTGRES_ADMIN_URL, "voltbay_live") as url, \
             Stack(tmp_path_factory.mktemp("postgres_topology"), with_ingest=True, tracker_db_url=url,
-                  with_evolution=False, extra_env={"WHATSAPP_POLL_INTERVAL": "30"}).running() as running:
+                  with_evolution=False, replicas=2, redis_lock_prefix=f"voltbay{uuid.uuid4().hex[:8]}",
+                  extra_env={"WHATSAPP_POLL_INTERVAL": "30", "WHATSAPP_WORKER_LEASE": "6s"}).running() as running:
         yield running
 
 
@@ -59,3 +63,49 @@ def test_duplicate_deliveries_get_one_reply(pg_stack: Stack) -> None:
     wait_for(lambda: pg_stack.sent_to(user), 15, what="greeting")
     wait_for(lambda: inbox_states(pg_stack, "wamid.pg.dup") == {"done": 1}, 15, what="one row, done")
     assert len(pg_stack.sent_to(user)) == 1
+
+
+def lease_owners(stack: Stack) -> set[str]:
+    engine = create_engine(stack.inbox_url, future=True)
+    with engine.connect() as conn:
+        owners = set(conn.execute(text("SELECT owner FROM wa_leases")).scalars())
+    engine.dispose()
+    return owners
+
+
+def user_message_ids(stack: Stack, user: str) -> list[str]:
+    return [e["message_id"] for e in stack.tracker(user)["events"] if e["event"] == "user"]
+
+
+# Last in this module: it leaves the second replica dead.
+def test_two_replicas_answer_each_message_once_in_order_and_one_killed_loses_nothing(pg_stack: Stack) -> None:
+    script = ["hi", "do you take paypal", "thanks"]
+    reference = "34622000900"  # how many sends each answer takes, from a conversation nobody disturbs
+    for turn, text_ in enumerate(script):
+        assert pg_stack.post_webhook(text_webhook(reference, f"wamid.ref.{turn}", text_)) == 200
+        wait_for(lambda t=turn: user_message_ids(pg_stack, reference) == [f"wamid.ref.{n}" for n in range(t + 1)]
+                 and inbox_states(pg_stack, "wamid.ref.") == {"done": t + 1}, 20, what="reference answer")
+    time.sleep(1)
+    sends_per_conversation = len(pg_stack.sent_to(reference))
+
+    users = [f"346225{n:05d}" for n in range(30)]
+
+    def converse(user: str) -> list[int]:  # in order per customer, as WhatsApp delivers them
+        return [pg_stack.post_webhook(text_webhook(user, f"wamid.rep.{user}.{turn}", text_))
+                for turn, text_ in enumerate(script)]
+
+    owners_seen: set[str] = set()
+    with ThreadPoolExecutor(10) as pool:
+        acks = list(pool.map(converse, users))
+    assert acks == [[200, 200, 200]] * 30  # all stored
+    wait_for(lambda: owners_seen.update(lease_owners(pg_stack)) or len(owners_seen) >= 2
+             or None, 30, interval=0.05, what="both replicas holding conversations")
+    wait_for(lambda: sum(1 for u in users if pg_stack.sent_to(u)) >= 5, 60, what="the first answers")
+    pg_stack.kill_rasa(replica=1)  # mid-flight: its conversations are taken over by the other replica
+    wait_for(lambda: inbox_states(pg_stack, "wamid.rep.") == {"done": 90}, 180, what="all 90 messages done")
+    time.sleep(6)  # a send that would double would have arrived by now
+    for user in users:
+        assert user_message_ids(pg_stack, user) == [f"wamid.rep.{user}.{turn}" for turn in range(3)], user
+    doubled = {u: n for u in users if (n := len(pg_stack.sent_to(u))) != sends_per_conversation}
+    assert doubled == {}
+    assert lease_owners(pg_stack) == set()  # every lease given back or freed

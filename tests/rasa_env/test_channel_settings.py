@@ -44,6 +44,17 @@ def test_credentials_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> No
         WhatsAppSettings.load({})
 
 
+def test_worker_lease_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert WhatsAppSettings.load({}).lease_seconds == 30
+    monkeypatch.setenv("WHATSAPP_WORKER_LEASE", "2m")
+    assert WhatsAppSettings.load({}).lease_seconds == 120
+    assert WhatsAppSettings.load({"worker_lease": 10}).lease_seconds == 10
+    for nonsense in ("1", "2h", "soon", "-5"):  # renewed every third: under 3 s the heartbeat cannot keep up
+        monkeypatch.setenv("WHATSAPP_WORKER_LEASE", nonsense)
+        with pytest.raises(ValueError, match="WHATSAPP_WORKER_LEASE"):
+            WhatsAppSettings.load({})
+
+
 def test_inbox_defaults_to_the_tracker_store_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(ROOT)
     url = tracker_store_db_url("endpoints.yml")

@@ -1,0 +1,111 @@
+"""Outbound bookkeeping of the inbox: every send recorded before its request leaves, and how it ended.
+
+Part of `connectors.inbox.Inbox` (its base class): a reply re-run after a crash finds the sends
+already made by their turn keys, and a send the crash cut off is settled by the platform's status
+webhook when one arrived (`adopt_delivered`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.engine import Engine
+
+from connectors import inbox_statements as sql
+from connectors.inbox_tables import INTERRUPTED, SENDING, SENT, outbound, retry_while_locked, statuses
+
+
+class OutboundRecords:
+    engine: Engine
+    inline: bool  # SQLite: statements run in this process
+    _autocommit: Engine
+
+    def _one_statement(self) -> Any:
+        """A connection for one statement: on a server in autocommit (atomic on its own, and no
+        BEGIN and COMMIT round trips), on SQLite a transaction (there they cost nothing)."""
+        return self.engine.begin() if self.inline else self._autocommit.connect()
+
+    @retry_while_locked
+    def begin_outbound(self, row: dict[str, Any]) -> int:
+        """Record a send about to happen (state "sending"), before the request leaves."""
+        with self._one_statement() as conn:
+            result = conn.execute(sql.INSERT_OUTBOUND, [{"created_at": time.time(), "state": SENDING, **row}])
+            return int(result.inserted_primary_key[0])
+
+    @retry_while_locked
+    def finish_outbound(self, row_id: int, state: str, message_id: str | None = None, error_code: int | None = None,
+                        error: str | None = None, clear_turn_key: bool = False) -> None:
+        """Record how a send ended; `clear_turn_key`: it no longer counts as that turn's send."""
+        with self._one_statement() as conn:
+            conn.execute(sql.FINISH_OUTBOUND[clear_turn_key], {"row_id": row_id, "new_state": state,
+                                                               "new_message_id": message_id,
+                                                               "new_error_code": error_code, "new_error": error})
+
+    def outbound_states(self, turn_prefix: str) -> dict[str, str]:
+        """turn key → state of the sends of one reply (to re-run it after a crash)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbound.c.turn_key, outbound.c.state).where(outbound.c.turn_key.like(f"{turn_prefix}#%"))
+            )
+            return {key: state for key, state in rows}
+
+    @retry_while_locked
+    def mark_interrupted(self, turn_key: str) -> None:
+        """A send whose outcome a crash hid: kept for the record, sent again by the caller."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbound)
+                .where(and_(outbound.c.turn_key == turn_key, outbound.c.state == SENDING))
+                .values(state=INTERRUPTED, turn_key=None)
+            )
+
+    @retry_while_locked
+    def adopt_delivered(self, turn_key: str, recipient: str) -> str | None:
+        """Settle a send cut off by a crash with the platform's own evidence.
+
+        A status webhook (sent/delivered/read) to the same recipient, dated no earlier than
+        the cut-off send and for a message id none of our sends knows, means the platform
+        accepted it: the send is marked sent with that id and returned. None: no evidence.
+        """
+        with self.engine.begin() as conn:
+            pending = conn.execute(
+                select(outbound.c.id, outbound.c.created_at)
+                .where(and_(outbound.c.turn_key == turn_key, outbound.c.state == SENDING))
+            ).first()
+            if pending is None:
+                return None
+            known = select(outbound.c.message_id).where(outbound.c.message_id.is_not(None))
+            evidence = conn.execute(
+                select(statuses.c.message_id)
+                .where(
+                    and_(
+                        statuses.c.recipient_id == recipient,
+                        statuses.c.sent_at >= int(pending.created_at),
+                        statuses.c.status.in_(("sent", "delivered", "read")),
+                        statuses.c.message_id.not_in(known),
+                    )
+                )
+                .order_by(statuses.c.id)
+                .limit(1)
+            ).scalar()
+            if evidence is None:
+                return None
+            conn.execute(update(outbound).where(outbound.c.id == pending.id).values(state=SENT, message_id=evidence))
+            return str(evidence)
+
+    def outbound_for(self, conversation_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbound).where(outbound.c.conversation_id == conversation_id).order_by(outbound.c.id)
+            ).mappings()
+            return [dict(row) for row in rows]
+
+    def statuses_for(self, message_id: str) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(statuses.c.status).where(statuses.c.message_id == message_id).order_by(statuses.c.id)
+                ).scalars()
+            )
