@@ -19,6 +19,7 @@ from sqlalchemy.pool import NullPool, QueuePool
 
 from connectors.agent_api import add_agent_routes
 from connectors.inbox import Inbox, InboxRow, call_blocking, create_inbox_engine
+from connectors.process_tuning import freeze_loaded_model
 from connectors.sending import RetryingSender
 from connectors.whatsapp.output import WhatsAppOutput
 from connectors.whatsapp.to_rasa import apply_menu
@@ -163,6 +164,7 @@ class InboxChannel(InputChannel):
         @bp.listener("after_server_start")
         async def start_worker(app: Any, _loop: Any) -> None:
             self._agent = getattr(app.ctx, "agent", None)
+            freeze_loaded_model(self._agent)  # Rasa loaded its model before the server started
             reason = self.worker_off_reason()
             if reason:
                 logger.info("%s worker not started: %s", self.name(), reason)

@@ -113,3 +113,12 @@ def test_outside_the_window_is_recorded_not_retried(stack: Stack) -> None:
         assert rows == [("failed", 131047)]
     finally:
         stack.configure_graph(window_closed_for=[])
+
+
+def test_the_loaded_model_is_frozen_out_of_full_garbage_collections(stack: Stack) -> None:
+    """In the real server the channel froze the model once Rasa had loaded it (RASA_GC_FREEZE)."""
+    log = (stack.workdir / "rasa.log").read_text(errors="replace")  # every start of the server (kill -9 test)
+    frozen = [line for line in log.splitlines() if "froze" in line and "garbage collector" in line]
+    starts = log.count("Rasa server is up and running")
+    assert starts >= 1 and len(frozen) == starts, frozen  # once per process, though two channels start
+    assert all(int(line.split("froze ")[1].split()[0]) > 100_000 for line in frozen)
