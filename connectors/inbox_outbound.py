@@ -14,7 +14,7 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.engine import Engine
 
 from connectors import inbox_statements as sql
-from connectors.inbox_tables import INTERRUPTED, SENDING, SENT, outbound, retry_while_locked, statuses
+from connectors.inbox_tables import INTERRUPTED, SENDING, SENT, outbound, retry_transient, statuses
 
 
 class OutboundRecords:
@@ -27,14 +27,14 @@ class OutboundRecords:
         BEGIN and COMMIT round trips), on SQLite a transaction (there they cost nothing)."""
         return self.engine.begin() if self.inline else self._autocommit.connect()
 
-    @retry_while_locked
+    @retry_transient
     def begin_outbound(self, row: dict[str, Any]) -> int:
         """Record a send about to happen (state "sending"), before the request leaves."""
         with self._one_statement() as conn:
             result = conn.execute(sql.INSERT_OUTBOUND, [{"created_at": time.time(), "state": SENDING, **row}])
             return int(result.inserted_primary_key[0])
 
-    @retry_while_locked
+    @retry_transient
     def finish_outbound(self, row_id: int, state: str, message_id: str | None = None, error_code: int | None = None,
                         error: str | None = None, clear_turn_key: bool = False) -> None:
         """Record how a send ended; `clear_turn_key`: it no longer counts as that turn's send."""
@@ -43,6 +43,7 @@ class OutboundRecords:
                                                                "new_message_id": message_id,
                                                                "new_error_code": error_code, "new_error": error})
 
+    @retry_transient
     def outbound_states(self, turn_prefix: str) -> dict[str, str]:
         """turn key → state of the sends of one reply (to re-run it after a crash)."""
         with self.engine.connect() as conn:
@@ -51,7 +52,7 @@ class OutboundRecords:
             )
             return {key: state for key, state in rows}
 
-    @retry_while_locked
+    @retry_transient
     def mark_interrupted(self, turn_key: str) -> None:
         """A send whose outcome a crash hid: kept for the record, sent again by the caller."""
         with self.engine.begin() as conn:
@@ -61,7 +62,7 @@ class OutboundRecords:
                 .values(state=INTERRUPTED, turn_key=None)
             )
 
-    @retry_while_locked
+    @retry_transient
     def adopt_delivered(self, turn_key: str, recipient: str) -> str | None:
         """Settle a send cut off by a crash with the platform's own evidence.
 
@@ -95,6 +96,7 @@ class OutboundRecords:
             conn.execute(update(outbound).where(outbound.c.id == pending.id).values(state=SENT, message_id=evidence))
             return str(evidence)
 
+    @retry_transient
     def outbound_for(self, conversation_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -102,6 +104,7 @@ class OutboundRecords:
             ).mappings()
             return [dict(row) for row in rows]
 
+    @retry_transient
     def statuses_for(self, message_id: str) -> list[str]:
         with self.engine.connect() as conn:
             return list(

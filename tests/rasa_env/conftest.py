@@ -24,7 +24,7 @@ def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inbox]:
     with temporary_database(POSTGRES_ADMIN_URL, "voltbay_inbox") as url:
         box = Inbox(create_inbox_engine(url))
         yield box
-        box.engine.dispose()
+        box.dispose()
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def test_claim_in_order_and_resume_after_crash(inbox: Inbox) -> None:
     assert again is not None and again.message_id == "early" and again.attempts == 2
     assert restarted.complete(again).message_id == "late"  # type: ignore[union-attr]
     assert restarted.pending_conversations(exclude=["c1"]) == ["c2"]
-    restarted.engine.dispose()
+    restarted.dispose()
 
 
 def test_old_backlog_is_marked_stale(inbox: Inbox) -> None:
@@ -356,7 +356,7 @@ def test_concurrent_deliveries_of_the_same_messages_store_each_once(inbox: Inbox
                                zip([inbox, other, inbox, other], batches, strict=True)))
     assert sorted(m for new in stored for m in new) == sorted(f"m{n}" for n in range(30))
     assert inbox.states() == {PENDING: 30}
-    other.engine.dispose()
+    other.dispose()
 
 
 @pytest.mark.parametrize("write", ["add", "begin_outbound", "finish_outbound", "complete", "save_menu"])

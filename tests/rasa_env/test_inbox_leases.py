@@ -42,8 +42,8 @@ def twin(inbox: Inbox, identity: WorkerIdentity, lease_seconds: float = 30.0) ->
 def two(inbox: Inbox) -> Iterator[tuple[Inbox, Inbox]]:
     a, b = twin(inbox, replica("a")), twin(inbox, replica("b"))
     yield a, b
-    a.engine.dispose()
-    b.engine.dispose()
+    a.dispose()
+    b.dispose()
 
 
 def lease_owners(inbox: Inbox) -> dict[str, str]:
@@ -115,8 +115,8 @@ def test_a_crashed_workers_conversation_is_taken_over_when_its_lease_expires(inb
     assert a.complete(handled_by_a, DONE, None) is None
     following = b.complete(again, DONE, None)
     assert following is not None and following.message_id == "m2"
-    a.engine.dispose()
-    b.engine.dispose()
+    a.dispose()
+    b.dispose()
 
 
 def test_a_restarted_process_on_the_same_host_resumes_at_once(inbox: Inbox) -> None:
@@ -129,8 +129,8 @@ def test_a_restarted_process_on_the_same_host_resumes_at_once(inbox: Inbox) -> N
     assert after_restart.count_left_unfinished("whatsapp") == 1
     row = after_restart.claim_next("c1", "whatsapp")
     assert row is not None and row.message_id == "m1" and row.attempts == 2
-    before_crash.engine.dispose()
-    after_restart.engine.dispose()
+    before_crash.dispose()
+    after_restart.dispose()
 
 
 async def test_the_heartbeat_keeps_a_long_turn_and_stop_gives_every_lease_back(inbox: Inbox) -> None:
@@ -161,8 +161,8 @@ async def test_the_heartbeat_keeps_a_long_turn_and_stop_gives_every_lease_back(i
     await asyncio.wait_for(task, 5)
     assert lease_owners(a) == {}
     assert a.states() == {DONE: 3}
-    a.engine.dispose()
-    b.engine.dispose()
+    a.dispose()
+    b.dispose()
 
 
 async def test_two_workers_answer_every_message_once_in_order_never_two_at_a_time(inbox: Inbox) -> None:
@@ -209,8 +209,8 @@ async def test_two_workers_answer_every_message_once_in_order_never_two_at_a_tim
     assert dict(handled) == expected  # each once, in order
     assert a.states() == {DONE: 96} and lease_owners(a) == {}
     assert by_worker["a"] > 0 and by_worker["b"] > 0
-    a.engine.dispose()
-    b.engine.dispose()
+    a.dispose()
+    b.dispose()
 
 
 def test_rows_left_processing_without_any_lease_are_resumed(inbox: Inbox) -> None:
@@ -224,7 +224,7 @@ def test_rows_left_processing_without_any_lease_are_resumed(inbox: Inbox) -> Non
     other = twin(inbox, replica("b"))
     assert other.pending_conversations(channel="whatsapp") == ["c1"]
     assert other.claim_next("c1", "whatsapp").attempts == 2  # type: ignore[union-attr]
-    other.engine.dispose()
+    other.dispose()
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])

@@ -73,7 +73,7 @@ def test_only_new_messages_notify_and_only_at_commit(pg_url: str) -> None:
         inbox.add([item("m9", "C", sent_at="not a number")])  # type: ignore[arg-type]
     assert _notes(listening) == []
     listening.close()
-    inbox.engine.dispose()
+    inbox.dispose()
 
 
 async def _stop(worker: InboxWorker, task: asyncio.Task[None]) -> None:
@@ -116,7 +116,7 @@ async def test_a_row_stored_by_another_process_wakes_the_worker_without_polling(
     assert handled == ["m1"] and "E" not in worker._active
     await _stop(worker, task)
     for box in (rasa_side, ingest_side):
-        box.engine.dispose()
+        box.dispose()
 
 
 async def test_the_listener_reconnects_and_the_worker_polls_meanwhile(pg_url: str,
@@ -156,7 +156,7 @@ async def test_the_listener_reconnects_and_the_worker_polls_meanwhile(pg_url: st
     await _stop(worker, task)
     killer.close()
     for box in (rasa_side, ingest_side):
-        box.engine.dispose()
+        box.dispose()
 
 
 async def test_a_wake_up_for_another_channel_starts_nothing(sqlite_inbox: Inbox) -> None:
@@ -202,11 +202,44 @@ def test_single_statements_on_a_server_open_no_transaction(pg_url: str) -> None:
         fairy = conn.connection  # type: ignore[attr-defined]
         autocommit.append((getattr(fairy, "dbapi_connection", None) or fairy.connection).autocommit)
 
-    event.listen(inbox.engine, "before_cursor_execute", record)
+    for engine in (inbox.engine, inbox._autocommit):  # single statements have an autocommit pool of their own
+        event.listen(engine, "before_cursor_execute", record)
     row_id = inbox.begin_outbound({"channel": "whatsapp", "conversation_id": "A", "business_id": "PNID",
                                    "turn_key": "t#1", "payload": "{}"})
     inbox.finish_outbound(row_id, "sent", "wamid.out")
     assert inbox.add([item("m1", "A")]) == ["m1"]
     assert autocommit == [True, True, True]  # psycopg2 sends no BEGIN (nor COMMIT) in autocommit
     assert inbox.outbound_states("t") == {"t#1": "sent"}
-    inbox.engine.dispose()
+    inbox.dispose()
+
+
+def test_every_call_survives_the_server_dropping_its_connections(pg_url: str) -> None:
+    """No pre-ping round trip per checkout: the call that meets a dropped connection is tried again once,
+    on a new one (a database restart or failover), reads and writes, transactions and autocommit alike."""
+    inbox = Inbox(create_inbox_engine(pg_url))
+    inbox.add([item("m0", "A", sent_at=1)])
+    calls = {
+        "add (ACK path)": lambda: inbox.add([item("m1", "A", sent_at=2)]),
+        "latest_id": inbox.latest_id,
+        "pending_conversations": inbox.pending_conversations,
+        "claim_next": lambda: inbox.claim_next("A", "whatsapp"),
+        "begin_outbound (autocommit)": lambda: inbox.begin_outbound({
+            "channel": "whatsapp", "conversation_id": "A", "business_id": "PNID", "turn_key": None,
+            "payload": "{}"}),
+        "outbound_for": lambda: inbox.outbound_for("A"),
+        "states": inbox.states,
+    }
+    killer = psycopg2.connect(pg_url)
+    killer.autocommit = True
+    for name, call in calls.items():
+        call()  # the pools hold live connections now
+        with killer.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        try:
+            call()
+        except Exception as error:
+            pytest.fail(f"{name} failed after the server dropped its connections: {error}")
+    killer.close()
+    assert inbox.states() == {"pending": 1, "processing": 1}
+    inbox.dispose()
