@@ -152,9 +152,11 @@ class InboxChannel(InputChannel):
         """Why this replica does not answer (None: it does)."""
         return None if self.settings.run_worker else "run_worker is off: webhooks are stored and ACKed only"
 
-    def notify_worker(self) -> None:
+    def notify_worker(self, conversations: tuple[str, ...]) -> None:
+        """Messages of these conversations were just stored here: their drains start without a scan."""
         if self.worker is not None:
-            self.worker.notify()
+            for conversation_id in conversations:
+                self.worker.notify(conversation_id)
 
     def add_worker(self, bp: Blueprint, on_new_message: OnNewMessage) -> None:
         """Start the worker with the server, stop it (and the client) with the server; the agent route."""

@@ -65,16 +65,24 @@ class InboxWorker:
         self._next_full_scan = 0.0
         self._latest_seen: int | None = None  # the newest inbox row id at the last full look
         self._listening = False  # a LISTEN connection is up: rows stored elsewhere are announced
+        # Conversations whose drain was running when new rows were announced or a look skipped them:
+        # their drain may have looked for its next row already, so it starts again when it ends.
+        self._missed: set[str] = set()
+        self._more_waiting = False  # the last look found more conversations than it had room for
 
     def notify(self, conversation_id: str | None = None) -> None:
         """New rows were stored: look now instead of at the next poll.
 
-        For one named conversation no look is needed: a running drain claims the row itself (and a
-        drain that is just finishing triggers a full look), otherwise its drain starts here.
+        For one named conversation no look is needed: its drain starts here, or, when one is running,
+        it claims the row itself or starts again once it ends.
         """
+        if self._stopped.is_set():
+            return
         if conversation_id is None or len(self._active) >= MAX_DRAINS:
             self._wake.set()
-        elif conversation_id not in self._active and not self._stopped.is_set():
+        elif conversation_id in self._active:
+            self._missed.add(conversation_id)
+        else:
             self._start(conversation_id)
 
     def _row_stored(self, channel: str, conversation_id: str) -> None:
@@ -150,9 +158,12 @@ class InboxWorker:
         self._latest_seen, self._next_full_scan = latest, now + FULL_SCAN_EVERY_SECONDS
         room = min(SCAN_LIMIT, MAX_DRAINS - len(self._active))
         if room <= 0:
+            self._more_waiting = True
             return 0
-        conversations = await self.inbox.call(self.inbox.pending_conversations, list(self._active), room,
-                                              self.channel)
+        running = list(self._active)
+        self._missed.update(running)  # their new rows are not looked for here
+        conversations = await self.inbox.call(self.inbox.pending_conversations, running, room, self.channel)
+        self._more_waiting = len(conversations) >= room
         started = [c for c in conversations if c not in self._active]  # a wake-up may have started one
         for conversation_id in started:
             self._start(conversation_id)
@@ -164,8 +175,16 @@ class InboxWorker:
         task.add_done_callback(lambda _t, c=conversation_id: self._finished(c))
 
     def _finished(self, conversation_id: str) -> None:
+        """A drain ended. No look over all conversations: a drain's last transaction looked for its
+        conversation's next row, and rows stored since were announced (or the poll sees them)."""
         self._active.pop(conversation_id, None)
-        self._wake.set()  # rows may have arrived for it meanwhile
+        if self._stopped.is_set():
+            return
+        if conversation_id in self._missed:
+            self._missed.discard(conversation_id)
+            self._start(conversation_id)
+        elif self._more_waiting:
+            self._wake.set()
 
     async def _drain(self, conversation_id: str) -> None:
         """Handle a conversation's rows in order, taking a slot per message, not per conversation.

@@ -14,7 +14,7 @@ from connectors.inbox import Inbox, InboxItem
 from connectors.whatsapp.signature import secrets_match
 from connectors.whatsapp.to_rasa import to_inbox_item
 from connectors.whatsapp.updates import MAX_BODY_BYTES
-from connectors.whatsapp.webhook import parse_or_refuse, status_rows
+from connectors.whatsapp.webhook import Answer, conversations_of, parse_or_refuse, status_rows
 
 logger = logging.getLogger(__name__)
 
@@ -23,11 +23,11 @@ SECRET_HEADER = "X-Evolution-Secret"
 
 
 async def receive_evolution(body: bytes, secret: str | None, expected_secret: str,
-                            inbox: Inbox) -> tuple[int, dict[str, Any], int]:
+                            inbox: Inbox) -> Answer:
     if len(body) > MAX_BODY_BYTES:
-        return 413, {"error": "body larger than 3 MB"}, 0
+        return 413, {"error": "body larger than 3 MB"}, ()
     if not secrets_match(secret, expected_secret):
-        return 403, {"error": f"missing or wrong {SECRET_HEADER}"}, 0
+        return 403, {"error": f"missing or wrong {SECRET_HEADER}"}, ()
 
     def parse(payload: Any) -> tuple[EvolutionBatch, list[InboxItem]]:
         batch = parse_evolution(payload)
@@ -40,4 +40,5 @@ async def receive_evolution(body: bytes, secret: str | None, expected_secret: st
     if batch.dropped:
         logger.debug("Evolution webhook: not answering %s", ", ".join(batch.dropped))
     new = await inbox.call(inbox.add_safely, items, status_rows(batch.statuses))
-    return 200, {"status": "ok", "stored": len(new), "dropped": len(batch.dropped)}, len(new)
+    return (200, {"status": "ok", "stored": len(new), "dropped": len(batch.dropped)},
+            conversations_of(new, items))

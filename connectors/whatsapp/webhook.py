@@ -24,7 +24,8 @@ from connectors.whatsapp.updates import (
 
 logger = logging.getLogger(__name__)
 
-Answer = tuple[int, dict[str, Any], int]
+# (HTTP status, JSON body, conversations that got a new message: the worker starts on them at once)
+Answer = tuple[int, dict[str, Any], tuple[str, ...]]
 T = TypeVar("T")
 
 
@@ -59,17 +60,17 @@ def parse_or_refuse(body: bytes, parse: Callable[[Any], T], source: str) -> tupl
         return parse(decode_body(body)), None
     except MalformedWebhook as error:
         logger.warning("refused a malformed %s webhook: %s", source, error)
-        return None, (400, {"error": f"malformed webhook: {error}"}, 0)
+        return None, (400, {"error": f"malformed webhook: {error}"}, ())
     except Exception:  # a shape our parser did not foresee: same answer, and a traceback for us
         logger.exception("could not read a %s webhook; refused it so it is retried later", source)
-        return None, (400, {"error": "malformed webhook: unreadable message"}, 0)
+        return None, (400, {"error": "malformed webhook: unreadable message"}, ())
 
 
 async def receive_webhook(body: bytes, signature: str | None, app_secret: str, inbox: Inbox) -> Answer:
     if len(body) > MAX_BODY_BYTES:
-        return 413, {"error": "body larger than 3 MB"}, 0
+        return 413, {"error": "body larger than 3 MB"}, ()
     if not is_valid_signature(body, signature, app_secret):
-        return 403, {"error": "missing or invalid X-Hub-Signature-256"}, 0
+        return 403, {"error": "missing or invalid X-Hub-Signature-256"}, ()
 
     def parse(payload: Any) -> tuple[WebhookBatch, list[InboxItem]]:
         batch = parse_webhook(payload)
@@ -82,4 +83,10 @@ async def receive_webhook(body: bytes, signature: str | None, app_secret: str, i
     for error in batch.errors:
         logger.warning("WhatsApp account error %s: %s", error.get("code"), error.get("title"))
     new = await inbox.call(inbox.add_safely, items, status_rows(batch.statuses))
-    return 200, {"status": "ok"}, len(new)
+    return 200, {"status": "ok"}, conversations_of(new, items)
+
+
+def conversations_of(new_ids: list[str], items: list[InboxItem]) -> tuple[str, ...]:
+    """The conversations (in order, once each) of the messages that were new."""
+    new = set(new_ids)
+    return tuple(dict.fromkeys(item.conversation_id for item in items if item.message_id in new))

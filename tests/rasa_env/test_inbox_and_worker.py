@@ -383,3 +383,62 @@ def test_writes_wait_for_another_connections_sqlite_lock(sqlite_inbox: Inbox, tm
     writes[write]()
     assert time.monotonic() - started >= 0.15  # it waited rather than failed
     other.close()
+
+
+async def test_live_messages_named_by_their_conversation_need_no_grouped_scan(sqlite_inbox: Inbox) -> None:
+    """A message announced with its conversation (NOTIFY, or the route that stored it) starts that drain;
+    a drain that ends looks over nothing — per message a claim and a completion, no scan."""
+    handled: list[str] = []
+    scans = count_scans(sqlite_inbox)
+
+    async def handler(row: InboxRow) -> None:
+        handled.append(row.message_id)
+
+    worker = make_worker(sqlite_inbox, handler, poll_interval=30)
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.05)
+    scans_at_start = len(scans)
+    for n in range(5):
+        sqlite_inbox.add([item(f"m{n}", f"c{n % 2}", sent_at=n)])
+        worker.notify(f"c{n % 2}")
+        for _ in range(100):
+            if len(handled) > n:
+                break
+            await asyncio.sleep(0.01)
+    await worker.stop()
+    await asyncio.wait_for(task, 5)
+    assert handled == [f"m{n}" for n in range(5)]
+    assert len(scans) == scans_at_start  # none after the first look
+
+
+async def test_a_message_announced_after_its_drain_looked_for_more_is_still_answered(sqlite_inbox: Inbox) -> None:
+    """The announcement comes while the drain still runs, but after its last look: the drain starts again."""
+    handled: list[str] = []
+    scans = count_scans(sqlite_inbox)
+    worker: InboxWorker
+
+    async def handler(row: InboxRow) -> None:
+        handled.append(row.message_id)
+
+    complete = sqlite_inbox.complete
+
+    def complete_then_a_message_arrives(row: InboxRow, *args: object) -> InboxRow | None:
+        following = complete(row, *args)  # type: ignore[arg-type]
+        if row.message_id == "a1":  # another process stores a2 now, and announces it
+            sqlite_inbox.add([item("a2", "A", sent_at=2)])
+            worker.notify("A")
+        return following
+
+    sqlite_inbox.complete = complete_then_a_message_arrives  # type: ignore[method-assign]
+    worker = make_worker(sqlite_inbox, handler, poll_interval=30)
+    sqlite_inbox.add([item("a1", "A", sent_at=1)])
+    task = asyncio.create_task(worker.run())
+    for _ in range(200):
+        if len(handled) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await worker.stop()
+    await asyncio.wait_for(task, 5)
+    assert handled == ["a1", "a2"]
+    assert len(scans) == 1  # only the first look: a2 came by its announcement
+    assert sqlite_inbox.states() == {DONE: 2}

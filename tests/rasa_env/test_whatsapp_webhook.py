@@ -107,6 +107,31 @@ def test_batch_is_stored_once_and_acked(channel_app: Any) -> None:
     assert (row.business_id, row.reply_to) == ("PNID-B", "44700000003")
 
 
+class RecordingWorker:
+    def __init__(self) -> None:
+        self.notified: list[str | None] = []
+
+    def notify(self, conversation_id: str | None = None) -> None:
+        self.notified.append(conversation_id)
+
+    async def stop(self) -> None:
+        """The channel stops its worker with the server."""
+
+
+def test_the_worker_hears_which_conversations_got_new_messages(channel_app: Any) -> None:
+    """Named, so their drains start without a look over the whole inbox; duplicates and refusals: nothing."""
+    app, channel, _ = channel_app
+    channel.worker = RecordingWorker()
+    body = (DATA / "batch_two_entries.json").read_bytes()
+    assert post(app, body, sign(body, SECRET)).status == 200
+    stored = channel.worker.notified
+    assert len(stored) == len(set(stored)) >= 2 and None not in stored
+    assert "US.13491208655302741918" in stored
+    assert post(app, body, sign(body, SECRET)).status == 200  # a duplicate delivery
+    assert post(app, body, sign(body, "wrong")).status == 403
+    assert channel.worker.notified == stored
+
+
 def test_statuses_are_stored_not_queued(channel_app: Any) -> None:
     app, channel, _ = channel_app
     body = (DATA / "statuses_only.json").read_bytes()
