@@ -30,7 +30,9 @@ def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with temporary_database(POSTGRES_ADMIN_URL, "voltbay_live") as url, \
             Stack(tmp_path_factory.mktemp("postgres_topology"), with_ingest=True, tracker_db_url=url,
                   with_evolution=False, replicas=2, redis_lock_prefix=f"voltbay{uuid.uuid4().hex[:8]}",
-                  extra_env={"WHATSAPP_POLL_INTERVAL": "30", "WHATSAPP_WORKER_LEASE": "6s"}).running() as running:
+                  # Rasa's Redis lock of a conversation a killed replica was answering lasts this long.
+                  extra_env={"WHATSAPP_POLL_INTERVAL": "30", "WHATSAPP_WORKER_LEASE": "6s",
+                             "TICKET_LOCK_LIFETIME": "10"}).running() as running:
         yield running
 
 
