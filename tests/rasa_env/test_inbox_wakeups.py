@@ -179,7 +179,8 @@ async def test_a_flood_of_new_conversations_is_capped_in_tasks_and_all_answered(
         handled.append(row.message_id)
         await asyncio.sleep(0.005)
 
-    worker = InboxWorker(sqlite_inbox, handler, concurrency=2, poll_interval=0.02, clock=lambda: 5_000)
+    # No poll to fall back on: conversations beyond the cap are picked up as drains end.
+    worker = InboxWorker(sqlite_inbox, handler, concurrency=2, poll_interval=30, clock=lambda: 5_000)
     task = asyncio.create_task(worker.run())
     await asyncio.sleep(0.05)
     for n in range(12):
