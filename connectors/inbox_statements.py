@@ -83,25 +83,27 @@ _THIS_LEASE = and_(leases.c.channel == bindparam("lease_channel"),
                    leases.c.conversation_id == bindparam("conversation"))
 
 
+# A lease can be taken when it has expired or is already ours.
+_FREE_OR_OURS = or_(leases.c.expires_at < bindparam("lease_now"), leases.c.owner == bindparam("lease_owner"))
+_NEW_LEASE = {"channel": bindparam("lease_channel"), "conversation_id": bindparam("conversation"),
+              "owner": bindparam("lease_owner"), "expires_at": bindparam("lease_until")}
+
+
 def _acquire_lease(dialect_insert: Any) -> Any:
-    """Take the lease when it is free, expired or already ours: one statement, rowcount 1 when taken."""
-    statement = dialect_insert(leases).values(channel=bindparam("lease_channel"),
-                                              conversation_id=bindparam("conversation"),
-                                              owner=bindparam("lease_owner"), expires_at=bindparam("lease_until"))
+    """Take the lease when there is none or it is free or ours: one statement, rowcount 1 when taken."""
+    statement = dialect_insert(leases).values(**_NEW_LEASE)
     return statement.on_conflict_do_update(
         index_elements=[leases.c.channel, leases.c.conversation_id],
         set_={"owner": statement.excluded.owner, "expires_at": statement.excluded.expires_at},
-        where=or_(leases.c.expires_at < bindparam("lease_now"), leases.c.owner == bindparam("lease_owner")),
+        where=_FREE_OR_OURS,
     )
 
 
 # {dialect: the upsert}; other dialects take the portable UPDATE-then-INSERT (Inbox._take_lease).
 ACQUIRE_LEASE = {"sqlite": _acquire_lease(sqlite_insert), "postgresql": _acquire_lease(pg_insert)}
-TAKE_FREE_LEASE = (update(leases).where(and_(_THIS_LEASE, or_(leases.c.expires_at < bindparam("lease_now"),
-                                                                 leases.c.owner == bindparam("lease_owner"))))
+TAKE_FREE_LEASE = (update(leases).where(and_(_THIS_LEASE, _FREE_OR_OURS))
                    .values(owner=bindparam("lease_owner"), expires_at=bindparam("lease_until")))
-INSERT_LEASE = insert(leases).values(channel=bindparam("lease_channel"), conversation_id=bindparam("conversation"),
-                                     owner=bindparam("lease_owner"), expires_at=bindparam("lease_until"))
+INSERT_LEASE = insert(leases).values(**_NEW_LEASE)
 # Renewing one's lease also locks its row (PostgreSQL) until the transaction ends; rowcount 0: lost.
 RENEW_LEASE = (update(leases).where(and_(_THIS_LEASE, leases.c.owner == bindparam("lease_owner")))
                .values(expires_at=bindparam("lease_until")))

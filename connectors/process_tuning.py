@@ -17,13 +17,13 @@ import logging
 import os
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from connectors.settings import switched_on
 
-_OFF = {"0", "false", "no", "off"}
+logger = logging.getLogger(__name__)
 
 
 def gc_freeze_enabled() -> bool:
-    return os.environ.get("RASA_GC_FREEZE", "true").strip().lower() not in _OFF
+    return switched_on(os.environ.get("RASA_GC_FREEZE", "true"))
 
 
 def freeze_loaded_model(agent: Any) -> bool:

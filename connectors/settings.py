@@ -63,6 +63,11 @@ def _positive_float(value: str, name: str) -> float:
     return number
 
 
+def switched_on(value: str) -> bool:
+    """A yes/no setting: anything but 0, false, no or off (any case, surrounding spaces ignored) is on."""
+    return value.strip().lower() not in _OFF
+
+
 def _lease_seconds(value: str) -> float:
     try:
         seconds = parse_duration(value)
@@ -86,7 +91,7 @@ def worker_fields(credentials: Mapping[str, Any]) -> dict[str, Any]:
         "inbox_db_url": _pick(credentials, "inbox_db_url", "WHATSAPP_INBOX_DB_URL") or tracker_store_db_url(),
         "stale_after_seconds": parse_duration(_pick(credentials, "stale_after", "WHATSAPP_STALE_AFTER", "1d")),
         "concurrency": int(_pick(credentials, "concurrency", "WHATSAPP_WORKER_CONCURRENCY", "16")),
-        "run_worker": _pick(credentials, "run_worker", "WHATSAPP_RUN_WORKER", "true").lower() not in _OFF,
+        "run_worker": switched_on(_pick(credentials, "run_worker", "WHATSAPP_RUN_WORKER", "true")),
         "poll_interval_seconds": _positive_float(
             _pick(credentials, "poll_interval", "WHATSAPP_POLL_INTERVAL", "0.05"), "WHATSAPP_POLL_INTERVAL"),
         "lease_seconds": _lease_seconds(_pick(credentials, "worker_lease", "WHATSAPP_WORKER_LEASE", "30s")),

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -36,13 +37,18 @@ def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-def inbox_states(stack: Stack, prefix: str) -> dict[str, int]:
+def inbox_query(stack: Stack, sql: str, **params: object) -> list[Any]:
+    """Rows of one query on the stack's inbox database (a throwaway engine, as another process would)."""
     engine = create_engine(stack.inbox_url, future=True)
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT state, COUNT(*) FROM wa_inbox WHERE message_id LIKE :p GROUP BY state"),
-                            {"p": f"{prefix}%"}).all()
+        rows = conn.execute(text(sql), params).all()
     engine.dispose()
-    return dict(rows)
+    return rows
+
+
+def inbox_states(stack: Stack, prefix: str) -> dict[str, int]:
+    return dict(inbox_query(stack, "SELECT state, COUNT(*) FROM wa_inbox WHERE message_id LIKE :p GROUP BY state",
+                            p=f"{prefix}%"))
 
 
 def test_a_message_stored_by_the_ingest_is_answered_at_once(pg_stack: Stack) -> None:
@@ -68,11 +74,7 @@ def test_duplicate_deliveries_get_one_reply(pg_stack: Stack) -> None:
 
 
 def lease_owners(stack: Stack) -> set[str]:
-    engine = create_engine(stack.inbox_url, future=True)
-    with engine.connect() as conn:
-        owners = set(conn.execute(text("SELECT owner FROM wa_leases")).scalars())
-    engine.dispose()
-    return owners
+    return {owner for (owner,) in inbox_query(stack, "SELECT owner FROM wa_leases")}
 
 
 def user_message_ids(stack: Stack, user: str) -> list[str]:
