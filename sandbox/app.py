@@ -15,8 +15,6 @@ import json
 import logging
 import random
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from sanic import Request, Sanic, response
 from sanic.exceptions import BadRequest
 from sanic.response import HTTPResponse
 
-from connectors.whatsapp.signature import sign
+from sandbox.delivery import WebhookPoster
 from sandbox.evolution import EvolutionConfig, add_evolution_routes
 from sandbox.store import ChatMessage, SandboxStore
 from sandbox.webhooks import customer_message, status_update
@@ -75,30 +73,17 @@ def json_object(request: Request) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def post_signed(url: str, payload: dict[str, Any], app_secret: str) -> tuple[int, str]:
-    """POST a webhook the way Meta does (blocking; run in a thread)."""
-    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, app_secret)})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, answer.read().decode("utf-8", "replace")[:500]
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode("utf-8", "replace")[:500]
-    except OSError as error:
-        return 0, str(error)
-
-
 def create_app(config: SandboxConfig, name: str = "voltbay_sandbox") -> Sanic:
     app = Sanic(name)
     app.config.REQUEST_MAX_SIZE = 1_000_000
     store = SandboxStore()
     faults = Faults()
     requests_log: list[dict[str, Any]] = []
+    poster = WebhookPoster()
     app.ctx.store = store
     app.static("/static", str(STATIC), name="static")
     if config.evolution is not None:
-        add_evolution_routes(app, config.evolution, store, faults, requests_log)
+        add_evolution_routes(app, config.evolution, store, faults, requests_log, poster)
 
     async def deliver_statuses(message: ChatMessage) -> None:
         """Like Meta: each status webhook is retried until the channel takes it (here for up to 5 min)."""
@@ -107,11 +92,15 @@ def create_app(config: SandboxConfig, name: str = "voltbay_sandbox") -> Sanic:
                                     wamid=message.id, status=status, recipient=message.phone,
                                     timestamp=int(message.at))
             for _ in range(STATUS_RETRIES):
-                code, _ = await asyncio.to_thread(post_signed, config.channel_url, payload, config.app_secret)
+                code, _ = await poster.post_signed(config.channel_url, payload, config.app_secret)
                 if code == 200:
                     store.set_status(message.id, status)
                     break
                 await asyncio.sleep(STATUS_RETRY_SECONDS)
+
+    @app.after_server_stop
+    async def close_poster(*_: Any) -> None:
+        await poster.close()
 
     # --- Graph API stand-in -------------------------------------------------
     @app.post("/<version>/<phone_number_id>/messages")
@@ -197,7 +186,7 @@ def create_app(config: SandboxConfig, name: str = "voltbay_sandbox") -> Sanic:
                                    text=text, reply=reply)
         shown = {"text": text} if reply is None else {"reply": reply}
         message = store.add(ChatMessage(id=wamid, phone=phone, direction="in", payload=shown))
-        code, answer = await asyncio.to_thread(post_signed, config.channel_url, payload, config.app_secret)
+        code, answer = await poster.post_signed(config.channel_url, payload, config.app_secret)
         if code == 200:
             store.set_status(wamid, "delivered")
         else:

@@ -13,14 +13,13 @@ import asyncio
 import base64
 import json
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 from sanic import Request, Sanic, response
 from sanic.response import HTTPResponse
 
+from sandbox.delivery import WebhookPoster
 from sandbox.store import ChatMessage, SandboxStore
 
 WEBHOOK_RETRIES, WEBHOOK_RETRY_SECONDS = 600, 0.5
@@ -38,19 +37,6 @@ class EvolutionConfig:
     instance: str = "voltbay"
 
 
-def post_webhook(url: str, payload: dict[str, Any], secret: str) -> int:
-    body = json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "X-Evolution-Secret": secret})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0
-
-
 def customer_upsert(instance: str, jid: str, key_id: str, text: str, name: str = "Sandbox customer",
                     **key_extra: Any) -> dict[str, Any]:
     """A messages.upsert webhook as Evolution sends it for an incoming text."""
@@ -61,14 +47,16 @@ def customer_upsert(instance: str, jid: str, key_id: str, text: str, name: str =
 
 
 def add_evolution_routes(app: Sanic, config: EvolutionConfig, store: SandboxStore, faults: Any,
-                         requests_log: list[dict[str, Any]]) -> None:
+                         requests_log: list[dict[str, Any]], poster: WebhookPoster) -> None:
     async def deliver_updates(message: ChatMessage, jid: str, instance: str) -> None:
         for status, name in (("SERVER_ACK", "sent"), ("DELIVERY_ACK", "delivered")):
             payload = {"event": "messages.update", "instance": instance, "data": {
                 "keyId": message.id, "remoteJid": jid, "fromMe": True, "status": status,
                 "messageTimestamp": int(message.at)}}
             for _ in range(WEBHOOK_RETRIES):
-                if await asyncio.to_thread(post_webhook, config.channel_url, payload, config.secret) == 200:
+                body = json.dumps(payload).encode()
+                code, _ = await poster.post(config.channel_url, body, {"X-Evolution-Secret": config.secret})
+                if code == 200:
                     store.set_status(message.id, name)
                     break
                 await asyncio.sleep(WEBHOOK_RETRY_SECONDS)
