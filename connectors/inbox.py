@@ -41,6 +41,7 @@ from connectors.inbox_tables import (
     leases,
     menus,
     retry_transient,
+    server_connect_args,
 )
 from connectors.inbox_wakeups import InboxListener, OnListening, OnNewRow, notifies
 
@@ -65,7 +66,7 @@ class Inbox(OutboundRecords):
     """The tables, as one worker (or ingest process) sees them: `identity` owns the leases it takes."""
 
     def __init__(self, engine: Engine, identity: WorkerIdentity | None = None,
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS, inline_on_server: bool = False) -> None:
         self.engine = engine
         self.identity = identity or WorkerIdentity.of_this_process()
         self.owner = self.identity.owner
@@ -74,12 +75,15 @@ class Inbox(OutboundRecords):
         create_tables(engine)
         # SQLite is a library in this process: a statement takes ~0.1 ms, less than the hop to a
         # thread and back, and every hop makes the event loop hand Rasa's GIL over and wait for it.
-        self.inline = engine.dialect.name == "sqlite"
+        self.local = engine.dialect.name == "sqlite"
+        # A server's statements on the event loop too (as Rasa's own SQL tracker store runs its own):
+        # in a thread, each of a turn's ~10 statements hands Rasa's GIL over and back.
+        self.inline = self.local or inline_on_server
         self.notifies = notifies(engine)
         # Single statements on a server run in autocommit on a pool of their own: switching a pooled
         # connection to autocommit and back costs two driver calls (~0.1 ms each) per checkout.
-        self._autocommit = engine if self.inline else create_engine(engine.url, future=True,
-                                                                    isolation_level="AUTOCOMMIT")
+        self._autocommit = engine if self.local else create_engine(
+            engine.url, future=True, isolation_level="AUTOCOMMIT", connect_args=server_connect_args(engine.url))
 
     def dispose(self) -> None:
         """Close the pooled connections (tests, shutdown)."""
@@ -100,12 +104,12 @@ class Inbox(OutboundRecords):
 
         PASSIVE: readers and writers go on meanwhile. Blocking: call it in a thread.
         """
-        if self.inline:
+        if self.local:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def checkpoint_forever(self, interval: float = CHECKPOINT_EVERY_SECONDS) -> None:
-        if not self.inline:
+        if not self.local:
             return  # a database server checkpoints itself
         while True:
             await asyncio.sleep(interval)
@@ -280,7 +284,7 @@ class Inbox(OutboundRecords):
         """
         with self.engine.begin() as conn:
             conn.execute(sql.SET_STATE, {"row_id": row.id, "new_state": state, "now": time.time()})
-            if menu is not None:
+            if menu is not None and (menu or row.menu):  # most turns offer none after none: nothing to write
                 self._save_menu(conn, row.channel, row.conversation_id, menu)
             lease = self._lease(row.conversation_id, row.claimed_on)
             if not claim_next:

@@ -37,6 +37,7 @@ class WorkerSettings(Protocol):
     run_worker: bool
     poll_interval_seconds: float
     lease_seconds: float
+    inline_on_server: bool
 
 
 async def already_handled(agent: Any, row: InboxRow) -> bool:
@@ -79,14 +80,15 @@ def _paused_in_sql(engine: Any, conversation_id: str) -> bool:
     return last == "pause"
 
 
-async def is_paused(agent: Any, conversation_id: str) -> bool:
+async def is_paused(agent: Any, conversation_id: str, inline_on_server: bool = False) -> bool:
     """Handed to a person (the bot stays silent): one indexed query on a SQL tracker store."""
     if agent is None or getattr(agent, "tracker_store", None) is None:
         return False
     try:
         engine = _sql_tracker_engine(agent)
         if engine is not None:
-            return await call_blocking(engine.dialect.name == "sqlite", _paused_in_sql, engine, conversation_id)
+            inline = inline_on_server or engine.dialect.name == "sqlite"
+            return await call_blocking(inline, _paused_in_sql, engine, conversation_id)
         tracker = await agent.tracker_store.retrieve(conversation_id)
         return bool(tracker is not None and tracker.is_paused())
     except Exception:  # only decides whether "typing…" shows; never fails a turn
@@ -114,7 +116,8 @@ class InboxChannel(InputChannel):
         # Opened on first use (server start), not at import or construction.
         if self._inbox is None:
             self._inbox = Inbox(create_inbox_engine(self.settings.inbox_db_url),
-                                lease_seconds=self.settings.lease_seconds)
+                                lease_seconds=self.settings.lease_seconds,
+                                inline_on_server=self.settings.inline_on_server)
         return self._inbox
 
     def output_for(self, row: InboxRow) -> WhatsAppOutput:
@@ -145,7 +148,7 @@ class InboxChannel(InputChannel):
 
     async def _receipt(self, row: InboxRow) -> None:
         """Blue ticks always; "typing…" only when the bot will answer (not while a person has it)."""
-        typing = not await is_paused(self._agent, row.conversation_id)
+        typing = not await is_paused(self._agent, row.conversation_id, self.settings.inline_on_server)
         await self.client.mark_read_and_typing(row.business_id, row.message_id, row.reply_to, typing=typing)
 
     def worker_off_reason(self) -> str | None:

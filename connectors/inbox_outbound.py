@@ -19,13 +19,13 @@ from connectors.inbox_tables import INTERRUPTED, SENDING, SENT, outbound, retry_
 
 class OutboundRecords:
     engine: Engine
-    inline: bool  # SQLite: statements run in this process
+    local: bool  # SQLite: the database is a library in this process
     _autocommit: Engine
 
     def _one_statement(self) -> Any:
         """A connection for one statement: on a server in autocommit (atomic on its own, and no
         BEGIN and COMMIT round trips), on SQLite a transaction (there they cost nothing)."""
-        return self.engine.begin() if self.inline else self._autocommit.connect()
+        return self.engine.begin() if self.local else self._autocommit.connect()
 
     @retry_transient
     def begin_outbound(self, row: dict[str, Any]) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import QueuePool
 
@@ -187,6 +187,16 @@ def _is_sqlite_file(url: str) -> bool:
     return url.startswith("sqlite") and url.split("://", 1)[-1] not in ("", "/", "/:memory:")
 
 
+# libpq waits as long as TCP does (minutes) for a server that does not answer; with the worker's
+# statements on Rasa's event loop (WHATSAPP_INBOX_CALLS=loop) that would stall every conversation.
+SERVER_CONNECT_TIMEOUT_SECONDS = 10
+
+
+def server_connect_args(url: str | URL) -> dict[str, Any]:
+    return {"connect_timeout": SERVER_CONNECT_TIMEOUT_SECONDS} if make_url(url).get_driver_name() == "psycopg2" \
+        else {}
+
+
 def create_inbox_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         # SQLAlchemy 1.4 gives a SQLite file no pool: a new connection (and PRAGMA journal_mode=WAL)
@@ -198,6 +208,7 @@ def create_inbox_engine(url: str) -> Engine:
                                                                "check_same_thread": False}, **pooling)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, future=True)  # no pool_pre_ping: see retry_transient
+    # No pool_pre_ping: see retry_transient.
+    return create_engine(url, future=True, connect_args=server_connect_args(url))
 
 

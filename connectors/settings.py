@@ -85,6 +85,18 @@ def _pick(credentials: Mapping[str, Any], key: str, env: str, default: str = "")
     return str(value)
 
 
+INBOX_CALLS = ("loop", "thread")
+DEFAULT_INBOX_CALLS = "loop"
+
+
+def _inline_on_server(value: str) -> bool:
+    """Where a database server's statements run: "loop" (inline, as Rasa's SQL tracker store) or "thread"."""
+    choice = value.strip().lower() or DEFAULT_INBOX_CALLS
+    if choice not in INBOX_CALLS:
+        raise ValueError(f"WHATSAPP_INBOX_CALLS must be one of {', '.join(INBOX_CALLS)}, not {value!r}")
+    return choice == "loop"
+
+
 def worker_fields(credentials: Mapping[str, Any]) -> dict[str, Any]:
     """Inbox and worker settings; the same variables for both channels (they share the inbox)."""
     return {
@@ -95,6 +107,8 @@ def worker_fields(credentials: Mapping[str, Any]) -> dict[str, Any]:
         "poll_interval_seconds": _positive_float(
             _pick(credentials, "poll_interval", "WHATSAPP_POLL_INTERVAL", "0.05"), "WHATSAPP_POLL_INTERVAL"),
         "lease_seconds": _lease_seconds(_pick(credentials, "worker_lease", "WHATSAPP_WORKER_LEASE", "30s")),
+        "inline_on_server": _inline_on_server(
+            _pick(credentials, "inbox_calls", "WHATSAPP_INBOX_CALLS", DEFAULT_INBOX_CALLS)),
     }
 
 
@@ -116,6 +130,8 @@ class WhatsAppSettings:
     poll_interval_seconds: float = 0.05
     # how long a worker's hold on a conversation outlives its last renewal (several replicas)
     lease_seconds: float = 30.0
+    # a database server's statements on the event loop (SQLite's always are), not in threads
+    inline_on_server: bool = True
 
     @classmethod
     def load(cls, credentials: Mapping[str, Any]) -> WhatsAppSettings:
@@ -145,6 +161,7 @@ class EvolutionSettings:
     run_worker: bool = True
     poll_interval_seconds: float = 0.05
     lease_seconds: float = 30.0
+    inline_on_server: bool = True
 
     @classmethod
     def load(cls, credentials: Mapping[str, Any]) -> EvolutionSettings:

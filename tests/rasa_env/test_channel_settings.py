@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 from rasa.core.run import create_http_input_channels
 
-from connectors.settings import FALLBACK_INBOX_URL, WhatsAppSettings, parse_duration, tracker_store_db_url
+from connectors.settings import (
+    FALLBACK_INBOX_URL,
+    EvolutionSettings,
+    WhatsAppSettings,
+    parse_duration,
+    tracker_store_db_url,
+)
 from connectors.whatsapp.channel import WhatsAppInput
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +58,22 @@ def test_worker_lease_length(monkeypatch: pytest.MonkeyPatch) -> None:
     for nonsense in ("1", "2h", "soon", "-5"):  # renewed every third: under 3 s the heartbeat cannot keep up
         monkeypatch.setenv("WHATSAPP_WORKER_LEASE", nonsense)
         with pytest.raises(ValueError, match="WHATSAPP_WORKER_LEASE"):
+            WhatsAppSettings.load({})
+
+
+def test_where_a_database_servers_statements_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert WhatsAppSettings.load({}).inline_on_server is True
+    assert WhatsAppSettings.load({"inbox_calls": "thread"}).inline_on_server is False
+    monkeypatch.setenv("WHATSAPP_INBOX_CALLS", " Loop ")
+    assert WhatsAppSettings.load({}).inline_on_server is True
+    assert EvolutionSettings.load({}).inline_on_server is True  # one inbox, one setting
+    monkeypatch.setenv("WHATSAPP_INBOX_CALLS", "thread")
+    assert WhatsAppSettings.load({}).inline_on_server is False
+    monkeypatch.setenv("WHATSAPP_INBOX_CALLS", "")  # set but empty (an env file's blank line): the default
+    assert WhatsAppSettings.load({}).inline_on_server is True
+    for nonsense in ("threads", "inline", "1"):
+        monkeypatch.setenv("WHATSAPP_INBOX_CALLS", nonsense)
+        with pytest.raises(ValueError, match="WHATSAPP_INBOX_CALLS must be one of loop, thread"):
             WhatsAppSettings.load({})
 
 

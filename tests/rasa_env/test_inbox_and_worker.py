@@ -16,6 +16,7 @@ from connectors.inbox import (
     DONE,
     PENDING,
     PROCESSING,
+    SENT,
     SKIPPED,
     STALE,
     Inbox,
@@ -300,6 +301,23 @@ def test_complete_finishes_saves_menu_and_claims_next_in_one_call(inbox: Inbox) 
     assert inbox.states() == {DONE: 2}
 
 
+def test_a_turn_that_offers_no_menu_after_none_writes_no_menu(inbox: Inbox) -> None:
+    deletes: list[str] = []
+    event.listen(inbox.engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_: deletes.append(statement) if "DELETE FROM wa_menus" in statement
+                 else None)
+    inbox.add([item("m1"), item("m2"), item("m3"), item("m4")])
+    first = inbox.claim_next("c1", "whatsapp")
+    assert first is not None and first.menu == {}
+    second = inbox.complete(first, DONE, {})  # nothing offered, nothing stored: no statement
+    assert second is not None and deletes == []
+    third = inbox.complete(second, DONE, {"1": "/a"})  # offered: stored
+    assert third is not None and third.menu == {"1": "/a"} and len(deletes) == 1
+    fourth = inbox.complete(third, DONE, {})  # nothing offered after a menu: the old numbers are dropped
+    assert fourth is not None and fourth.menu == {} and len(deletes) == 2
+    assert inbox.menu("whatsapp", "c1") == {}
+
+
 async def test_sqlite_calls_run_inline_and_the_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None:
     """No thread hop per statement on SQLite; commits never checkpoint (no fsync on the ACK or the
     event loop): `checkpoint` does it, in a thread, once a second from the worker and the ingest."""
@@ -332,6 +350,23 @@ async def test_calls_run_inline_on_sqlite_and_in_a_thread_on_a_database_server(i
     inbox.checkpoint()  # a no-op on a server
     if on_server:  # and no background task waking every second for nothing
         await asyncio.wait_for(inbox.checkpoint_forever(interval=0.01), timeout=1)
+
+
+async def test_a_database_servers_statements_can_run_on_the_loop(inbox: Inbox) -> None:
+    """WHATSAPP_INBOX_CALLS=loop: no thread per statement on a server either; SQLite is unchanged."""
+    on_loop = Inbox(inbox.engine, inline_on_server=True)
+    assert on_loop.inline and on_loop.local is (inbox.engine.dialect.name == "sqlite")
+    assert await on_loop.call(threading.get_ident) == threading.get_ident()
+    await on_loop.call(on_loop.add, [item("m1"), item("m2")], [])
+    first = await on_loop.call(on_loop.claim_next, "c1", None)
+    assert first is not None and first.message_id == "m1"
+    row_id = await on_loop.call(on_loop.begin_outbound, {"channel": "whatsapp", "conversation_id": "c1",
+                                                         "business_id": "PNID", "turn_key": "t#1", "payload": "{}"})
+    await on_loop.call(on_loop.finish_outbound, row_id, SENT, "wamid.out")
+    second = await on_loop.call(on_loop.complete, first, DONE, None)
+    assert second is not None and second.message_id == "m2"
+    assert inbox.outbound_states("t") == {"t#1": SENT}  # the same rows, seen by the default Inbox
+    on_loop.checkpoint()  # still a no-op on a server
 
 
 def _status(wamid: str, status: str) -> dict[str, object]:

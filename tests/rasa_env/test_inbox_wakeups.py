@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import select
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,10 +13,12 @@ from dataclasses import replace
 import psycopg2
 import pytest
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 
-from connectors import inbox_wakeups
+from connectors import inbox_tables, inbox_wakeups
 from connectors import worker as worker_module
 from connectors.inbox import DONE, Inbox, InboxRow, create_inbox_engine
+from connectors.inbox_tables import server_connect_args
 from connectors.inbox_wakeups import WAKE_CHANNEL, parse_payload
 from connectors.worker import InboxWorker
 from tests.postgres import temporary_database
@@ -244,3 +247,20 @@ def test_every_call_survives_the_server_dropping_its_connections(pg_url: str) ->
     killer.close()
     assert inbox.states() == {"pending": 1, "processing": 1}
     inbox.dispose()
+
+
+def test_a_server_that_never_answers_fails_the_connect_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the worker's statements on Rasa's loop, a hung connect must not last TCP's minutes."""
+    assert server_connect_args("sqlite:///x.db") == {}
+    monkeypatch.setattr(inbox_tables, "SERVER_CONNECT_TIMEOUT_SECONDS", 1)
+    silent = socket.socket()  # the kernel completes the handshake; nothing ever answers libpq
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        engine = create_inbox_engine(f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/inbox")
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="timeout"):
+            engine.connect()
+        assert time.monotonic() - started < 5
+    finally:
+        silent.close()
