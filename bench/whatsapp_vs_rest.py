@@ -51,7 +51,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def summary(latencies_ms: list[float]) -> dict[str, float]:
     return {"n": len(latencies_ms), "p50_ms": percentile(latencies_ms, 50), "p95_ms": percentile(latencies_ms, 95),
-            "p99_ms": percentile(latencies_ms, 99), "mean_ms": statistics.fmean(latencies_ms)}
+            "p99_ms": percentile(latencies_ms, 99),
+            "mean_ms": statistics.fmean(latencies_ms) if latencies_ms else float("nan")}
 
 
 async def rest_user(session: aiohttp.ClientSession, stack: Stack, user: str, turns: int) -> list[float]:
@@ -175,14 +176,21 @@ async def ack_at_rate(url: str, rate: float, seconds: float, tag: str) -> dict[s
     """Open loop: a webhook every 1/rate s whatever the answers do, so queueing in the client adds nothing."""
     total = int(rate * seconds)
     latencies: list[float] = []
+    # Not ACKed within the client's 60 s, or the connection dropped (Sanic's own 60 s response
+    # timeout on Rasa's route): Meta would deliver these again; counted, not fatal to the run.
+    unanswered: list[str] = []
 
     async def one(session: aiohttp.ClientSession, n: int) -> None:
         body = text_webhook(f"349{tag}{n:06d}", f"wamid.rate.{tag}.{n}", MESSAGES[n % len(MESSAGES)])
         started = time.perf_counter()
-        async with session.post(url, data=body, headers={"X-Hub-Signature-256": sign(body, APP_SECRET),
-                                                         "Content-Type": "application/json"}) as answer:
-            await answer.read()
-            assert answer.status == 200
+        try:
+            async with session.post(url, data=body, headers={"X-Hub-Signature-256": sign(body, APP_SECRET),
+                                                             "Content-Type": "application/json"}) as answer:
+                await answer.read()
+                assert answer.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            unanswered.append(type(error).__name__)
+            return
         latencies.append((time.perf_counter() - started) * 1000)
 
     connector = aiohttp.TCPConnector(limit=0)
@@ -193,7 +201,7 @@ async def ack_at_rate(url: str, rate: float, seconds: float, tag: str) -> dict[s
             await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
             tasks.append(asyncio.create_task(one(session, n)))
         await asyncio.gather(*tasks)
-    return {**summary(latencies), "rate_per_s": rate}
+    return {**summary(latencies), "rate_per_s": rate, "unanswered": len(unanswered)}
 
 
 def pending_rows(stack: Stack) -> int:
@@ -275,12 +283,12 @@ def report(result: dict[str, Any]) -> bool:
           f"(p50 {capacity['p50_ms']:.1f} ms incl. client-side queueing); Rasa backlog then "
           f"{result['backlog_when_flood_acked']} msgs")
     print(f"ACK on connectors.ingest at {ack['rate_per_s']:.0f}/s while Rasa is saturated: {ack['n']} webhooks  "
-          f"p50 {ack['p50_ms']:.1f} ms  p99 {ack['p99_ms']:.1f} ms")
+          f"p50 {ack['p50_ms']:.1f} ms  p99 {ack['p99_ms']:.1f} ms  unanswered {ack['unanswered']}")
     inproc = result["ack_on_rasa_route_under_saturation"]
     print(f"ACK on Rasa's own route, same rate, for comparison: {inproc['n']} webhooks  p50 {inproc['p50_ms']:.1f} ms"
-          f"  p99 {inproc['p99_ms']:.1f} ms")
+          f"  p99 {inproc['p99_ms']:.1f} ms  unanswered {inproc['unanswered']}")
     checks = [
-        ("ACK p99 <= 25 ms", ack["p99_ms"] <= 25),
+        ("ACK p99 <= 25 ms, every webhook ACKed", ack["p99_ms"] <= 25 and ack["unanswered"] == 0),
         (f"throughput ratio {result['throughput_ratio']:.2f} >= 0.95", result["throughput_ratio"] >= 0.95),
         (f"e2e p95 ratio {result['e2e_p95_ratio']:.2f} <= 1.2", result["e2e_p95_ratio"] <= 1.2),
     ]
