@@ -55,6 +55,11 @@ CHECKPOINT_EVERY_SECONDS = 1.0
 ADD_TRIES = 10
 
 
+def runs_inline(engine: Engine, inline_on_server: bool) -> bool:
+    """SQLite's statements always run on the caller's thread; a server's only with WHATSAPP_INBOX_CALLS=loop."""
+    return engine.dialect.name == "sqlite" or inline_on_server
+
+
 async def call_blocking(inline: bool, fn: Callable[..., T], *args: Any) -> T:
     """A blocking database call from async code: inline for SQLite (in-process), else in a thread."""
     if inline:
@@ -78,7 +83,7 @@ class Inbox(OutboundRecords):
         self.local = engine.dialect.name == "sqlite"
         # A server's statements on the event loop too (as Rasa's own SQL tracker store runs its own):
         # in a thread, each of a turn's ~10 statements hands Rasa's GIL over and back.
-        self.inline = self.local or inline_on_server
+        self.inline = runs_inline(engine, inline_on_server)
         self.notifies = notifies(engine)
         # Single statements on a server run in autocommit on a pool of their own: switching a pooled
         # connection to autocommit and back costs two driver calls (~0.1 ms each) per checkout.

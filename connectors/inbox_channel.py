@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool, QueuePool
 
 from connectors.agent_api import add_agent_routes
-from connectors.inbox import Inbox, InboxRow, call_blocking, create_inbox_engine
+from connectors.inbox import Inbox, InboxRow, call_blocking, create_inbox_engine, runs_inline
 from connectors.process_tuning import freeze_loaded_model
 from connectors.sending import RetryingSender
 from connectors.whatsapp.output import WhatsAppOutput
@@ -87,8 +87,8 @@ async def is_paused(agent: Any, conversation_id: str, inline_on_server: bool = F
     try:
         engine = _sql_tracker_engine(agent)
         if engine is not None:
-            inline = inline_on_server or engine.dialect.name == "sqlite"
-            return await call_blocking(inline, _paused_in_sql, engine, conversation_id)
+            return await call_blocking(runs_inline(engine, inline_on_server), _paused_in_sql, engine,
+                                       conversation_id)
         tracker = await agent.tracker_store.retrieve(conversation_id)
         return bool(tracker is not None and tracker.is_paused())
     except Exception:  # only decides whether "typing…" shows; never fails a turn

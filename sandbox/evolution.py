@@ -53,8 +53,8 @@ def add_evolution_routes(app: Sanic, config: EvolutionConfig, store: SandboxStor
             payload = {"event": "messages.update", "instance": instance, "data": {
                 "keyId": message.id, "remoteJid": jid, "fromMe": True, "status": status,
                 "messageTimestamp": int(message.at)}}
+            body = json.dumps(payload).encode()
             for _ in range(WEBHOOK_RETRIES):
-                body = json.dumps(payload).encode()
                 code, _ = await poster.post(config.channel_url, body, {"X-Evolution-Secret": config.secret})
                 if code == 200:
                     store.set_status(message.id, name)
