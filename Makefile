@@ -37,7 +37,7 @@ $(RASA_VENV)/.installed: requirements/rasa.in requirements/rasa.lock
 	  echo "installing the rasa env (Python 3.10, rasa 3.6.21; takes a few minutes)"; \
 	  $(RASA_VENV)/bin/python -m pip install --quiet --upgrade "pip<25" 2>&1 | grep -v "^WARNING: Location" || true; \
 	  $(RASA_VENV)/bin/python -m pip install --quiet -r requirements/rasa.in -c requirements/rasa.lock 2>&1 | grep -v "^WARNING: Location\|DEPRECATION" || true; \
-	  $(RASA_VENV)/bin/python -c "import rasa, pytest" && touch $@
+	  $(RASA_VENV)/bin/python -c "import rasa, pytest, asyncpg" && touch $@
 
 $(APP_VENV)/.installed: requirements/app.in requirements/app.lock
 	@py=$$(scripts/find-python.sh 3.11 "$(PYTHON311)"); \

@@ -1,14 +1,16 @@
 """Durable inbox, delivery statuses, outbound failures and option menus of the WhatsApp channels.
 
 SQLAlchemy Core (1.4 in the Rasa env, written 2.0-style), so the same code runs on
-the tracker store's SQLite file and on PostgreSQL. Blocking calls: async code goes through
-`Inbox.call`, which runs them inline on SQLite (microseconds, like Rasa's own SQLite tracker
-store) and in a thread on a database server.
+the tracker store's SQLite file and on PostgreSQL. The methods are synchronous; async code goes
+through `Inbox.call`, which runs them inline on SQLite (microseconds, like Rasa's own SQLite tracker
+store) and on a database server as WHATSAPP_INBOX_CALLS says: through asyncpg in a greenlet (the
+default: each round trip awaits, other turns run meanwhile), inline, or in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import time
@@ -19,6 +21,7 @@ from sqlalchemy import and_, create_engine, func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.util import greenlet_spawn
 
 from connectors import inbox_statements as sql
 from connectors.inbox_leases import DEFAULT_LEASE_SECONDS, NO_CHANNEL, WorkerIdentity
@@ -26,7 +29,10 @@ from connectors.inbox_outbound import OutboundRecords
 from connectors.inbox_tables import (
     DONE,
     FAILED_SEND,
+    IN_THREAD,
     INTERRUPTED,
+    ON_EVENTS,
+    ON_LOOP,
     PENDING,
     PROCESSING,
     SENDING,
@@ -35,6 +41,7 @@ from connectors.inbox_tables import (
     STALE,
     InboxItem,
     InboxRow,
+    create_asyncpg_engine,
     create_inbox_engine,
     create_tables,
     inbox,
@@ -45,8 +52,8 @@ from connectors.inbox_tables import (
 )
 from connectors.inbox_wakeups import InboxListener, OnListening, OnNewRow, notifies
 
-__all__ = ["DONE", "FAILED_SEND", "INTERRUPTED", "PENDING", "PROCESSING", "SENDING", "SENT", "SKIPPED", "STALE",
-           "Inbox", "InboxItem", "InboxRow", "create_inbox_engine"]
+__all__ = ["DONE", "FAILED_SEND", "INTERRUPTED", "IN_THREAD", "ON_EVENTS", "ON_LOOP", "PENDING", "PROCESSING",
+           "SENDING", "SENT", "SKIPPED", "STALE", "Inbox", "InboxItem", "InboxRow", "create_inbox_engine"]
 
 
 T = TypeVar("T")
@@ -55,15 +62,18 @@ CHECKPOINT_EVERY_SECONDS = 1.0
 ADD_TRIES = 10
 
 
-def runs_inline(engine: Engine, inline_on_server: bool) -> bool:
-    """SQLite's statements always run on the caller's thread; a server's only with WHATSAPP_INBOX_CALLS=loop."""
-    return engine.dialect.name == "sqlite" or inline_on_server
+def where_calls_run(engine: Engine, calls: str) -> str:
+    """SQLite's statements always run on the caller's thread (ON_LOOP); a server's as WHATSAPP_INBOX_CALLS says."""
+    return ON_LOOP if engine.dialect.name == "sqlite" else calls
 
 
-async def call_blocking(inline: bool, fn: Callable[..., T], *args: Any) -> T:
-    """A blocking database call from async code: inline for SQLite (in-process), else in a thread."""
-    if inline:
+async def call_blocking(where: str, fn: Callable[..., T], *args: Any) -> T:
+    """A synchronous database call from async code: inline, in a greenlet (its asyncpg round trips
+    await on the loop), or in a thread."""
+    if where == ON_LOOP:
         return fn(*args)
+    if where == ON_EVENTS:
+        return await greenlet_spawn(fn, *args)
     return await asyncio.to_thread(fn, *args)
 
 
@@ -71,7 +81,7 @@ class Inbox(OutboundRecords):
     """The tables, as one worker (or ingest process) sees them: `identity` owns the leases it takes."""
 
     def __init__(self, engine: Engine, identity: WorkerIdentity | None = None,
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS, inline_on_server: bool = False) -> None:
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS, calls: str = IN_THREAD) -> None:
         self.engine = engine
         self.identity = identity or WorkerIdentity.of_this_process()
         self.owner = self.identity.owner
@@ -82,27 +92,45 @@ class Inbox(OutboundRecords):
         # thread and back, and every hop makes the event loop hand Rasa's GIL over and wait for it.
         self.local = engine.dialect.name == "sqlite"
         # A server's statements on the event loop too (as Rasa's own SQL tracker store runs its own):
-        # in a thread, each of a turn's ~10 statements hands Rasa's GIL over and back.
-        self.inline = runs_inline(engine, inline_on_server)
+        # in a thread, each of a turn's ~10 statements hands Rasa's GIL over and back; through psycopg2
+        # the loop stands still for each round trip, through asyncpg it runs other turns meanwhile.
+        self.runs = where_calls_run(engine, calls)
+        self.inline = self.runs == ON_LOOP
         self.notifies = notifies(engine)
         # Single statements on a server run in autocommit on a pool of their own: switching a pooled
         # connection to autocommit and back costs two driver calls (~0.1 ms each) per checkout.
         self._autocommit = engine if self.local else create_engine(
             engine.url, future=True, isolation_level="AUTOCOMMIT", connect_args=server_connect_args(engine.url))
+        # ON_EVENTS: `call` runs the same methods on a copy of this inbox whose engines are asyncpg's.
+        # This one keeps psycopg2 for what runs outside the loop (threads, tools, the LISTEN connection).
+        self._on_events: Inbox | None = None
+        if self.runs == ON_EVENTS:
+            twin = copy.copy(self)
+            twin.engine, twin._autocommit = create_asyncpg_engine(engine.url), create_asyncpg_engine(engine.url, True)
+            self._on_events = twin
 
     def dispose(self) -> None:
-        """Close the pooled connections (tests, shutdown)."""
+        """Close the pooled psycopg2 connections (tests, shutdown); `close` closes the asyncpg ones too."""
         self.engine.dispose()
         if self._autocommit is not self.engine:
             self._autocommit.dispose()
+
+    async def close(self) -> None:
+        """Close every pooled connection; asyncpg's are closed on the event loop they were opened on."""
+        if self._on_events is not None:
+            await greenlet_spawn(self._on_events.engine.dispose)
+            await greenlet_spawn(self._on_events._autocommit.dispose)
+        self.dispose()
 
     def listener(self, on_new: OnNewRow, on_listening: OnListening) -> InboxListener | None:
         """A LISTEN connection that hears of rows other processes store (PostgreSQL), else None."""
         return InboxListener(self.engine, on_new, on_listening) if InboxListener.supported(self.engine) else None
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run one of the blocking methods below from async code: inline on SQLite, else in a thread."""
-        return await call_blocking(self.inline, fn, *args)
+        """Run one of the methods below from async code, where WHATSAPP_INBOX_CALLS says (inline on SQLite)."""
+        if self._on_events is not None and getattr(fn, "__self__", None) is self:
+            fn = fn.__func__.__get__(self._on_events)  # type: ignore[attr-defined]  # the same method, asyncpg's engines
+        return await call_blocking(self.runs, fn, *args)
 
     def checkpoint(self) -> None:
         """Copy the SQLite write-ahead log into the database (our connections never do it on commit).

@@ -18,7 +18,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool, QueuePool
 
 from connectors.agent_api import add_agent_routes
-from connectors.inbox import Inbox, InboxRow, call_blocking, create_inbox_engine, runs_inline
+from connectors.inbox import Inbox, InboxRow, call_blocking, create_inbox_engine, where_calls_run
+from connectors.inbox_tables import ON_EVENTS, create_asyncpg_engine
 from connectors.process_tuning import freeze_loaded_model
 from connectors.sending import RetryingSender
 from connectors.whatsapp.output import WhatsAppOutput
@@ -37,7 +38,7 @@ class WorkerSettings(Protocol):
     run_worker: bool
     poll_interval_seconds: float
     lease_seconds: float
-    inline_on_server: bool
+    inbox_calls: str
 
 
 async def already_handled(agent: Any, row: InboxRow) -> bool:
@@ -50,7 +51,7 @@ async def already_handled(agent: Any, row: InboxRow) -> bool:
     return any(getattr(event, "message_id", None) == row.message_id for event in tracker.events)
 
 
-def _sql_tracker_engine(agent: Any) -> Any:
+def _sql_tracker_engine(agent: Any, calls: str = ON_EVENTS) -> Any:
     """An engine on the database of Rasa's SQL tracker store (Rasa wraps the store), else None."""
     store = getattr(agent, "tracker_store", None)
     for _ in range(5):
@@ -58,8 +59,12 @@ def _sql_tracker_engine(agent: Any) -> Any:
             break
         store = getattr(store, "_tracker_store", None) or getattr(store, "tracker_store", None)
     engine = getattr(store, "engine", None) if store is not None else None
-    if engine is not None and isinstance(engine.pool, NullPool):
+    if engine is None:
+        return None
+    if isinstance(engine.pool, NullPool):
         return _pooled_reader(engine.url.render_as_string(hide_password=False))
+    if where_calls_run(engine, calls) == ON_EVENTS:
+        return _asyncpg_reader(engine.url.render_as_string(hide_password=False), id(asyncio.get_running_loop()))
     return engine
 
 
@@ -68,6 +73,13 @@ def _pooled_reader(url: str) -> Any:
     """Rasa's SQLite tracker engine opens a connection per use (no pool in SQLAlchemy 1.4); the read
     receipt asks on every customer message, so it reads through kept connections of its own."""
     return create_engine(url, future=True, poolclass=QueuePool, connect_args={"check_same_thread": False})
+
+
+@functools.lru_cache(maxsize=4)
+def _asyncpg_reader(url: str, _loop_id: int) -> Any:
+    """WHATSAPP_INBOX_CALLS=async: the receipt's question through asyncpg too (its connections belong to
+    one event loop: a new loop, as in tests, gets a reader of its own)."""
+    return create_asyncpg_engine(url)
 
 
 _LAST_PAUSE_OR_RESUME = text("SELECT type_name FROM events WHERE sender_id = :sender AND type_name IN "
@@ -80,15 +92,14 @@ def _paused_in_sql(engine: Any, conversation_id: str) -> bool:
     return last == "pause"
 
 
-async def is_paused(agent: Any, conversation_id: str, inline_on_server: bool = False) -> bool:
+async def is_paused(agent: Any, conversation_id: str, calls: str = ON_EVENTS) -> bool:
     """Handed to a person (the bot stays silent): one indexed query on a SQL tracker store."""
     if agent is None or getattr(agent, "tracker_store", None) is None:
         return False
     try:
-        engine = _sql_tracker_engine(agent)
+        engine = _sql_tracker_engine(agent, calls)
         if engine is not None:
-            return await call_blocking(runs_inline(engine, inline_on_server), _paused_in_sql, engine,
-                                       conversation_id)
+            return await call_blocking(where_calls_run(engine, calls), _paused_in_sql, engine, conversation_id)
         tracker = await agent.tracker_store.retrieve(conversation_id)
         return bool(tracker is not None and tracker.is_paused())
     except Exception:  # only decides whether "typing…" shows; never fails a turn
@@ -117,7 +128,7 @@ class InboxChannel(InputChannel):
         if self._inbox is None:
             self._inbox = Inbox(create_inbox_engine(self.settings.inbox_db_url),
                                 lease_seconds=self.settings.lease_seconds,
-                                inline_on_server=self.settings.inline_on_server)
+                                calls=self.settings.inbox_calls)
         return self._inbox
 
     def output_for(self, row: InboxRow) -> WhatsAppOutput:
@@ -148,7 +159,7 @@ class InboxChannel(InputChannel):
 
     async def _receipt(self, row: InboxRow) -> None:
         """Blue ticks always; "typing…" only when the bot will answer (not while a person has it)."""
-        typing = not await is_paused(self._agent, row.conversation_id, self.settings.inline_on_server)
+        typing = not await is_paused(self._agent, row.conversation_id, self.settings.inbox_calls)
         await self.client.mark_read_and_typing(row.business_id, row.message_id, row.reply_to, typing=typing)
 
     def worker_off_reason(self) -> str | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from connectors.inbox_tables import INBOX_CALLS, ON_EVENTS
 from connectors.whatsapp.graph_api import DEFAULT_API_VERSION, DEFAULT_GRAPH_URL
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -85,16 +86,15 @@ def _pick(credentials: Mapping[str, Any], key: str, env: str, default: str = "")
     return str(value)
 
 
-INBOX_CALLS = ("loop", "thread")
-DEFAULT_INBOX_CALLS = "loop"
+DEFAULT_INBOX_CALLS = ON_EVENTS
 
 
-def _inline_on_server(value: str) -> bool:
-    """Where a database server's statements run: "loop" (inline, as Rasa's SQL tracker store) or "thread"."""
+def _inbox_calls(value: str) -> str:
+    """"async" (asyncpg on the event loop), "loop" (psycopg2 inline, as Rasa's SQL tracker store) or "thread"."""
     choice = value.strip().lower() or DEFAULT_INBOX_CALLS
     if choice not in INBOX_CALLS:
         raise ValueError(f"WHATSAPP_INBOX_CALLS must be one of {', '.join(INBOX_CALLS)}, not {value!r}")
-    return choice == "loop"
+    return choice
 
 
 def worker_fields(credentials: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,8 +107,7 @@ def worker_fields(credentials: Mapping[str, Any]) -> dict[str, Any]:
         "poll_interval_seconds": _positive_float(
             _pick(credentials, "poll_interval", "WHATSAPP_POLL_INTERVAL", "0.05"), "WHATSAPP_POLL_INTERVAL"),
         "lease_seconds": _lease_seconds(_pick(credentials, "worker_lease", "WHATSAPP_WORKER_LEASE", "30s")),
-        "inline_on_server": _inline_on_server(
-            _pick(credentials, "inbox_calls", "WHATSAPP_INBOX_CALLS", DEFAULT_INBOX_CALLS)),
+        "inbox_calls": _inbox_calls(_pick(credentials, "inbox_calls", "WHATSAPP_INBOX_CALLS", DEFAULT_INBOX_CALLS)),
     }
 
 
@@ -130,8 +129,8 @@ class WhatsAppSettings:
     poll_interval_seconds: float = 0.05
     # how long a worker's hold on a conversation outlives its last renewal (several replicas)
     lease_seconds: float = 30.0
-    # a database server's statements on the event loop (SQLite's always are), not in threads
-    inline_on_server: bool = True
+    # where a database server's statements run: async | loop | thread (SQLite's always inline)
+    inbox_calls: str = DEFAULT_INBOX_CALLS
 
     @classmethod
     def load(cls, credentials: Mapping[str, Any]) -> WhatsAppSettings:
@@ -161,7 +160,7 @@ class EvolutionSettings:
     run_worker: bool = True
     poll_interval_seconds: float = 0.05
     lease_seconds: float = 30.0
-    inline_on_server: bool = True
+    inbox_calls: str = DEFAULT_INBOX_CALLS
 
     @classmethod
     def load(cls, credentials: Mapping[str, Any]) -> EvolutionSettings:

@@ -62,18 +62,18 @@ def test_worker_lease_length(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_where_a_database_servers_statements_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert WhatsAppSettings.load({}).inline_on_server is True
-    assert WhatsAppSettings.load({"inbox_calls": "thread"}).inline_on_server is False
+    assert WhatsAppSettings.load({}).inbox_calls == "async"
+    assert WhatsAppSettings.load({"inbox_calls": "thread"}).inbox_calls == "thread"
     monkeypatch.setenv("WHATSAPP_INBOX_CALLS", " Loop ")
-    assert WhatsAppSettings.load({}).inline_on_server is True
-    assert EvolutionSettings.load({}).inline_on_server is True  # one inbox, one setting
+    assert WhatsAppSettings.load({}).inbox_calls == "loop"
+    assert EvolutionSettings.load({}).inbox_calls == "loop"  # one inbox, one setting
     monkeypatch.setenv("WHATSAPP_INBOX_CALLS", "thread")
-    assert WhatsAppSettings.load({}).inline_on_server is False
+    assert WhatsAppSettings.load({}).inbox_calls == "thread"
     monkeypatch.setenv("WHATSAPP_INBOX_CALLS", "")  # set but empty (an env file's blank line): the default
-    assert WhatsAppSettings.load({}).inline_on_server is True
-    for nonsense in ("threads", "inline", "1"):
+    assert WhatsAppSettings.load({}).inbox_calls == "async"
+    for nonsense in ("threads", "inline", "1", "asyncpg"):
         monkeypatch.setenv("WHATSAPP_INBOX_CALLS", nonsense)
-        with pytest.raises(ValueError, match="WHATSAPP_INBOX_CALLS must be one of loop, thread"):
+        with pytest.raises(ValueError, match="WHATSAPP_INBOX_CALLS must be one of async, loop, thread"):
             WhatsAppSettings.load({})
 
 

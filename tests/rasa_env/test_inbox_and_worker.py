@@ -14,6 +14,8 @@ from sqlalchemy import event
 
 from connectors.inbox import (
     DONE,
+    ON_EVENTS,
+    ON_LOOP,
     PENDING,
     PROCESSING,
     SENT,
@@ -352,21 +354,63 @@ async def test_calls_run_inline_on_sqlite_and_in_a_thread_on_a_database_server(i
         await asyncio.wait_for(inbox.checkpoint_forever(interval=0.01), timeout=1)
 
 
-async def test_a_database_servers_statements_can_run_on_the_loop(inbox: Inbox) -> None:
-    """WHATSAPP_INBOX_CALLS=loop: no thread per statement on a server either; SQLite is unchanged."""
-    on_loop = Inbox(inbox.engine, inline_on_server=True)
-    assert on_loop.inline and on_loop.local is (inbox.engine.dialect.name == "sqlite")
+@pytest.mark.parametrize("calls", [ON_LOOP, ON_EVENTS])
+async def test_a_database_servers_statements_can_run_on_the_loop(inbox: Inbox, calls: str) -> None:
+    """WHATSAPP_INBOX_CALLS=async (asyncpg, the default) or loop (psycopg2): no thread per statement on a
+    server either; SQLite is unchanged (inline)."""
+    sqlite = inbox.engine.dialect.name == "sqlite"
+    on_loop = Inbox(inbox.engine, calls=calls)
+    assert on_loop.local is sqlite and on_loop.runs == (ON_LOOP if sqlite else calls)
     assert await on_loop.call(threading.get_ident) == threading.get_ident()
+    if on_loop.runs == ON_EVENTS:  # the methods run on asyncpg's engines; the Inbox keeps psycopg2's
+        assert (await on_loop.call(lambda: on_loop._on_events.engine.dialect.driver)) == "asyncpg"  # type: ignore[union-attr]
+        assert on_loop.engine.dialect.driver == "psycopg2"
     await on_loop.call(on_loop.add, [item("m1"), item("m2")], [])
     first = await on_loop.call(on_loop.claim_next, "c1", None)
     assert first is not None and first.message_id == "m1"
     row_id = await on_loop.call(on_loop.begin_outbound, {"channel": "whatsapp", "conversation_id": "c1",
                                                          "business_id": "PNID", "turn_key": "t#1", "payload": "{}"})
     await on_loop.call(on_loop.finish_outbound, row_id, SENT, "wamid.out")
-    second = await on_loop.call(on_loop.complete, first, DONE, None)
-    assert second is not None and second.message_id == "m2"
+    second = await on_loop.call(on_loop.complete, first, DONE, {"1": "/affirm"})
+    assert second is not None and second.message_id == "m2" and second.menu == {"1": "/affirm"}
+    assert await on_loop.call(on_loop.complete, second, DONE, None) is None
     assert inbox.outbound_states("t") == {"t#1": SENT}  # the same rows, seen by the default Inbox
+    assert await on_loop.call(on_loop.states) == {DONE: 2} == inbox.states()
     on_loop.checkpoint()  # still a no-op on a server
+    await on_loop.close()
+
+
+async def test_through_asyncpg_a_statement_waiting_on_the_server_lets_other_turns_run(inbox: Inbox) -> None:
+    """The point of WHATSAPP_INBOX_CALLS=async: while one turn's statement waits for the database, the
+    event loop (Rasa's model inference, other turns) goes on; through psycopg2 on the loop it stands still."""
+    if inbox.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite's statements are in-process")
+    inbox.add([item("m1")])
+    ticks: dict[str, int] = {}
+    for calls in (ON_LOOP, ON_EVENTS):
+        box = Inbox(inbox.engine, calls=calls)
+        await box.call(box.latest_id)  # connected before the clock starts
+        blocker = inbox.engine.raw_connection()
+        blocker.cursor().execute("LOCK TABLE wa_inbox IN ACCESS EXCLUSIVE MODE")  # another process's long write
+        threading.Timer(0.3, blocker.commit).start()
+        count = 0
+
+        async def tick() -> None:
+            nonlocal count
+            while True:
+                await asyncio.sleep(0.01)
+                count += 1
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        started = time.monotonic()
+        assert await box.call(box.latest_id) > 0  # waits ~0.3 s for the lock
+        assert time.monotonic() - started >= 0.25
+        ticker.cancel()
+        ticks[calls] = count
+        blocker.close()
+        await box.close()
+    assert ticks[ON_LOOP] <= 1 and ticks[ON_EVENTS] >= 10, ticks
 
 
 def _status(wamid: str, status: str) -> dict[str, object]:

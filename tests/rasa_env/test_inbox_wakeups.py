@@ -7,18 +7,19 @@ import contextlib
 import select
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import psycopg2
 import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.util import greenlet_spawn
 
 from connectors import inbox_tables, inbox_wakeups
 from connectors import worker as worker_module
 from connectors.inbox import DONE, Inbox, InboxRow, create_inbox_engine
-from connectors.inbox_tables import server_connect_args
+from connectors.inbox_tables import IN_THREAD, ON_EVENTS, asyncpg_url, create_asyncpg_engine, server_connect_args
 from connectors.inbox_wakeups import WAKE_CHANNEL, parse_payload
 from connectors.worker import InboxWorker
 from tests.postgres import temporary_database
@@ -217,50 +218,73 @@ def test_single_statements_on_a_server_open_no_transaction(pg_url: str) -> None:
     inbox.dispose()
 
 
-def test_every_call_survives_the_server_dropping_its_connections(pg_url: str) -> None:
+@pytest.mark.parametrize("calls", [IN_THREAD, ON_EVENTS])
+async def test_every_call_survives_the_server_dropping_its_connections(pg_url: str, calls: str) -> None:
     """No pre-ping round trip per checkout: the call that meets a dropped connection is tried again once,
-    on a new one (a database restart or failover), reads and writes, transactions and autocommit alike."""
-    inbox = Inbox(create_inbox_engine(pg_url))
+    on a new one (a database restart or failover), reads and writes, transactions and autocommit alike;
+    through psycopg2 and through asyncpg."""
+    inbox = Inbox(create_inbox_engine(pg_url), calls=calls)
     inbox.add([item("m0", "A", sent_at=1)])
-    calls = {
-        "add (ACK path)": lambda: inbox.add([item("m1", "A", sent_at=2)]),
-        "latest_id": inbox.latest_id,
-        "pending_conversations": inbox.pending_conversations,
-        "claim_next": lambda: inbox.claim_next("A", "whatsapp"),
-        "begin_outbound (autocommit)": lambda: inbox.begin_outbound({
+    calls_made: dict[str, tuple[Callable[..., object], tuple[object, ...]]] = {
+        "add (ACK path)": (inbox.add, ([item("m1", "A", sent_at=2)],)),
+        "latest_id": (inbox.latest_id, ()),
+        "pending_conversations": (inbox.pending_conversations, ()),
+        "claim_next": (inbox.claim_next, ("A", "whatsapp")),
+        "begin_outbound (autocommit)": (inbox.begin_outbound, ({
             "channel": "whatsapp", "conversation_id": "A", "business_id": "PNID", "turn_key": None,
-            "payload": "{}"}),
-        "outbound_for": lambda: inbox.outbound_for("A"),
-        "states": inbox.states,
+            "payload": "{}"},)),
+        "outbound_for": (inbox.outbound_for, ("A",)),
+        "states": (inbox.states, ()),
     }
     killer = psycopg2.connect(pg_url)
     killer.autocommit = True
-    for name, call in calls.items():
-        call()  # the pools hold live connections now
+    for name, (method, args) in calls_made.items():
+        await inbox.call(method, *args)  # the pools hold live connections now
         with killer.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
         try:
-            call()
+            await inbox.call(method, *args)
         except Exception as error:
             pytest.fail(f"{name} failed after the server dropped its connections: {error}")
     killer.close()
     assert inbox.states() == {"pending": 1, "processing": 1}
-    inbox.dispose()
+    await inbox.close()
 
 
-def test_a_server_that_never_answers_fails_the_connect_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("driver", ["psycopg2", "asyncpg", "asyncpg, the URL's connect_timeout"])
+async def test_a_server_that_never_answers_fails_the_connect_in_seconds(monkeypatch: pytest.MonkeyPatch,
+                                                                        driver: str) -> None:
     """With the worker's statements on Rasa's loop, a hung connect must not last TCP's minutes."""
     assert server_connect_args("sqlite:///x.db") == {}
-    monkeypatch.setattr(inbox_tables, "SERVER_CONNECT_TIMEOUT_SECONDS", 1)
+    from_url = driver.endswith("connect_timeout")
+    monkeypatch.setattr(inbox_tables, "SERVER_CONNECT_TIMEOUT_SECONDS", 30 if from_url else 1)
     silent = socket.socket()  # the kernel completes the handshake; nothing ever answers libpq
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
+    url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/inbox"
     try:
-        engine = create_inbox_engine(f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/inbox")
         started = time.monotonic()
-        with pytest.raises(OperationalError, match="timeout"):
-            engine.connect()
+        if driver == "psycopg2":
+            with pytest.raises(OperationalError, match="timeout"):
+                create_inbox_engine(url).connect()
+        else:
+            engine = create_asyncpg_engine(url + "?connect_timeout=1" if from_url else url)
+            with pytest.raises((asyncio.TimeoutError, OperationalError)):
+                await greenlet_spawn(engine.connect)
         assert time.monotonic() - started < 5
     finally:
         silent.close()
+
+
+def test_asyncpg_urls_translate_libpq_options_and_refuse_the_rest() -> None:
+    assert str(asyncpg_url("postgresql://u:p@db:5432/rasa")) == "postgresql+asyncpg://u:p@db:5432/rasa"
+    assert str(asyncpg_url("postgresql+psycopg2://u@db/rasa?sslmode=require")) == \
+        "postgresql+asyncpg://u@db/rasa?ssl=require"
+    assert str(asyncpg_url("postgresql://u@db/rasa?connect_timeout=3")) == "postgresql+asyncpg://u@db/rasa"
+    with pytest.raises(ValueError, match="connect_timeout in the database URL is not a number"):
+        create_asyncpg_engine("postgresql://u@db/rasa?connect_timeout=soon")
+    with pytest.raises(ValueError, match=r"option\(s\) application_name, keepalives: .*WHATSAPP_INBOX_CALLS=loop"):
+        asyncpg_url("postgresql://u@db/rasa?keepalives=1&application_name=rasa")
+    with pytest.raises(ValueError, match="needs PostgreSQL"):
+        asyncpg_url("sqlite:///var/tracker.db")

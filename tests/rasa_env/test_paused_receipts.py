@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy
 from rasa.core.tracker_store import (
     AwaitableTrackerStore,
@@ -15,12 +16,17 @@ from rasa.core.tracker_store import (
 )
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ConversationPaused, ConversationResumed, UserUttered
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+from sqlalchemy.util import greenlet_spawn
 
 from connectors.inbox_channel import _sql_tracker_engine, is_paused
+from connectors.inbox_tables import IN_THREAD, ON_EVENTS, ON_LOOP
 from connectors.whatsapp.channel import WhatsAppInput
 from connectors.whatsapp.to_rasa import to_inbox_item
 from connectors.whatsapp.updates import parse_webhook
+from tests.postgres import temporary_database
+from tests.rasa_env.conftest import POSTGRES_ADMIN_URL
 
 from .test_whatsapp_webhook import settings
 
@@ -57,6 +63,26 @@ async def test_paused_is_read_from_the_sql_tracker_store(tmp_path: Path) -> None
     for _ in range(10):
         assert await is_paused(agent, "a") is False
     assert len(opened) <= 1
+
+
+@pytest.mark.parametrize("calls", [ON_EVENTS, ON_LOOP, IN_THREAD])
+async def test_paused_is_read_from_a_postgresql_tracker_store(calls: str) -> None:
+    """The production topology: the question goes through asyncpg by default (no blocked loop)."""
+    with temporary_database(POSTGRES_ADMIN_URL, "voltbay_paused") as url:
+        parsed = make_url(url)
+        store = SQLTrackerStore(Domain.empty(), dialect="postgresql", host=parsed.host, port=parsed.port,
+                                db=parsed.database, username=parsed.username)
+        agent = Agent(AwaitableTrackerStore(FailSafeTrackerStore(store)))
+        await save(store, "a", UserUttered("hi"))
+        assert await is_paused(agent, "a", calls) is False
+        await save(store, "a", ConversationPaused())
+        assert await is_paused(agent, "a", calls) is True
+        assert await is_paused(agent, "nobody", calls) is False
+        reader = _sql_tracker_engine(agent, calls)
+        assert reader.dialect.driver == ("asyncpg" if calls == ON_EVENTS else "psycopg2")
+        if calls == ON_EVENTS:
+            await greenlet_spawn(reader.dispose)
+        store.engine.dispose()
 
 
 async def test_paused_from_other_stores_and_no_store() -> None:
