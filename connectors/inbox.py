@@ -20,19 +20,16 @@ from typing import Any, TypeVar
 from sqlalchemy import and_, create_engine, func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import greenlet_spawn
 
 from connectors import inbox_statements as sql
-from connectors.inbox_leases import DEFAULT_LEASE_SECONDS, NO_CHANNEL, WorkerIdentity
+from connectors.inbox_calls import IN_THREAD, ON_EVENTS, ON_LOOP, call_blocking, create_asyncpg_engine, where_calls_run
+from connectors.inbox_leases import DEFAULT_LEASE_SECONDS, LeaseRecords, WorkerIdentity
 from connectors.inbox_outbound import OutboundRecords
 from connectors.inbox_tables import (
     DONE,
     FAILED_SEND,
-    IN_THREAD,
     INTERRUPTED,
-    ON_EVENTS,
-    ON_LOOP,
     PENDING,
     PROCESSING,
     SENDING,
@@ -41,11 +38,9 @@ from connectors.inbox_tables import (
     STALE,
     InboxItem,
     InboxRow,
-    create_asyncpg_engine,
     create_inbox_engine,
     create_tables,
     inbox,
-    leases,
     menus,
     retry_transient,
     server_connect_args,
@@ -62,22 +57,7 @@ CHECKPOINT_EVERY_SECONDS = 1.0
 ADD_TRIES = 10
 
 
-def where_calls_run(engine: Engine, calls: str) -> str:
-    """SQLite's statements always run on the caller's thread (ON_LOOP); a server's as WHATSAPP_INBOX_CALLS says."""
-    return ON_LOOP if engine.dialect.name == "sqlite" else calls
-
-
-async def call_blocking(where: str, fn: Callable[..., T], *args: Any) -> T:
-    """A synchronous database call from async code: inline, in a greenlet (its asyncpg round trips
-    await on the loop), or in a thread."""
-    if where == ON_LOOP:
-        return fn(*args)
-    if where == ON_EVENTS:
-        return await greenlet_spawn(fn, *args)
-    return await asyncio.to_thread(fn, *args)
-
-
-class Inbox(OutboundRecords):
+class Inbox(OutboundRecords, LeaseRecords):
     """The tables, as one worker (or ingest process) sees them: `identity` owns the leases it takes."""
 
     def __init__(self, engine: Engine, identity: WorkerIdentity | None = None,
@@ -268,13 +248,6 @@ class Inbox(OutboundRecords):
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
-    def _leased_by_another(self, channel: str | None, now: float) -> ColumnElement[bool]:
-        return (select(leases.c.owner)
-                .where(and_(leases.c.channel == (channel or NO_CHANNEL),
-                            leases.c.conversation_id == inbox.c.conversation_id,
-                            leases.c.owner != self.owner, leases.c.expires_at >= now))
-                .exists())
-
     @retry_transient
     def claim_next(self, conversation_id: str, channel: str | None = None) -> InboxRow | None:
         """Take the conversation's lease and its oldest unfinished message (marked processing, with the
@@ -288,23 +261,6 @@ class Inbox(OutboundRecords):
             if row is None:
                 conn.execute(sql.DROP_LEASE, lease)
             return row
-
-    def _lease(self, conversation_id: str, channel: str | None) -> dict[str, Any]:
-        now = time.time()
-        return {"lease_channel": channel or NO_CHANNEL, "conversation": conversation_id, "lease_owner": self.owner,
-                "lease_now": now, "lease_until": now + self.lease_seconds}
-
-    def _take_lease(self, conn: Connection, lease: dict[str, Any]) -> bool:
-        if self._acquire_lease is not None:  # SQLite and PostgreSQL: one upsert
-            return conn.execute(self._acquire_lease, lease).rowcount == 1
-        if conn.execute(sql.TAKE_FREE_LEASE, lease).rowcount == 1:
-            return True
-        try:
-            with conn.begin_nested():
-                conn.execute(sql.INSERT_LEASE, lease)
-        except IntegrityError:  # another worker took it first
-            return False
-        return True
 
     @retry_transient
     def complete(self, row: InboxRow, state: str = DONE, menu: dict[str, str] | None = None,
@@ -349,32 +305,6 @@ class Inbox(OutboundRecords):
             reply_to=row.reply_to, business_id=row.business_id, sent_at=row.sent_at, attempts=row.attempts + 1,
             message=json.loads(row.message), menu=dict(menu), claimed_on=channel,
         )
-
-    # --- leases ---------------------------------------------------------------
-    @retry_transient
-    def renew_leases(self) -> int:
-        """Push back the expiry of every lease this worker holds (its heartbeat)."""
-        with self._one_statement() as conn:
-            result = conn.execute(update(leases).where(leases.c.owner == self.owner)
-                                  .values(expires_at=time.time() + self.lease_seconds))
-        return result.rowcount or 0
-
-    @retry_transient
-    def expire_leases_of_gone_workers(self) -> list[str]:
-        """Free at once the leases of workers known to be dead (same host, process gone); returns them."""
-        with self.engine.begin() as conn:
-            owners = conn.execute(select(leases.c.owner).where(leases.c.owner != self.owner).distinct()).scalars()
-            gone = [owner for owner in owners if self.identity.knows_is_gone(owner)]
-            if gone:
-                conn.execute(leases.delete().where(leases.c.owner.in_(gone)))
-        return gone
-
-    @retry_transient
-    def release_leases(self) -> int:
-        """Give back every lease this worker holds (it stops)."""
-        with self._one_statement() as conn:
-            result = conn.execute(leases.delete().where(leases.c.owner == self.owner))
-        return result.rowcount or 0
 
     @retry_transient
     def last_message_of(self, channel: str, conversation_id: str) -> InboxRow | None:

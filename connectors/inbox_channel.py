@@ -18,8 +18,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool, QueuePool
 
 from connectors.agent_api import add_agent_routes
-from connectors.inbox import Inbox, InboxRow, call_blocking, create_inbox_engine, where_calls_run
-from connectors.inbox_tables import ON_EVENTS, create_asyncpg_engine
+from connectors.inbox import Inbox, InboxRow, create_inbox_engine
+from connectors.inbox_calls import ON_EVENTS, call_blocking, create_asyncpg_engine, where_calls_run
 from connectors.process_tuning import freeze_loaded_model
 from connectors.sending import RetryingSender
 from connectors.whatsapp.output import WhatsAppOutput

@@ -19,9 +19,19 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
+
+from connectors import inbox_statements as sql
+from connectors.inbox_tables import inbox, leases, retry_transient
 
 DEFAULT_LEASE_SECONDS = 30.0
 NO_CHANNEL = ""  # the lease key of a worker that drains every channel (tests)
@@ -73,3 +83,63 @@ class WorkerIdentity:
             return False
         pid = int(pid_text)
         return pid == self.pid or not alive(pid)
+
+
+class LeaseRecords:
+    """The lease rows of `connectors.inbox.Inbox` (its base class): taken with a claim, renewed, given back."""
+
+    engine: Engine
+    identity: WorkerIdentity
+    owner: str
+    lease_seconds: float
+    _acquire_lease: Any  # the dialect's one-statement upsert, or None (portable UPDATE-then-INSERT)
+    _one_statement: Callable[[], Any]
+
+    def _leased_by_another(self, channel: str | None, now: float) -> ColumnElement[bool]:
+        return (select(leases.c.owner)
+                .where(and_(leases.c.channel == (channel or NO_CHANNEL),
+                            leases.c.conversation_id == inbox.c.conversation_id,
+                            leases.c.owner != self.owner, leases.c.expires_at >= now))
+                .exists())
+
+    def _lease(self, conversation_id: str, channel: str | None) -> dict[str, Any]:
+        now = time.time()
+        return {"lease_channel": channel or NO_CHANNEL, "conversation": conversation_id, "lease_owner": self.owner,
+                "lease_now": now, "lease_until": now + self.lease_seconds}
+
+    def _take_lease(self, conn: Connection, lease: dict[str, Any]) -> bool:
+        if self._acquire_lease is not None:  # SQLite and PostgreSQL: one upsert
+            return conn.execute(self._acquire_lease, lease).rowcount == 1
+        if conn.execute(sql.TAKE_FREE_LEASE, lease).rowcount == 1:
+            return True
+        try:
+            with conn.begin_nested():
+                conn.execute(sql.INSERT_LEASE, lease)
+        except IntegrityError:  # another worker took it first
+            return False
+        return True
+
+    @retry_transient
+    def renew_leases(self) -> int:
+        """Push back the expiry of every lease this worker holds (its heartbeat)."""
+        with self._one_statement() as conn:
+            result = conn.execute(update(leases).where(leases.c.owner == self.owner)
+                                  .values(expires_at=time.time() + self.lease_seconds))
+        return result.rowcount or 0
+
+    @retry_transient
+    def expire_leases_of_gone_workers(self) -> list[str]:
+        """Free at once the leases of workers known to be dead (same host, process gone); returns them."""
+        with self.engine.begin() as conn:
+            owners = conn.execute(select(leases.c.owner).where(leases.c.owner != self.owner).distinct()).scalars()
+            gone = [owner for owner in owners if self.identity.knows_is_gone(owner)]
+            if gone:
+                conn.execute(leases.delete().where(leases.c.owner.in_(gone)))
+        return gone
+
+    @retry_transient
+    def release_leases(self) -> int:
+        """Give back every lease this worker holds (it stops)."""
+        with self._one_statement() as conn:
+            result = conn.execute(leases.delete().where(leases.c.owner == self.owner))
+        return result.rowcount or 0

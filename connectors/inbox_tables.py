@@ -197,52 +197,6 @@ def server_connect_args(url: str | URL) -> dict[str, Any]:
         else {}
 
 
-# WHATSAPP_INBOX_CALLS: where a database server's statements run (SQLite's always run inline).
-ON_EVENTS = "async"  # on Rasa's event loop through asyncpg: a round trip lets other turns run
-ON_LOOP = "loop"  # on the event loop through psycopg2: the loop waits for every round trip
-IN_THREAD = "thread"  # in a thread through psycopg2
-INBOX_CALLS = (ON_EVENTS, ON_LOOP, IN_THREAD)
-
-# URL options of libpq that asyncpg takes under another name; any other option is refused at start
-# (connect_timeout becomes the connect's timeout in `create_asyncpg_engine`).
-_ASYNCPG_OPTIONS = {"sslmode": "ssl", "ssl": "ssl", "target_session_attrs": "target_session_attrs"}
-_CONNECT_TIMEOUT = "connect_timeout"
-# Connections an asyncpg pool keeps: one per statement in flight (up to a worker's 16 turns at once),
-# so turns neither wait for one nor pay a server process's start-up per statement.
-ASYNCPG_POOL_SIZE = 16
-ASYNCPG_POOL_OVERFLOW = 8
-
-
-def asyncpg_url(url: str | URL) -> URL:
-    """The same PostgreSQL database, reached through asyncpg (its URL options translated)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "postgresql":
-        raise ValueError(f"WHATSAPP_INBOX_CALLS={ON_EVENTS} needs PostgreSQL, not {parsed.get_backend_name()}")
-    unknown = sorted(set(parsed.query) - set(_ASYNCPG_OPTIONS) - {_CONNECT_TIMEOUT})
-    if unknown:
-        raise ValueError(f"asyncpg does not take the database URL option(s) {', '.join(unknown)}: drop them or "
-                         f"set WHATSAPP_INBOX_CALLS={ON_LOOP}")
-    query = {_ASYNCPG_OPTIONS[key]: value for key, value in parsed.query.items() if key != _CONNECT_TIMEOUT}
-    return parsed.set(drivername="postgresql+asyncpg", query=query)
-
-
-def create_asyncpg_engine(url: str | URL, autocommit: bool = False) -> Engine:
-    """The synchronous face of an asyncpg engine: the inbox's own methods, unchanged, run on it inside
-    `sqlalchemy.util.greenlet_spawn`, where each round trip awaits on the event loop instead of blocking it.
-    Outside such a greenlet it raises MissingGreenlet (see `call_blocking`)."""
-    from sqlalchemy.ext.asyncio import create_async_engine  # asyncpg is needed only in this mode
-
-    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
-    timeout = make_url(url).query.get(_CONNECT_TIMEOUT) or SERVER_CONNECT_TIMEOUT_SECONDS
-    try:
-        timeout = float(timeout)  # type: ignore[arg-type]
-    except ValueError:
-        raise ValueError(f"{_CONNECT_TIMEOUT} in the database URL is not a number of seconds: {timeout!r}") from None
-    return create_async_engine(asyncpg_url(url), future=True, pool_size=ASYNCPG_POOL_SIZE,
-                               max_overflow=ASYNCPG_POOL_OVERFLOW, connect_args={"timeout": timeout},
-                               **options).sync_engine
-
-
 def create_inbox_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         # SQLAlchemy 1.4 gives a SQLite file no pool: a new connection (and PRAGMA journal_mode=WAL)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connectors.inbox_tables import INBOX_CALLS, ON_EVENTS
+from connectors.inbox_calls import INBOX_CALLS, ON_EVENTS
 from connectors.whatsapp.graph_api import DEFAULT_API_VERSION, DEFAULT_GRAPH_URL
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

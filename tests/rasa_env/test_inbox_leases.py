@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from connectors.inbox import DONE, PROCESSING, Inbox, InboxRow, create_inbox_engine
+from connectors.inbox_calls import IN_THREAD, ON_EVENTS
 from connectors.inbox_leases import WorkerIdentity
-from connectors.inbox_tables import IN_THREAD, ON_EVENTS, leases
+from connectors.inbox_tables import leases
 from connectors.worker import Handler, InboxWorker
 from tests.postgres import temporary_database
 from tests.rasa_env.conftest import POSTGRES_ADMIN_URL

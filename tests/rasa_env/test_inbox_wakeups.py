@@ -19,7 +19,8 @@ from sqlalchemy.util import greenlet_spawn
 from connectors import inbox_tables, inbox_wakeups
 from connectors import worker as worker_module
 from connectors.inbox import DONE, Inbox, InboxRow, create_inbox_engine
-from connectors.inbox_tables import IN_THREAD, ON_EVENTS, asyncpg_url, create_asyncpg_engine, server_connect_args
+from connectors.inbox_calls import IN_THREAD, ON_EVENTS, asyncpg_url, create_asyncpg_engine
+from connectors.inbox_tables import server_connect_args
 from connectors.inbox_wakeups import WAKE_CHANNEL, parse_payload
 from connectors.worker import InboxWorker
 from tests.postgres import temporary_database

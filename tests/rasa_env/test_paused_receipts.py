@@ -20,8 +20,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlalchemy.util import greenlet_spawn
 
+from connectors.inbox_calls import IN_THREAD, ON_EVENTS, ON_LOOP
 from connectors.inbox_channel import _sql_tracker_engine, is_paused
-from connectors.inbox_tables import IN_THREAD, ON_EVENTS, ON_LOOP
 from connectors.whatsapp.channel import WhatsAppInput
 from connectors.whatsapp.to_rasa import to_inbox_item
 from connectors.whatsapp.updates import parse_webhook
