@@ -170,7 +170,8 @@ class Inbox(OutboundRecords, LeaseRecords):
         """
         both = bool(rows) and bool(status_rows)
         with (self.engine.begin() if both else self._autocommit.connect()) as conn:
-            fresh = set(conn.execute(sql.insert_new_messages(rows)).scalars()) if rows else set()
+            fresh = set(conn.execute(sql.INSERT_NEW_MESSAGES, sql.new_messages_parameters(rows)).scalars()) \
+                if rows else set()
             if status_rows:
                 conn.execute(sql.INSERT_STATUSES, list(status_rows))
         return fresh

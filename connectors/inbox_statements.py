@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import Float, Integer, String, Text, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from connectors.inbox_tables import PENDING, PROCESSING, inbox, leases, menus, outbound, statuses
@@ -30,13 +29,33 @@ INSERT_MESSAGES = insert(inbox)
 INSERT_STATUSES = insert(statuses)
 
 
-def insert_new_messages(rows: list[dict[str, Any]]) -> Select:
-    """PostgreSQL: insert the rows whose message id is new, NOTIFY "channel:conversation" for each,
-    return the new ids. Built per webhook (its VALUES list); runs in the ingest, not in Rasa."""
-    new = (pg_insert(inbox).values(rows).on_conflict_do_nothing(index_elements=[inbox.c.message_id])
-           .returning(inbox.c.message_id, inbox.c.channel, inbox.c.conversation_id).cte("new_messages"))
-    wake = func.pg_notify(WAKE_CHANNEL, func.concat(new.c.channel, literal(":"), new.c.conversation_id))
-    return select(new.c.message_id, wake)
+# PostgreSQL column types of the arrays a webhook's messages travel in (one array per column).
+_PG_ARRAY_TYPES = {Integer: "integer", Float: "double precision", String: "varchar", Text: "text"}
+_NEW_MESSAGE_COLUMNS = [column for column in inbox.columns if not column.primary_key]
+
+
+def _array_type(column: Any) -> str:
+    return next(name for kind, name in _PG_ARRAY_TYPES.items() if type(column.type) is kind)
+
+
+# PostgreSQL: insert the rows whose message id is new, NOTIFY "channel:conversation" for each, return the
+# new ids; one statement, built once. The rows travel as one array per column (unnest keeps their order),
+# so any number of messages shares this text: a statement built from a webhook's VALUES was compiled
+# anew for each webhook (its ON CONFLICT clause has no cache key in SQLAlchemy 1.4), 3 of the ingest's
+# 4.5 ms of CPU per webhook. The SQL is put together from our own table's column names, never from input.
+INSERT_NEW_MESSAGES = text(
+    "WITH new_messages AS ("
+    f" INSERT INTO {inbox.name} ({', '.join(c.name for c in _NEW_MESSAGE_COLUMNS)})"
+    " SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{c.name} AS {_array_type(c)}[])" for c in _NEW_MESSAGE_COLUMNS)
+    + ") ON CONFLICT (message_id) DO NOTHING RETURNING message_id, channel, conversation_id)"
+    " SELECT message_id, pg_notify(:wake_channel, channel || ':' || conversation_id) FROM new_messages"
+)
+
+
+def new_messages_parameters(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rows of INSERT_NEW_MESSAGES as its parameters: a list of values per column."""
+    return {"wake_channel": WAKE_CHANNEL, **{c.name: [row[c.name] for row in rows] for c in _NEW_MESSAGE_COLUMNS}}
 
 
 LATEST_ID = select(func.max(inbox.c.id))

@@ -13,6 +13,7 @@ from dataclasses import replace
 import psycopg2
 import pytest
 from sqlalchemy import event
+from sqlalchemy.engine import default
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.util import greenlet_spawn
 
@@ -216,6 +217,27 @@ def test_single_statements_on_a_server_open_no_transaction(pg_url: str) -> None:
     assert inbox.add([item("m1", "A")]) == ["m1"]
     assert autocommit == [True, True, True]  # psycopg2 sends no BEGIN (nor COMMIT) in autocommit
     assert inbox.outbound_states("t") == {"t#1": "sent"}
+    inbox.dispose()
+
+
+def test_a_webhooks_messages_are_stored_by_one_statement_compiled_once(pg_url: str) -> None:
+    """The ACK path's statement is the same text for every webhook, whatever its messages: compiled once,
+    then a cache hit (a statement built from each webhook's VALUES was compiled anew every time: ~3 ms
+    of the ingest's CPU per webhook)."""
+    inbox = Inbox(create_inbox_engine(pg_url))
+    hits: list[object] = []
+    event.listen(inbox._autocommit, "after_cursor_execute",
+                 lambda _conn, _cursor, statement, _params, context, _many: hits.append(context.cache_hit)
+                 if "new_messages" in statement else None)
+    for n in range(6):  # 1, 2 or 3 messages, a repeat among them
+        assert inbox.add([item(f"m{n}.{k}", f"c{k}", sent_at=n) for k in range(n % 3 + 1)]
+                         + [item(f"m{n}.0", "c0")]) == [f"m{n}.{k}" for k in range(n % 3 + 1)]
+    assert hits[0] is default.CACHE_MISS and hits[1:] == [default.CACHE_HIT] * 5
+    order = []  # the messages of a conversation keep their order
+    while (row := inbox.claim_next("c1")) is not None:
+        order.append(row.message_id)
+        inbox.complete(row, "done", None, claim_next=False)
+    assert order == ["m1.1", "m2.1", "m4.1", "m5.1"]
     inbox.dispose()
 
 
