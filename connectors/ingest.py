@@ -6,7 +6,9 @@ Rasa runs its model inference on its event loop, so a webhook answered by the Ra
 process waits behind predictions when Rasa is busy. This process serves the same
 route (/webhooks/whatsapp/webhook, GET handshake and POST) with the same code into
 the same inbox database; the worker inside Rasa picks the rows up. Point Meta here
-when ACK latency under load matters. Settings: the WHATSAPP_* environment variables.
+when ACK latency under load matters. Settings: the WHATSAPP_* environment variables; on PostgreSQL
+WHATSAPP_INBOX_CALLS=async (the default) stores webhooks side by side through asyncpg on this
+process's event loop, no thread per webhook.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def create_app(settings: WhatsAppSettings, inbox: Inbox) -> web.Application:
         task = asyncio.create_task(inbox.checkpoint_forever())
         yield
         task.cancel()
+        await inbox.close()
 
     app.cleanup_ctx.append(background_checkpoints)
     app.router.add_get(ROUTE, verify)
@@ -67,7 +70,7 @@ def main() -> int:
     if not settings.app_secret:
         print("error: WHATSAPP_APP_SECRET is not set; every webhook would be refused", file=sys.stderr)
         return 2
-    inbox = Inbox(create_inbox_engine(settings.inbox_db_url))
+    inbox = Inbox(create_inbox_engine(settings.inbox_db_url), calls=settings.inbox_calls)
     web.run_app(create_app(settings, inbox), host=args.host, port=args.port, print=None, access_log=None,
                 loop=asyncio.new_event_loop())
     return 0
