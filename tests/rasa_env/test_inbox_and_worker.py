@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.engine import default
 
 from connectors.inbox import (
     DONE,
@@ -301,6 +302,32 @@ def test_complete_finishes_saves_menu_and_claims_next_in_one_call(inbox: Inbox) 
     assert second is not None and second.message_id == "m2" and second.menu == {"1": "/greet"}
     assert inbox.complete(second, DONE, None) is None
     assert inbox.states() == {DONE: 2}
+
+
+def test_every_statement_of_a_turn_is_compiled_once(inbox: Inbox) -> None:
+    """A turn's statements run on Rasa's event loop: after the first turn each is a compiled-cache hit.
+    (SQLAlchemy 1.4 has no cache key for its ON CONFLICT constructs: the lease's upsert and the ACK's
+    insert were compiled anew every time.)"""
+    seen: list[tuple[str, object]] = []
+    for engine in {inbox.engine, inbox._autocommit}:
+        event.listen(engine, "after_cursor_execute",
+                     lambda _c, _cur, statement, _p, context, _m: seen.append((statement, context.cache_hit)))
+    for turn in range(3):
+        inbox.add([item(f"m{turn}", f"c{turn}")])
+        row = inbox.claim_next(f"c{turn}", "whatsapp")
+        assert row is not None
+        sent = inbox.begin_outbound({"channel": "whatsapp", "conversation_id": f"c{turn}", "business_id": "PNID",
+                                     "turn_key": f"m{turn}#1", "payload": "{}"})
+        inbox.finish_outbound(sent, SENT, f"wamid.out{turn}")
+        assert inbox.complete(row, DONE, {"1": "/affirm"} if turn else {}, True) is None
+    first, again = set(), []
+    for statement, hit in seen:
+        if statement in first:
+            again.append(hit)
+        else:
+            first.add(statement)
+            assert hit is default.CACHE_MISS, statement  # compiled, and kept
+    assert len(first) >= 9 and again and set(again) == {default.CACHE_HIT}
 
 
 def test_a_turn_that_offers_no_menu_after_none_writes_no_menu(inbox: Inbox) -> None:
