@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 
 from connectors.inbox import PENDING, PROCESSING, Inbox, create_inbox_engine
+from connectors.rasa_serving import SERVING_DEFAULTS
 from connectors.whatsapp.signature import sign
 from tests.integration.harness import APP_SECRET, ROOT, Stack, text_webhook
 
@@ -247,6 +248,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         "inbox": "postgresql" if stack.inbox_url.startswith("postgresql") else "sqlite",
         "tracker_store": "postgresql" if stack.tracker_db_url else "sqlite",
         "rasa_nice": stack.rasa_nice,
+        "rasa_serving_env": {key: stack.env()[key] for key in SERVING_DEFAULTS},
         "rest": rest, "whatsapp": whatsapp, "whatsapp_server_side": whatsapp_server,
         "ack_under_saturation": ack, "ingest_capacity": capacity,
         "ack_on_rasa_route_under_saturation": ack_rasa_route, "backlog_after_capacity_flood": pending_rows(stack),
@@ -266,7 +268,8 @@ def pooled_rate(rounds: list[dict[str, Any]], phase: str) -> float:
 
 def report(result: dict[str, Any]) -> bool:
     rest, wa, ack = result["rest"], result["whatsapp"], result["ack_under_saturation"]
-    print(f"inbox: {result['inbox']}, Rasa's tracker store: {result['tracker_store']}")
+    print(f"inbox: {result['inbox']}, Rasa's tracker store: {result['tracker_store']}; Rasa serves with "
+          + ", ".join(f"{key}={value}" for key, value in result["rasa_serving_env"].items()))
     print(f"REST      : {rest['n']} msgs  p50 {rest['p50_ms']:.0f} ms  p95 {rest['p95_ms']:.0f} ms  "
           f"{rest['throughput_msg_s']:.1f} msg/s")
     print(f"WhatsApp  : {wa['n']} msgs  p50 {wa['p50_ms']:.0f} ms  p95 {wa['p95_ms']:.0f} ms  "

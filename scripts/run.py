@@ -15,13 +15,14 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the project's packages next to it
 
+from connectors.rasa_serving import serving_env  # noqa: E402 - needs the path above
 from console.settings import kept_secret  # noqa: E402 - needs the path above
 
 VAR = ROOT / "var"
@@ -198,12 +199,18 @@ class Supervisor:
                 proc.wait()
 
 
+def process_env(env_file: dict[str, str], environ: Mapping[str, str]) -> dict[str, str]:
+    """What the processes start with: .env, then the environment (it wins), then our serving defaults."""
+    env = serving_env({**env_file, **environ})
+    env.setdefault("RASA_TELEMETRY_ENABLED", "false")
+    return env
+
+
 def main() -> int:
     def log(message: str) -> None:
         print(f"[run] {message}", flush=True)
 
-    env = {**read_env_file(ROOT / ".env"), **os.environ}
-    env.setdefault("RASA_TELEMETRY_ENABLED", "false")
+    env = process_env(read_env_file(ROOT / ".env"), os.environ)
     env["RASA_TOKEN"] = rasa_token(env)
     VAR.mkdir(exist_ok=True)
     if not os.environ.get("RASA_TOKEN") and not read_env_file(ROOT / ".env").get("RASA_TOKEN"):

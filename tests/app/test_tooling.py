@@ -149,3 +149,15 @@ def test_a_crashed_process_is_reported_and_the_others_stopped(capsys: pytest.Cap
     assert all(proc.poll() is not None for proc in supervisor.procs.values())
     out = capsys.readouterr().out
     assert "[crasher] boom" in out and "[sleeper] up" in out
+
+
+def test_rasa_serves_with_single_threaded_tensorflow_unless_the_operator_says_otherwise() -> None:
+    from connectors.rasa_serving import SERVING_DEFAULTS, serving_env
+
+    assert serving_env({"PATH": "/bin"}) == {"PATH": "/bin", **SERVING_DEFAULTS}
+    assert SERVING_DEFAULTS == {"TF_INTRA_OP_PARALLELISM_THREADS": "1", "TF_INTER_OP_PARALLELISM_THREADS": "1"}
+    mine = serving_env({"TF_INTRA_OP_PARALLELISM_THREADS": "4", "TF_INTER_OP_PARALLELISM_THREADS": ""})
+    assert mine == {"TF_INTRA_OP_PARALLELISM_THREADS": "4", "TF_INTER_OP_PARALLELISM_THREADS": "1"}
+    started = run.process_env({"TF_INTER_OP_PARALLELISM_THREADS": "2"}, {"PATH": "/bin"})  # what `make run` starts
+    assert started["TF_INTRA_OP_PARALLELISM_THREADS"] == "1" and started["TF_INTER_OP_PARALLELISM_THREADS"] == "2"
+    assert started["RASA_TELEMETRY_ENABLED"] == "false" and started["PATH"] == "/bin"

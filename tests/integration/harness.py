@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connectors.rasa_serving import serving_env
 from connectors.whatsapp.signature import sign
 from sandbox.webhooks import customer_message
 
@@ -145,7 +146,7 @@ class Stack:
                                             start_new_session=True)
 
     def env(self) -> dict[str, str]:
-        return {
+        return serving_env({
             **os.environ,
             "RASA_TELEMETRY_ENABLED": "false",
             "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -175,7 +176,7 @@ class Stack:
             "CONSOLE_SECURE_COOKIE": "false",
             "CONSOLE_POLL_INTERVAL": "0.2",
             **self.extra_env,
-        }
+        })
 
     def start(self) -> None:
         (self.workdir / "endpoints.yml").write_text(
