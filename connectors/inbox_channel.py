@@ -64,7 +64,8 @@ def _sql_tracker_engine(agent: Any, calls: str = ON_EVENTS) -> Any:
     if isinstance(engine.pool, NullPool):
         return _pooled_reader(engine.url.render_as_string(hide_password=False))
     if where_calls_run(engine, calls) == ON_EVENTS:
-        return _asyncpg_reader(engine.url.render_as_string(hide_password=False), id(asyncio.get_running_loop()))
+        reader = _asyncpg_reader(engine.url.render_as_string(hide_password=False), id(asyncio.get_running_loop()))
+        return reader or engine
     return engine
 
 
@@ -78,8 +79,13 @@ def _pooled_reader(url: str) -> Any:
 @functools.lru_cache(maxsize=4)
 def _asyncpg_reader(url: str, _loop_id: int) -> Any:
     """WHATSAPP_INBOX_CALLS=async: the receipt's question through asyncpg too (its connections belong to
-    one event loop: a new loop, as in tests, gets a reader of its own)."""
-    return create_asyncpg_engine(url)
+    one event loop: a new loop, as in tests, gets a reader of its own). None: asyncpg cannot take the
+    tracker store's URL; Rasa's own engine answers then (said once)."""
+    try:
+        return create_asyncpg_engine(url)
+    except ValueError as error:
+        logger.warning("read receipts ask the tracker store through Rasa's own engine: %s", error)
+        return None
 
 
 _LAST_PAUSE_OR_RESUME = text("SELECT type_name FROM events WHERE sender_id = :sender AND type_name IN "

@@ -85,6 +85,17 @@ async def test_paused_is_read_from_a_postgresql_tracker_store(calls: str) -> Non
         store.engine.dispose()
 
 
+async def test_a_tracker_store_url_asyncpg_cannot_take_falls_back_to_rasas_engine(
+        caplog: pytest.LogCaptureFixture) -> None:
+    engine = sqlalchemy.create_engine("postgresql://u@127.0.0.1:1/rasa?keepalives=1", future=True)
+    agent = Agent(type("Store", (), {"engine": engine})())
+    assert _sql_tracker_engine(agent, ON_EVENTS) is engine
+    assert _sql_tracker_engine(agent, ON_EVENTS) is engine
+    assert [r.message for r in caplog.records].count(
+        "read receipts ask the tracker store through Rasa's own engine: asyncpg does not take the database URL "
+        "option(s) keepalives: drop them or set WHATSAPP_INBOX_CALLS=loop") == 1  # said once
+
+
 async def test_paused_from_other_stores_and_no_store() -> None:
     store = InMemoryTrackerStore(Domain.empty())
     await save(store, "b", ConversationPaused())
