@@ -75,7 +75,6 @@ class Inbox(OutboundRecords, LeaseRecords):
         # in a thread, each of a turn's ~10 statements hands Rasa's GIL over and back; through psycopg2
         # the loop stands still for each round trip, through asyncpg it runs other turns meanwhile.
         self.runs = where_calls_run(engine, calls)
-        self.inline = self.runs == ON_LOOP
         self.notifies = notifies(engine)
         # Single statements on a server run in autocommit on a pool of their own: switching a pooled
         # connection to autocommit and back costs two driver calls (~0.1 ms each) per checkout.

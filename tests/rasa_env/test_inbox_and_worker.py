@@ -351,7 +351,7 @@ async def test_sqlite_calls_run_inline_and_the_wal_is_checkpointed_in_the_backgr
     """No thread hop per statement on SQLite; commits never checkpoint (no fsync on the ACK or the
     event loop): `checkpoint` does it, in a thread, once a second from the worker and the ingest."""
     box = Inbox(create_inbox_engine(f"sqlite:///{tmp_path / 'inbox.db'}"))
-    assert box.inline
+    assert box.runs == ON_LOOP
     caller = threading.get_ident()
     assert await box.call(threading.get_ident) == caller
     for n in range(50):
@@ -374,7 +374,7 @@ async def test_sqlite_calls_run_inline_and_the_wal_is_checkpointed_in_the_backgr
 
 async def test_calls_run_inline_on_sqlite_and_in_a_thread_on_a_database_server(inbox: Inbox) -> None:
     on_server = inbox.engine.dialect.name != "sqlite"
-    assert inbox.inline is not on_server
+    assert (inbox.runs == ON_LOOP) is not on_server
     assert (await inbox.call(threading.get_ident) != threading.get_ident()) is on_server
     inbox.checkpoint()  # a no-op on a server
     if on_server:  # and no background task waking every second for nothing
