@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from sqlalchemy import inspect, text
 
 from connectors.inbox import PENDING, PROCESSING, Inbox, create_inbox_engine
 from connectors.rasa_serving import SERVING_DEFAULTS
@@ -39,6 +40,8 @@ from tests.integration.harness import APP_SECRET, ROOT, Stack, text_webhook
 
 # Between phases: the last replies' status webhooks land before the next phase starts its clock.
 SETTLE_SECONDS = 1.0
+# A reply that has not come by then is lost, not late: the run stops and says which, instead of waiting forever.
+REPLY_DEADLINE_SECONDS = 120.0
 MESSAGES = ["hi", "how long does delivery take", "do you take paypal", "thanks"]
 
 
@@ -81,6 +84,8 @@ async def whatsapp_user(session: aiohttp.ClientSession, stack: Stack, user: str,
             assert answer.status == 200
         reply_at = None
         while reply_at is None:
+            if time.time() - posted > REPLY_DEADLINE_SECONDS:
+                raise RuntimeError(f"no reply to {user}'s message {turn} within {REPLY_DEADLINE_SECONDS:.0f} s")
             async with session.get(f"{stack.graph_url}/api/messages",
                                    params={"phone": user, "since": str(seq), "wait": "20"}) as answer:
                 data = await answer.json()
@@ -133,6 +138,8 @@ async def whatsapp_throughput(stack: Stack, users: int, turns: int, run: str) ->
             seen += len(requests)
             replies += sum(1 for r in requests if r["accepted"] and r["payload"].get("to") in wanted)
             await asyncio.sleep(0.2)
+    if replies < expected:
+        raise RuntimeError(f"only {replies} of {expected} messages answered within 600 s")
     finished = max(m["at"] for m in await _outbound_times(stack, numbers))
     return {"n": expected, "seconds": finished - started, "throughput_msg_s": expected / (finished - started)}
 
@@ -262,6 +269,19 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     }
 
 
+def rows_left_in(url: str) -> str:
+    """What an earlier run left in a database the bench is to use ("" when none of its tables has a row)."""
+    engine = create_inbox_engine(url)
+    try:
+        with engine.connect() as conn:
+            present = set(inspect(conn).get_table_names())
+            counts = {table: conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar()  # our own table names
+                      for table in ("events", "wa_inbox") if table in present}
+    finally:
+        engine.dispose()
+    return ", ".join(f"{count} rows in {table}" for table, count in counts.items() if count)
+
+
 def pooled_rate(rounds: list[dict[str, Any]], phase: str) -> float:
     return sum(r[phase]["n"] for r in rounds) / sum(r[phase]["seconds"] for r in rounds)
 
@@ -318,6 +338,13 @@ def main() -> int:
                         help="start Rasa with `nice -n N`, so the ingest process gets the CPU first")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_whatsapp_vs_rest.json")
     args = parser.parse_args()
+    for url in {args.postgres, args.inbox_url} - {""}:
+        leftover = rows_left_in(url)
+        if leftover:
+            print(f"error: {url} holds {leftover} of an earlier run: their message ids come again in this one and "
+                  "would be dropped as duplicates (and old trackers slow one side); give an empty database, "
+                  "e.g. `createdb -h 127.0.0.1 -U postgres voltbay_bench_2`", file=sys.stderr)
+            return 2
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="bench_wa_") as tmp:
