@@ -34,6 +34,7 @@ import aiohttp
 from sqlalchemy import inspect, text
 
 from connectors.inbox import PENDING, PROCESSING, Inbox, create_inbox_engine
+from connectors.inbox_tables import inbox as inbox_table
 from connectors.rasa_serving import SERVING_DEFAULTS
 from connectors.whatsapp.signature import sign
 from tests.integration.harness import APP_SECRET, ROOT, Stack, text_webhook
@@ -276,8 +277,9 @@ def rows_left_in(url: str) -> str:
     try:
         with engine.connect() as conn:
             present = set(inspect(conn).get_table_names())
-            counts = {table: conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar()  # our own table names
-                      for table in ("events", "wa_inbox") if table in present}
+            # Rasa's tracker store table and the inbox's, by their own names (never from input).
+            counts = {table: conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar()
+                      for table in ("events", inbox_table.name) if table in present}
     finally:
         engine.dispose()
     return ", ".join(f"{count} rows in {table}" for table, count in counts.items() if count)
