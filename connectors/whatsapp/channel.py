@@ -72,7 +72,7 @@ class WhatsAppInput(InboxChannel):
             status, body, new = await receive_webhook(
                 request.body or b"", request.headers.get("X-Hub-Signature-256"), settings.app_secret, self.inbox
             )
-            self.notify_worker(new)
+            self.after_store(new)
             return response.json(body, status=status)
 
         return bp

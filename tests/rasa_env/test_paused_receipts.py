@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,9 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.util import greenlet_spawn
 
 from connectors.inbox_calls import IN_THREAD, ON_EVENTS, ON_LOOP
-from connectors.inbox_channel import _sql_tracker_engine, is_paused
-from connectors.whatsapp.channel import WhatsAppInput
-from connectors.whatsapp.to_rasa import to_inbox_item
-from connectors.whatsapp.updates import parse_webhook
+from connectors.paused import _sql_tracker_engine, is_paused, paused_in_database
 from tests.postgres import temporary_database
 from tests.rasa_env.conftest import POSTGRES_ADMIN_URL
-
-from .test_whatsapp_webhook import settings
-
-DATA = Path(__file__).parent / "data"
 
 
 class Agent:
@@ -103,26 +95,30 @@ async def test_paused_from_other_stores_and_no_store() -> None:
     assert await is_paused(None, "b") is False
 
 
-class Receipts:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, bool]] = []
+async def test_paused_asked_by_url_as_connectors_ingest_does(tmp_path: Path) -> None:
+    """No agent outside Rasa: the tracker store's database by URL; anything unknown is "not paused"."""
+    store = SQLTrackerStore(Domain.empty(), dialect="sqlite", db=str(tmp_path / "tracker.db"))
+    paused = paused_in_database(f"sqlite:///{tmp_path / 'tracker.db'}")
+    await save(store, "a", UserUttered("hi"))
+    assert await paused("a") is False
+    await save(store, "a", ConversationPaused())
+    assert await paused("a") is True and await paused("nobody") is False
+    # Rasa not started yet (no events table), no SQL tracker store, a database that is away: typing shows.
+    assert await paused_in_database(f"sqlite:///{tmp_path / 'empty.db'}")("a") is False
+    assert await paused_in_database(None)("a") is False
+    assert await paused_in_database("postgresql://nobody@127.0.0.1:1/none")("a") is False
 
-    async def mark_read_and_typing(self, business_id: str, message_id: str, reply_to: str,
-                                   typing: bool = True) -> None:
-        self.calls.append((message_id, typing))
 
+async def test_paused_asked_by_url_on_postgresql() -> None:
+    with temporary_database(POSTGRES_ADMIN_URL, "voltbay_paused_url") as url:
+        parsed = make_url(url)
+        store = SQLTrackerStore(Domain.empty(), dialect="postgresql", host=parsed.host, port=parsed.port,
+                                db=parsed.database, username=parsed.username)
+        await save(store, "a", ConversationPaused())
+        for calls in (ON_EVENTS, ON_LOOP, IN_THREAD):
+            assert await paused_in_database(url, calls)("a") is True
+            assert await paused_in_database(url, calls)("b") is False
+        from connectors.paused import reader_for_url
 
-async def test_receipt_without_typing_while_paused(tmp_path: Path) -> None:
-    channel = WhatsAppInput(settings(tmp_path))
-    receipts = Receipts()
-    channel.client = receipts  # type: ignore[assignment]
-    store = InMemoryTrackerStore(Domain.empty())
-    channel._agent = Agent(store)
-    (message,) = parse_webhook(json.loads((DATA / "text_message.json").read_text())).messages
-    item = to_inbox_item(message)
-    row: Any = type("Row", (), {"business_id": item.business_id, "message_id": item.message_id,
-                                "reply_to": item.reply_to, "conversation_id": item.conversation_id})()
-    await channel._receipt(row)
-    await save(store, item.conversation_id, ConversationPaused())
-    await channel._receipt(row)
-    assert receipts.calls == [(item.message_id, True), (item.message_id, False)]
+        await greenlet_spawn(reader_for_url(url, ON_EVENTS).dispose)
+        store.engine.dispose()
