@@ -16,7 +16,7 @@ from sanic import Blueprint
 
 from connectors.agent_api import add_agent_routes
 from connectors.inbox import Inbox, InboxItem, InboxRow, create_inbox_engine
-from connectors.paused import is_paused
+from connectors.paused import paused_among
 from connectors.process_tuning import freeze_loaded_model
 from connectors.receipts import Receipts
 from connectors.sending import RetryingSender
@@ -51,6 +51,8 @@ async def already_handled(agent: Any, row: InboxRow) -> bool:
 
 class InboxChannel(InputChannel):
     channel_name = ""
+    # The platform marks a conversation's earlier messages read with a later one (the Cloud API does).
+    coalesce_receipts = False
 
     @classmethod
     def name(cls) -> str:
@@ -63,7 +65,8 @@ class InboxChannel(InputChannel):
         self.worker: InboxWorker | None = None
         self._agent: Any = None
         # Rows this route stores get their receipt here; rows connectors.ingest stores, there.
-        self.receipts = Receipts(client, self._paused, settings.stale_after_seconds)
+        self.receipts = Receipts(client, self._paused_among, settings.stale_after_seconds,
+                                 coalesce=self.coalesce_receipts)
 
     @property
     def inbox(self) -> Inbox:
@@ -96,8 +99,8 @@ class InboxChannel(InputChannel):
         )
         return output.menu
 
-    async def _paused(self, conversation_id: str) -> bool:
-        return await is_paused(self._agent, conversation_id, self.settings.inbox_calls)
+    async def _paused_among(self, conversation_ids: list[str]) -> set[str]:
+        return await paused_among(self._agent, conversation_ids, self.settings.inbox_calls)
 
     def worker_off_reason(self) -> str | None:
         """Why this replica does not answer (None: it does)."""

@@ -46,13 +46,23 @@ def create_app(settings: WhatsAppSettings, inbox: Inbox, receipts: Receipts | No
         status, text = verify_subscription(request.query, settings.verify_token)
         return web.Response(text=text, status=status)
 
+    storing = 0  # webhooks being read and stored right now: receipts wait for a moment without any
+
     async def receive(request: web.Request) -> web.Response:
-        status, body, new = await receive_webhook(
-            await request.read(), request.headers.get("X-Hub-Signature-256"), settings.app_secret, inbox
-        )
+        nonlocal storing
+        storing += 1
+        try:
+            status, body, new = await receive_webhook(
+                await request.read(), request.headers.get("X-Hub-Signature-256"), settings.app_secret, inbox
+            )
+        finally:
+            storing -= 1
         if receipts is not None:
-            receipts.after_store(new)  # tasks: the 200 does not wait for them
+            receipts.after_store(new)  # queued: the 200 does not wait for them
         return web.json_response(body, status=status)
+
+    if receipts is not None:
+        receipts.busy = lambda: storing > 0
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -83,7 +93,8 @@ def receipts_for(settings: WhatsAppSettings) -> Receipts | None:
             "no SQL tracker store in %s: receipts show \"typing…\" also while a person has the conversation",
             os.environ.get("RASA_ENDPOINTS", "endpoints.yml"))
     client = GraphClient(settings.access_token, settings.graph_api_url, settings.api_version)
-    return Receipts(client, paused_in_database(tracker_url, settings.inbox_calls), settings.stale_after_seconds)
+    return Receipts(client, paused_in_database(tracker_url, settings.inbox_calls), settings.stale_after_seconds,
+                    coalesce=True)  # the Cloud API marks a conversation's earlier messages read with a later one
 
 
 def main() -> int:

@@ -1,8 +1,9 @@
-"""Is a conversation with a person (the bot stays silent)? Asked by each read receipt: "typing…" or not.
+"""Which conversations does a person have (the bot stays silent)? Asked for each batch of read
+receipts: "typing…" or not.
 
-One indexed query on the SQL tracker store's `events` table, on Rasa's own tracker store inside
-Rasa (`is_paused`) or on the tracker store's database by URL in connectors.ingest
-(`paused_in_database`). Never fails the caller: unknown means "not paused" (typing shows).
+One indexed query on the SQL tracker store's `events` table for a whole batch, on Rasa's own
+tracker store inside Rasa (`paused_among`) or on the tracker store's database by URL in
+connectors.ingest (`paused_in_database`). Never fails the caller: unknown means "not paused".
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ import functools
 import logging
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import bindparam, create_engine, text
 from sqlalchemy.pool import NullPool, QueuePool
 
 from connectors.inbox_calls import ON_EVENTS, call_blocking, create_asyncpg_engine, where_calls_run
-from connectors.receipts import PausedCheck
+from connectors.receipts import PausedAmong
 
 logger = logging.getLogger(__name__)
 
-_LAST_PAUSE_OR_RESUME = text("SELECT type_name FROM events WHERE sender_id = :sender AND type_name IN "
-                             "('pause', 'resume') ORDER BY id DESC LIMIT 1")
+# Of each sender, the latest pause or resume (Rasa indexes events.sender_id).
+_PAUSED_AMONG = text(
+    "SELECT sender_id FROM events WHERE type_name = 'pause' AND id IN (SELECT MAX(id) FROM events "
+    "WHERE sender_id IN :senders AND type_name IN ('pause', 'resume') GROUP BY sender_id)"
+).bindparams(bindparam("senders", expanding=True))
 
 
 @functools.lru_cache(maxsize=4)
@@ -77,41 +81,50 @@ def _sql_tracker_engine(agent: Any, calls: str = ON_EVENTS) -> Any:
     return engine
 
 
-def _paused_in_sql(engine: Any, conversation_id: str) -> bool:
+def _paused_in_sql(engine: Any, conversation_ids: list[str]) -> set[str]:
+    if not conversation_ids:
+        return set()
     with engine.connect() as conn:
-        last = conn.execute(_LAST_PAUSE_OR_RESUME, {"sender": conversation_id}).scalar()
-    return last == "pause"
+        return set(conn.execute(_PAUSED_AMONG, {"senders": conversation_ids}).scalars())
 
 
-async def _ask(engine: Any, conversation_id: str, calls: str) -> bool:
-    return await call_blocking(where_calls_run(engine, calls), _paused_in_sql, engine, conversation_id)
+async def _ask(engine: Any, conversation_ids: list[str], calls: str) -> set[str]:
+    return await call_blocking(where_calls_run(engine, calls), _paused_in_sql, engine, conversation_ids)
 
 
-async def is_paused(agent: Any, conversation_id: str, calls: str = ON_EVENTS) -> bool:
+async def paused_among(agent: Any, conversation_ids: list[str], calls: str = ON_EVENTS) -> set[str]:
     """Inside Rasa: through the agent's tracker store (any kind; SQL ones by one indexed query)."""
     if agent is None or getattr(agent, "tracker_store", None) is None:
-        return False
+        return set()
     try:
         engine = _sql_tracker_engine(agent, calls)
         if engine is not None:
-            return await _ask(engine, conversation_id, calls)
-        tracker = await agent.tracker_store.retrieve(conversation_id)
-        return bool(tracker is not None and tracker.is_paused())
+            return await _ask(engine, conversation_ids, calls)
+        paused = set()
+        for conversation_id in conversation_ids:
+            tracker = await agent.tracker_store.retrieve(conversation_id)
+            if tracker is not None and tracker.is_paused():
+                paused.add(conversation_id)
+        return paused
     except Exception:  # only decides whether "typing…" shows; never fails a receipt
-        logger.debug("could not tell whether %s is paused", conversation_id, exc_info=True)
-        return False
+        logger.debug("could not tell which of %d conversations are paused", len(conversation_ids), exc_info=True)
+        return set()
 
 
-def paused_in_database(url: str | None, calls: str = ON_EVENTS) -> PausedCheck:
+async def is_paused(agent: Any, conversation_id: str, calls: str = ON_EVENTS) -> bool:
+    return conversation_id in await paused_among(agent, [conversation_id], calls)
+
+
+def paused_in_database(url: str | None, calls: str = ON_EVENTS) -> PausedAmong:
     """Outside Rasa (connectors.ingest): the tracker store's database by URL; None: never paused."""
 
-    async def paused(conversation_id: str) -> bool:
+    async def paused(conversation_ids: list[str]) -> set[str]:
         if url is None:
-            return False
+            return set()
         try:
-            return await _ask(reader_for_url(url, calls), conversation_id, calls)
+            return await _ask(reader_for_url(url, calls), conversation_ids, calls)
         except Exception:  # no events table yet (Rasa not started), database away…: typing shows
-            logger.debug("could not tell whether %s is paused", conversation_id, exc_info=True)
-            return False
+            logger.debug("could not tell which conversations are paused", exc_info=True)
+            return set()
 
     return paused

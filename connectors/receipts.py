@@ -4,8 +4,12 @@ Sent when the message is stored, not when the worker starts its turn: behind con
 that puts the receipt's Graph request and its paused-or-not question on the ingest process
 instead of Rasa's event loop, where every millisecond is taken from model inference. The customer
 sees blue ticks as soon as the message is in the inbox; "typing…" shows until the reply (Meta
-clears it after 25 s when the bot is slower, as behind a long backlog). Best effort: a receipt
-that fails or that a crash cuts off is not sent again (the message is still answered).
+clears it after 25 s when the bot is slower, as behind a long backlog).
+
+Receipts wait in a queue that one task drains in batches (one paused-or-not question per batch),
+and only while no webhook is being stored: under a burst the ACKs go first, the receipts follow.
+Best effort: a receipt that fails, or that a crash cuts off, is not sent again (the message is
+still answered).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -20,9 +25,12 @@ from connectors.inbox_tables import InboxItem
 
 logger = logging.getLogger(__name__)
 
-PausedCheck = Callable[[str], Awaitable[bool]]
-# Receipts in flight at once: a flood of webhooks must not become an unbounded pile of requests.
-MAX_IN_FLIGHT = 64
+# The conversations among these that a person has (no "typing…" for them).
+PausedAmong = Callable[[list[str]], Awaitable[set[str]]]
+BATCH = 32  # receipts per paused-or-not question (and sent side by side)
+MAX_QUEUED = 10_000  # a flood beyond this drops receipts (counted), never memory
+MAX_DEFER_SECONDS = 1.0  # receipts wait for a quiet moment at most this long, then go anyway
+_QUIET_POLL_SECONDS = 0.002
 
 
 class ReceiptClient(Protocol):
@@ -38,37 +46,64 @@ def receipt_targets(new_items: Sequence[InboxItem], now: float, stale_after: flo
 
 
 class Receipts:
-    """Fire-and-forget receipts on the caller's event loop; `close` waits for the ones in flight."""
+    """Queue + one draining task on the caller's event loop; `idle` waits until all went out.
 
-    def __init__(self, client: ReceiptClient, paused: PausedCheck, stale_after: float,
+    `coalesce`: a newer message of the same conversation (and business number) replaces its queued
+    receipt — the Cloud API marks earlier messages of a conversation read with the later one.
+    `busy`: true while the process is storing a webhook; receipts wait for it (up to a second).
+    """
+
+    def __init__(self, client: ReceiptClient, paused_among: PausedAmong, stale_after: float,
+                 coalesce: bool = False, busy: Callable[[], bool] = lambda: False,
                  clock: Callable[[], float] = time.time) -> None:
         self.client = client
-        self.paused = paused
+        self.paused_among = paused_among
         self.stale_after = stale_after
+        self.coalesce = coalesce
+        self.busy = busy
         self.clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.dropped = 0  # receipts not sent because MAX_IN_FLIGHT were pending (a flood)
+        self._queue: OrderedDict[tuple[str, ...], InboxItem] = OrderedDict()
+        self._drain: asyncio.Task[None] | None = None
+        self.dropped = 0  # receipts not queued because MAX_QUEUED were waiting
 
     def after_store(self, new_items: Sequence[InboxItem]) -> None:
-        """Start the receipts of messages just stored (call after the ACK's insert, never before)."""
+        """Queue the receipts of messages just stored (call after the ACK's insert, never before)."""
         for item in receipt_targets(new_items, self.clock(), self.stale_after):
-            if len(self._tasks) >= MAX_IN_FLIGHT:
-                # Receipts are a courtesy: under a flood the answers matter, not the blue ticks.
+            key = (item.business_id, item.conversation_id) if self.coalesce else (item.message_id,)
+            if key not in self._queue and len(self._queue) >= MAX_QUEUED:
                 self.dropped += 1
-                logger.info("receipt for %s not sent: %d in flight", item.message_id, len(self._tasks))
+                logger.warning("receipt for %s not sent: %d already waiting", item.message_id, len(self._queue))
                 continue
-            task = asyncio.create_task(self._send(item))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            queued = self._queue.get(key)
+            if queued is not None and queued.sent_at > item.sent_at:
+                continue  # a late delivery of an older message: the newer one's receipt covers it
+            self._queue[key] = item  # a newer message takes the older one's receipt, and its place
+        if self._queue and (self._drain is None or self._drain.done()):
+            self._drain = asyncio.create_task(self._send_all())
 
-    async def _send(self, item: InboxItem) -> None:
+    async def _send_all(self) -> None:
+        while self._queue:
+            await self._quiet_moment()
+            batch = [self._queue.popitem(last=False)[1] for _ in range(min(BATCH, len(self._queue)))]
+            try:
+                paused = await self.paused_among(list(dict.fromkeys(i.conversation_id for i in batch)))
+            except Exception:  # only decides whether "typing…" shows
+                logger.warning("could not tell which conversations a person has", exc_info=True)
+                paused = set()
+            await asyncio.gather(*(self._send(item, item.conversation_id not in paused) for item in batch))
+
+    async def _quiet_moment(self) -> None:
+        deadline = time.monotonic() + MAX_DEFER_SECONDS
+        while self.busy() and time.monotonic() < deadline:
+            await asyncio.sleep(_QUIET_POLL_SECONDS)
+
+    async def _send(self, item: InboxItem, typing: bool) -> None:
         try:
-            typing = not await self.paused(item.conversation_id)  # no "typing…" while a person has it
             await self.client.mark_read_and_typing(item.business_id, item.message_id, item.reply_to, typing=typing)
         except Exception:  # never let a courtesy fail loudly or leave a task exception unretrieved
             logger.warning("receipt for %s failed", item.message_id, exc_info=True)
 
     async def idle(self) -> None:
-        """Wait for the receipts in flight (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Wait until every queued receipt went out (tests, shutdown)."""
+        while self._drain is not None and not self._drain.done():
+            await asyncio.gather(self._drain, return_exceptions=True)

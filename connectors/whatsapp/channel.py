@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 class WhatsAppInput(InboxChannel):
     channel_name = CHANNEL
+    coalesce_receipts = True
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> InputChannel:

@@ -100,13 +100,16 @@ async def test_paused_asked_by_url_as_connectors_ingest_does(tmp_path: Path) -> 
     store = SQLTrackerStore(Domain.empty(), dialect="sqlite", db=str(tmp_path / "tracker.db"))
     paused = paused_in_database(f"sqlite:///{tmp_path / 'tracker.db'}")
     await save(store, "a", UserUttered("hi"))
-    assert await paused("a") is False
+    await save(store, "b", ConversationPaused(), ConversationResumed())
+    assert await paused(["a", "b"]) == set()
     await save(store, "a", ConversationPaused())
-    assert await paused("a") is True and await paused("nobody") is False
+    await save(store, "c", ConversationPaused(), ConversationResumed(), ConversationPaused())
+    assert await paused(["a", "b", "c", "nobody"]) == {"a", "c"}
+    assert await paused([]) == set()
     # Rasa not started yet (no events table), no SQL tracker store, a database that is away: typing shows.
-    assert await paused_in_database(f"sqlite:///{tmp_path / 'empty.db'}")("a") is False
-    assert await paused_in_database(None)("a") is False
-    assert await paused_in_database("postgresql://nobody@127.0.0.1:1/none")("a") is False
+    assert await paused_in_database(f"sqlite:///{tmp_path / 'empty.db'}")(["a"]) == set()
+    assert await paused_in_database(None)(["a"]) == set()
+    assert await paused_in_database("postgresql://nobody@127.0.0.1:1/none")(["a"]) == set()
 
 
 async def test_paused_asked_by_url_on_postgresql() -> None:
@@ -116,8 +119,7 @@ async def test_paused_asked_by_url_on_postgresql() -> None:
                                 db=parsed.database, username=parsed.username)
         await save(store, "a", ConversationPaused())
         for calls in (ON_EVENTS, ON_LOOP, IN_THREAD):
-            assert await paused_in_database(url, calls)("a") is True
-            assert await paused_in_database(url, calls)("b") is False
+            assert await paused_in_database(url, calls)(["a", "b"]) == {"a"}
         from connectors.paused import reader_for_url
 
         await greenlet_spawn(reader_for_url(url, ON_EVENTS).dispose)

@@ -21,6 +21,7 @@ from connectors.ingest import ROUTE, create_app, receipts_for
 from connectors.paused import paused_in_database
 from connectors.receipts import Receipts, receipt_targets
 from connectors.whatsapp.signature import sign
+from connectors.whatsapp.webhook import new_items
 
 from .conftest import GraphStandIn
 from .test_whatsapp_webhook import SECRET, channel_app, settings  # noqa: F401 (fixture)
@@ -52,8 +53,8 @@ class Recorder:
         pass
 
 
-async def never_paused(_: str) -> bool:
-    return False
+async def never_paused(_: list[str]) -> set[str]:
+    return set()
 
 
 def test_skipped_and_stale_messages_get_no_receipt() -> None:
@@ -62,43 +63,90 @@ def test_skipped_and_stale_messages_get_no_receipt() -> None:
     assert receipt_targets([], NOW, 86400) == []
 
 
+def test_the_new_messages_of_a_webhook_are_the_first_of_each_stored_id() -> None:
+    first, other, repeat = item("m1"), item("m2"), item("m1", text="the same id again")
+    assert new_items(["m1", "m2"], [first, other, repeat]) == (first, other)
+    assert new_items(["m2"], [first, other]) == (other,)  # m1 was a duplicate of an earlier webhook
+    assert new_items([], [first]) == ()
+
+
 async def test_receipts_with_typing_unless_a_person_has_the_conversation() -> None:
     client = Recorder()
+    asked: list[list[str]] = []
 
-    async def paused(conversation_id: str) -> bool:
-        return conversation_id == "with-agent"
+    async def paused(conversation_ids: list[str]) -> set[str]:
+        asked.append(conversation_ids)
+        return {"with-agent"} & set(conversation_ids)
 
     receipts = Receipts(client, paused, 86400, clock=lambda: NOW)
-    receipts.after_store((item("m1"), item("m2", conversation="with-agent")))
+    receipts.after_store((item("m1"), item("m2", conversation="with-agent"), item("m3")))
     await receipts.idle()
-    assert sorted(client.calls) == [("PNID-A", "m1", "447700000001", True),
-                                    ("PNID-A", "m2", "447700000001", False)]
+    assert client.calls == [("PNID-A", "m1", "447700000001", True), ("PNID-A", "m2", "447700000001", False),
+                            ("PNID-A", "m3", "447700000001", True)]
+    assert asked == [["c1", "with-agent"]]  # one question for the batch
+
+
+async def test_the_cloud_api_gets_one_receipt_per_conversation_for_a_burst() -> None:
+    """Marking a message read marks the conversation's earlier ones read (Meta's documented behaviour)."""
+    for coalesce, expected in ((True, ["m3", "m2"]), (False, ["m1", "m2", "m3"])):
+        client = Recorder()
+        receipts = Receipts(client, never_paused, 86400, coalesce=coalesce, clock=lambda: NOW)
+        receipts.after_store((item("m1"), item("m2", conversation="c2"), item("m3")))
+        await receipts.idle()
+        assert [call[1] for call in client.calls] == expected
+    # A late delivery of an older message does not take the newer one's receipt.
+    client = Recorder()
+    receipts = Receipts(client, never_paused, 86400, coalesce=True, clock=lambda: NOW)
+    receipts.after_store((item("new", sent_at=NOW),))
+    receipts.after_store((item("older", sent_at=NOW - 5),))
+    await receipts.idle()
+    assert [call[1] for call in client.calls] == ["new"]
+
+
+async def test_receipts_wait_while_webhooks_are_being_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    storing = [True]
+    client = Recorder()
+    receipts = Receipts(client, never_paused, 86400, busy=lambda: storing[0], clock=lambda: NOW)
+    receipts.after_store((item("m1"),))
+    await asyncio.sleep(0.05)
+    assert client.calls == []  # the ACKs go first
+    storing[0] = False
+    await receipts.idle()
+    assert len(client.calls) == 1
+    # Never starved: after MAX_DEFER_SECONDS they go even while webhooks keep coming.
+    monkeypatch.setattr(receipts_module, "MAX_DEFER_SECONDS", 0.05)
+    storing[0] = True
+    receipts.after_store((item("m2"),))
+    await asyncio.wait_for(receipts.idle(), 5)
+    assert len(client.calls) == 2
 
 
 async def test_a_failing_receipt_is_logged_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
-    async def broken_paused(_: str) -> bool:
+    async def broken_paused(_: list[str]) -> set[str]:
         raise RuntimeError("tracker store away")
 
-    for client, paused in ((Recorder(fail=True), never_paused), (Recorder(), broken_paused)):
-        receipts = Receipts(client, paused, 86400, clock=lambda: NOW)
-        with caplog.at_level(logging.WARNING):
-            receipts.after_store((item("m1"),))
-            await receipts.idle()
-        assert client.calls == [] and "receipt for m1 failed" in caplog.text
-        caplog.clear()
+    failing = Recorder(fail=True)
+    receipts = Receipts(failing, never_paused, 86400, clock=lambda: NOW)
+    with caplog.at_level(logging.WARNING):
+        receipts.after_store((item("m1"),))
+        await receipts.idle()
+    assert failing.calls == [] and "receipt for m1 failed" in caplog.text
+    working = Recorder()
+    receipts = Receipts(working, broken_paused, 86400, clock=lambda: NOW)
+    receipts.after_store((item("m1"),))
+    await receipts.idle()
+    assert working.calls == [("PNID-A", "m1", "447700000001", True)]  # unknown: typing shows
 
 
-async def test_a_flood_keeps_a_bounded_number_of_receipts_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(receipts_module, "MAX_IN_FLIGHT", 3)
-    release = asyncio.Event()
-    client = Recorder(wait=release)
+async def test_a_flood_queues_a_bounded_number_of_receipts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(receipts_module, "MAX_QUEUED", 3)
+    client = Recorder()
     receipts = Receipts(client, never_paused, 86400, clock=lambda: NOW)
     receipts.after_store(tuple(item(f"m{n}", conversation=f"c{n}") for n in range(5)))
     assert receipts.dropped == 2
-    release.set()
     await receipts.idle()
     assert [call[1] for call in client.calls] == ["m0", "m1", "m2"]
-    receipts.after_store((item("m5"),))  # room again once they are done
+    receipts.after_store((item("m5"),))  # room again once they went out
     await receipts.idle()
     assert len(client.calls) == 4
 
@@ -118,8 +166,11 @@ async def test_the_rasa_route_sends_one_receipt_per_new_message_and_none_for_dup
         assert await deliver(sign(body, SECRET)) == 200
     assert await deliver(sign(body, "wrong")) == 403
     await channel.receipts.idle()
-    stored = {row["message_id"] for row in _rows(channel.inbox)}
-    assert sorted(call[1] for call in client.calls) == sorted(stored) and len(stored) == 4
+    rows = _rows(channel.inbox)
+    assert len(rows) == 4
+    latest = {(row["business_id"], row["conversation_id"]): row["message_id"] for row in rows}  # ids ascend
+    # Two of the four are one customer's: the later one's receipt marks both read.
+    assert sorted(call[1] for call in client.calls) == sorted(latest.values()) and len(latest) == 3
 
 
 def _rows(inbox: Inbox) -> list[dict[str, Any]]:
@@ -128,7 +179,7 @@ def _rows(inbox: Inbox) -> list[dict[str, Any]]:
     from connectors.inbox_tables import inbox as table
 
     with inbox.engine.connect() as conn:
-        return [dict(row) for row in conn.execute(select(table)).mappings()]
+        return [dict(row) for row in conn.execute(select(table).order_by(table.c.id)).mappings()]
 
 
 async def test_the_turn_itself_sends_no_receipt(tmp_path: Path) -> None:
@@ -173,6 +224,7 @@ async def test_ingest_marks_read_with_typing_after_storing_and_asks_the_tracker_
 
     receipts = Receipts(GraphClient("test-token", graph.url, "v23.0"),
                         paused_in_database(f"sqlite:///{tracker_db}"), config.stale_after_seconds)
+    # Not coalesced here, to see each message's own receipt (the batch has two of one conversation).
     async with TestClient(TestServer(create_app(config, inbox, receipts))) as client:
         for _ in range(2):  # a repeat gets no second receipt
             answer = await client.post(ROUTE, data=body, headers={"X-Hub-Signature-256": sign(body, SECRET)})
