@@ -111,10 +111,6 @@ async def paused_among(agent: Any, conversation_ids: list[str], calls: str = ON_
         return set()
 
 
-async def is_paused(agent: Any, conversation_id: str, calls: str = ON_EVENTS) -> bool:
-    return conversation_id in await paused_among(agent, [conversation_id], calls)
-
-
 def paused_in_database(url: str | None, calls: str = ON_EVENTS) -> PausedAmong:
     """Outside Rasa (connectors.ingest): the tracker store's database by URL; None: never paused."""
 

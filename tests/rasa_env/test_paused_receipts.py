@@ -20,7 +20,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.util import greenlet_spawn
 
 from connectors.inbox_calls import IN_THREAD, ON_EVENTS, ON_LOOP
-from connectors.paused import _sql_tracker_engine, is_paused, paused_in_database
+from connectors.paused import _sql_tracker_engine, paused_among, paused_in_database
 from tests.postgres import temporary_database
 from tests.rasa_env.conftest import POSTGRES_ADMIN_URL
 
@@ -41,19 +41,19 @@ async def test_paused_is_read_from_the_sql_tracker_store(tmp_path: Path) -> None
     store = SQLTrackerStore(Domain.empty(), dialect="sqlite", db=str(tmp_path / "tracker.db"))
     agent = Agent(AwaitableTrackerStore(FailSafeTrackerStore(store)))  # wrapped as Rasa wraps it
     await save(store, "a", UserUttered("hi"))
-    assert await is_paused(agent, "a") is False
+    assert await paused_among(agent, ["a"]) == set()
     await save(store, "a", ConversationPaused())
-    assert await is_paused(agent, "a") is True
+    assert await paused_among(agent, ["a"]) == {"a"}
     await save(store, "a", ConversationResumed())
-    assert await is_paused(agent, "a") is False
-    assert await is_paused(agent, "nobody") is False
+    assert await paused_among(agent, ["a"]) == set()
+    assert await paused_among(agent, ["nobody"]) == set()
     # Rasa's SQLite engine has no pool; the check on every message reads through kept connections.
     reader = _sql_tracker_engine(agent)
     assert reader is not store.engine and not isinstance(reader.pool, NullPool)
     opened: list[object] = []
     sqlalchemy.event.listen(reader, "connect", lambda connection, _record: opened.append(connection))
     for _ in range(10):
-        assert await is_paused(agent, "a") is False
+        assert await paused_among(agent, ["a"]) == set()
     assert len(opened) <= 1
 
 
@@ -66,10 +66,10 @@ async def test_paused_is_read_from_a_postgresql_tracker_store(calls: str) -> Non
                                 db=parsed.database, username=parsed.username)
         agent = Agent(AwaitableTrackerStore(FailSafeTrackerStore(store)))
         await save(store, "a", UserUttered("hi"))
-        assert await is_paused(agent, "a", calls) is False
+        assert await paused_among(agent, ["a"], calls) == set()
         await save(store, "a", ConversationPaused())
-        assert await is_paused(agent, "a", calls) is True
-        assert await is_paused(agent, "nobody", calls) is False
+        assert await paused_among(agent, ["a"], calls) == {"a"}
+        assert await paused_among(agent, ["nobody"], calls) == set()
         reader = _sql_tracker_engine(agent, calls)
         assert reader.dialect.driver == ("asyncpg" if calls == ON_EVENTS else "psycopg2")
         if calls == ON_EVENTS:
@@ -91,8 +91,8 @@ async def test_a_tracker_store_url_asyncpg_cannot_take_falls_back_to_rasas_engin
 async def test_paused_from_other_stores_and_no_store() -> None:
     store = InMemoryTrackerStore(Domain.empty())
     await save(store, "b", ConversationPaused())
-    assert await is_paused(Agent(store), "b") is True
-    assert await is_paused(None, "b") is False
+    assert await paused_among(Agent(store), ["b"]) == {"b"}
+    assert await paused_among(None, ["b"]) == set()
 
 
 async def test_paused_asked_by_url_as_connectors_ingest_does(tmp_path: Path) -> None:
