@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -228,6 +229,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     # a minute: the two phases of the throughput ratio run next to each other, and every other round
     # in the reverse order (A B C, C B A), so a steady drift favours each side equally often.
     rounds = []
+    rasa_pid = stack.procs[stack._rasa_name(0)].pid
     for n in range(args.repeats):
         phases = {
             "rest": lambda n=n: closed_loop(stack, args.users, args.turns, "rest", f"r{n}"),
@@ -235,15 +237,21 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             "whatsapp": lambda n=n: closed_loop(stack, args.users, args.turns, "whatsapp", f"1{n}"),
         }
         order = list(phases) if n % 2 == 0 else list(reversed(phases))
-        done = {}
+        done, cpu_ms = {}, {}
         for name in order:
             await asyncio.sleep(SETTLE_SECONDS)
+            before = main_thread_cpu_seconds(rasa_pid)
             done[name] = await phases[name]()
+            cpu_ms[name] = (main_thread_cpu_seconds(rasa_pid) - before) * 1000 / done[name]["n"]
         rest, whatsapp, whatsapp_server = done["rest"], done["whatsapp"], done["whatsapp_server"]
         rounds.append({"rest": rest, "whatsapp": whatsapp, "whatsapp_server_side": whatsapp_server,
                        "throughput_ratio": whatsapp_server["throughput_msg_s"] / rest["throughput_msg_s"],
                        "throughput_ratio_closed_loop": whatsapp["throughput_msg_s"] / rest["throughput_msg_s"],
-                       "e2e_p95_ratio": whatsapp["p95_ms"] / rest["p95_ms"]})
+                       "e2e_p95_ratio": whatsapp["p95_ms"] / rest["p95_ms"],
+                       # Rasa's main thread per message: the channel's own cost, without the machine's drift
+                       # in wall-clock time (the REST phase's includes Sanic serving the REST requests).
+                       "rasa_main_thread_ms_per_msg": cpu_ms,
+                       "rasa_main_thread_ratio": cpu_ms["whatsapp_server"] / cpu_ms["rest"]})
     middle = sorted(rounds, key=lambda r: r["throughput_ratio"])[len(rounds) // 2]
     rest, whatsapp, whatsapp_server = middle["rest"], middle["whatsapp"], middle["whatsapp_server_side"]
     # Capacity: as fast as 16 connections go; this also leaves Rasa a backlog to chew on.
@@ -268,6 +276,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         # All rounds as one run (messages over seconds, each side): a second view, less swayed by one round.
         "throughput_ratio_pooled": pooled_rate(rounds, "whatsapp_server_side") / pooled_rate(rounds, "rest"),
         "e2e_p95_ratio": statistics.median(r["e2e_p95_ratio"] for r in rounds),
+        "rasa_main_thread_ratio": statistics.median(r["rasa_main_thread_ratio"] for r in rounds),
     }
 
 
@@ -285,6 +294,12 @@ def rows_left_in(url: str) -> str:
     return ", ".join(f"{count} rows in {table}" for table, count in counts.items() if count)
 
 
+def main_thread_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process's main thread so far: Rasa runs its turns there."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pooled_rate(rounds: list[dict[str, Any]], phase: str) -> float:
     return sum(r[phase]["n"] for r in rounds) / sum(r[phase]["seconds"] for r in rounds)
 
@@ -300,6 +315,10 @@ def report(result: dict[str, Any]) -> bool:
     rounds = result["rounds"]
     print(f"{len(rounds)} rounds; throughput ratios " + ", ".join(f"{r['throughput_ratio']:.2f}" for r in rounds)
           + "; e2e p95 ratios " + ", ".join(f"{r['e2e_p95_ratio']:.2f}" for r in rounds) + " (medians below)")
+    cpu = [r["rasa_main_thread_ms_per_msg"] for r in rounds]
+    print("Rasa's main thread per message, REST / WhatsApp (server-side phase): "
+          + ", ".join(f"{c['rest']:.1f}/{c['whatsapp_server']:.1f}" for c in cpu)
+          + f" ms; ratio, median {result['rasa_main_thread_ratio']:.3f} (a figure, not a target)")
     server = result["whatsapp_server_side"]
     print(f"WhatsApp, all {server['n']} stored up front (server-side throughput): "
           f"{server['throughput_msg_s']:.1f} msg/s; closed-loop ratio {result['throughput_ratio_closed_loop']:.2f}; "

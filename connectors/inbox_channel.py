@@ -7,18 +7,20 @@ subclass it and add their own webhook routes, parsing and client.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Blueprint
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool, QueuePool
 
 from connectors.agent_api import add_agent_routes
-from connectors.inbox import Inbox, InboxItem, InboxRow, create_inbox_engine
-from connectors.paused import paused_among
+from connectors.inbox import Inbox, InboxRow, create_inbox_engine
+from connectors.inbox_calls import ON_EVENTS, call_blocking, create_asyncpg_engine, where_calls_run
 from connectors.process_tuning import freeze_loaded_model
-from connectors.receipts import Receipts
 from connectors.sending import RetryingSender
 from connectors.whatsapp.output import WhatsAppOutput
 from connectors.whatsapp.to_rasa import apply_menu
@@ -49,10 +51,70 @@ async def already_handled(agent: Any, row: InboxRow) -> bool:
     return any(getattr(event, "message_id", None) == row.message_id for event in tracker.events)
 
 
+def _sql_tracker_engine(agent: Any, calls: str = ON_EVENTS) -> Any:
+    """An engine on the database of Rasa's SQL tracker store (Rasa wraps the store), else None."""
+    store = getattr(agent, "tracker_store", None)
+    for _ in range(5):
+        if store is None or getattr(store, "engine", None) is not None:
+            break
+        store = getattr(store, "_tracker_store", None) or getattr(store, "tracker_store", None)
+    engine = getattr(store, "engine", None) if store is not None else None
+    if engine is None:
+        return None
+    if isinstance(engine.pool, NullPool):
+        return _pooled_reader(engine.url.render_as_string(hide_password=False))
+    if where_calls_run(engine, calls) == ON_EVENTS:
+        reader = _asyncpg_reader(engine.url.render_as_string(hide_password=False), id(asyncio.get_running_loop()))
+        return reader or engine
+    return engine
+
+
+@functools.lru_cache(maxsize=4)
+def _pooled_reader(url: str) -> Any:
+    """Rasa's SQLite tracker engine opens a connection per use (no pool in SQLAlchemy 1.4); the read
+    receipt asks on every customer message, so it reads through kept connections of its own."""
+    return create_engine(url, future=True, poolclass=QueuePool, connect_args={"check_same_thread": False})
+
+
+@functools.lru_cache(maxsize=4)
+def _asyncpg_reader(url: str, _loop_id: int) -> Any:
+    """WHATSAPP_INBOX_CALLS=async: the receipt's question through asyncpg too (its connections belong to
+    one event loop: a new loop, as in tests, gets a reader of its own). None: asyncpg cannot take the
+    tracker store's URL; Rasa's own engine answers then (said once)."""
+    try:
+        return create_asyncpg_engine(url)
+    except ValueError as error:
+        logger.warning("read receipts ask the tracker store through Rasa's own engine: %s", error)
+        return None
+
+
+_LAST_PAUSE_OR_RESUME = text("SELECT type_name FROM events WHERE sender_id = :sender AND type_name IN "
+                             "('pause', 'resume') ORDER BY id DESC LIMIT 1")
+
+
+def _paused_in_sql(engine: Any, conversation_id: str) -> bool:
+    with engine.connect() as conn:
+        last = conn.execute(_LAST_PAUSE_OR_RESUME, {"sender": conversation_id}).scalar()
+    return last == "pause"
+
+
+async def is_paused(agent: Any, conversation_id: str, calls: str = ON_EVENTS) -> bool:
+    """Handed to a person (the bot stays silent): one indexed query on a SQL tracker store."""
+    if agent is None or getattr(agent, "tracker_store", None) is None:
+        return False
+    try:
+        engine = _sql_tracker_engine(agent, calls)
+        if engine is not None:
+            return await call_blocking(where_calls_run(engine, calls), _paused_in_sql, engine, conversation_id)
+        tracker = await agent.tracker_store.retrieve(conversation_id)
+        return bool(tracker is not None and tracker.is_paused())
+    except Exception:  # only decides whether "typing…" shows; never fails a turn
+        logger.debug("could not tell whether %s is paused", conversation_id, exc_info=True)
+        return False
+
+
 class InboxChannel(InputChannel):
     channel_name = ""
-    # The platform marks a conversation's earlier messages read with a later one (the Cloud API does).
-    coalesce_receipts = False
 
     @classmethod
     def name(cls) -> str:
@@ -64,9 +126,7 @@ class InboxChannel(InputChannel):
         self._inbox: Inbox | None = None
         self.worker: InboxWorker | None = None
         self._agent: Any = None
-        # Rows this route stores get their receipt here; rows connectors.ingest stores, there.
-        self.receipts = Receipts(client, self._paused_among, settings.stale_after_seconds,
-                                 coalesce=self.coalesce_receipts)
+        self._receipts: set[asyncio.Task[None]] = set()
 
     @property
     def inbox(self) -> Inbox:
@@ -92,6 +152,10 @@ class InboxChannel(InputChannel):
             logger.info("inbox message %s was handled before a restart; not answering twice", row.message_id)
             return None
         text = apply_menu(row.message["text"], row.menu)
+        # Read receipt + typing while Rasa works; the turn does not wait for it.
+        receipt = asyncio.create_task(self._receipt(row))
+        self._receipts.add(receipt)
+        receipt.add_done_callback(self._receipts.discard)
         output = self.output_for(row)
         await on_new_message(
             UserMessage(text, output, row.conversation_id, input_channel=self.name(), message_id=row.message_id,
@@ -99,19 +163,20 @@ class InboxChannel(InputChannel):
         )
         return output.menu
 
-    async def _paused_among(self, conversation_ids: list[str]) -> set[str]:
-        return await paused_among(self._agent, conversation_ids, self.settings.inbox_calls)
+    async def _receipt(self, row: InboxRow) -> None:
+        """Blue ticks always; "typing…" only when the bot will answer (not while a person has it)."""
+        typing = not await is_paused(self._agent, row.conversation_id, self.settings.inbox_calls)
+        await self.client.mark_read_and_typing(row.business_id, row.message_id, row.reply_to, typing=typing)
 
     def worker_off_reason(self) -> str | None:
         """Why this replica does not answer (None: it does)."""
         return None if self.settings.run_worker else "run_worker is off: webhooks are stored and ACKed only"
 
-    def after_store(self, new_items: tuple[InboxItem, ...]) -> None:
-        """Messages were just stored by this route: their drains start without a scan, their receipts go."""
+    def notify_worker(self, conversations: tuple[str, ...]) -> None:
+        """Messages of these conversations were just stored here: their drains start without a scan."""
         if self.worker is not None:
-            for conversation_id in dict.fromkeys(item.conversation_id for item in new_items):
+            for conversation_id in conversations:
                 self.worker.notify(conversation_id)
-        self.receipts.after_store(new_items)
 
     def add_worker(self, bp: Blueprint, on_new_message: OnNewMessage) -> None:
         """Start the worker with the server, stop it (and the client) with the server; the agent route."""
@@ -139,5 +204,4 @@ class InboxChannel(InputChannel):
         async def stop_worker(app: Any, _loop: Any) -> None:
             if self.worker is not None:
                 await self.worker.stop()
-            await self.receipts.idle()
             await self.client.close()

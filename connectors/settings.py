@@ -33,17 +33,17 @@ def parse_duration(value: str | int | float) -> float:
     return float(int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
-def sql_tracker_store_url(endpoints_file: str | None = None) -> str | None:
-    """SQLAlchemy URL of the SQL tracker store in the endpoints file; None: no file, or another kind of store."""
+def tracker_store_db_url(endpoints_file: str | None = None) -> str:
+    """SQLAlchemy URL of the SQL tracker store in the endpoints file, else a SQLite file under var/."""
     from rasa.core.tracker_store import SQLTrackerStore
     from rasa.core.utils import AvailableEndpoints
 
     path = endpoints_file or os.environ.get("RASA_ENDPOINTS", "endpoints.yml")
     if not Path(path).is_file():
-        return None
+        return FALLBACK_INBOX_URL
     store = AvailableEndpoints.read_endpoints(path).tracker_store
     if store is None or str(store.type).upper() != "SQL":
-        return None
+        return FALLBACK_INBOX_URL
     kwargs = store.kwargs
     dialect = kwargs.get("dialect", "sqlite")
     db = kwargs.get("db", "rasa.db")
@@ -52,11 +52,6 @@ def sql_tracker_store_url(endpoints_file: str | None = None) -> str | None:
     url = SQLTrackerStore.get_db_url(dialect, store.url, kwargs.get("port"), db, kwargs.get("username"),
                                      kwargs.get("password"), query=kwargs.get("query"))
     return url if isinstance(url, str) else url.render_as_string(hide_password=False)
-
-
-def tracker_store_db_url(endpoints_file: str | None = None) -> str:
-    """SQLAlchemy URL of the SQL tracker store in the endpoints file, else a SQLite file under var/."""
-    return sql_tracker_store_url(endpoints_file) or FALLBACK_INBOX_URL
 
 
 def _positive_float(value: str, name: str) -> float:

@@ -79,7 +79,7 @@ class EvolutionInput(InboxChannel):
         async def receive(request: Request) -> HTTPResponse:
             status, body, new = await receive_evolution(
                 request.body or b"", request.headers.get(SECRET_HEADER), self.settings.webhook_secret, self.inbox)
-            self.after_store(new)
+            self.notify_worker(new)
             return response.json(body, status=status)
 
         return bp

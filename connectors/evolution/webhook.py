@@ -14,7 +14,7 @@ from connectors.inbox import Inbox, InboxItem
 from connectors.whatsapp.signature import secrets_match
 from connectors.whatsapp.to_rasa import to_inbox_item
 from connectors.whatsapp.updates import MAX_BODY_BYTES
-from connectors.whatsapp.webhook import Answer, new_items, parse_or_refuse, status_rows
+from connectors.whatsapp.webhook import Answer, conversations_of, parse_or_refuse, status_rows
 
 logger = logging.getLogger(__name__)
 
@@ -41,4 +41,4 @@ async def receive_evolution(body: bytes, secret: str | None, expected_secret: st
         logger.debug("Evolution webhook: not answering %s", ", ".join(batch.dropped))
     new = await inbox.call(inbox.add_safely, items, status_rows(batch.statuses))
     return (200, {"status": "ok", "stored": len(new), "dropped": len(batch.dropped)},
-            new_items(new, items))
+            conversations_of(new, items))

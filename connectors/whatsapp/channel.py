@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 class WhatsAppInput(InboxChannel):
     channel_name = CHANNEL
-    coalesce_receipts = True
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> InputChannel:
@@ -73,7 +72,7 @@ class WhatsAppInput(InboxChannel):
             status, body, new = await receive_webhook(
                 request.body or b"", request.headers.get("X-Hub-Signature-256"), settings.app_secret, self.inbox
             )
-            self.after_store(new)
+            self.notify_worker(new)
             return response.json(body, status=status)
 
         return bp

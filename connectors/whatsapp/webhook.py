@@ -1,6 +1,6 @@
 """Receiving one Cloud API webhook: verify, parse, store, answer. Shared by the Rasa route and the ingest server.
 
-Framework-free: takes the raw body and headers, returns (HTTP status, JSON body, the messages that were new).
+Framework-free: takes the raw body and headers, returns (HTTP status, JSON body, number of new messages).
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from connectors.whatsapp.updates import (
 
 logger = logging.getLogger(__name__)
 
-# (HTTP status, JSON body, the messages that were new: their conversations' drains start at once and
-# their read receipts go out; duplicates are not in it)
-Answer = tuple[int, dict[str, Any], tuple[InboxItem, ...]]
+# (HTTP status, JSON body, conversations that got a new message: the worker starts on them at once)
+Answer = tuple[int, dict[str, Any], tuple[str, ...]]
 T = TypeVar("T")
 
 
@@ -84,13 +83,10 @@ async def receive_webhook(body: bytes, signature: str | None, app_secret: str, i
     for error in batch.errors:
         logger.warning("WhatsApp account error %s: %s", error.get("code"), error.get("title"))
     new = await inbox.call(inbox.add_safely, items, status_rows(batch.statuses))
-    return 200, {"status": "ok"}, new_items(new, items)
+    return 200, {"status": "ok"}, conversations_of(new, items)
 
 
-def new_items(new_ids: list[str], items: list[InboxItem]) -> tuple[InboxItem, ...]:
-    """The stored messages of `new_ids` (the inbox's answer, in the webhook's order), once each: as the
-    inbox does, the first of a batch's repeats of an id."""
-    first: dict[str, InboxItem] = {}
-    for item in items:
-        first.setdefault(item.message_id, item)
-    return tuple(first[message_id] for message_id in new_ids if message_id in first)
+def conversations_of(new_ids: list[str], items: list[InboxItem]) -> tuple[str, ...]:
+    """The conversations (in order, once each) of the messages that were new."""
+    new = set(new_ids)
+    return tuple(dict.fromkeys(item.conversation_id for item in items if item.message_id in new))

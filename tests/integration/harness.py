@@ -156,8 +156,6 @@ class Stack:
             "WHATSAPP_GRAPH_API_URL": self.graph_url,
             "WHATSAPP_PHONE_NUMBER_ID": "PNID-1",
             "WHATSAPP_INBOX_DB_URL": self.inbox_url,
-            # connectors.ingest asks this tracker store whether a person has a conversation (receipts)
-            "RASA_ENDPOINTS": str(self.workdir / "endpoints.yml"),
             "SHOP_DB_URL": f"sqlite:///{self.workdir / 'shop.db'}",
             "KB_PATH": str(self.workdir / "knowledge.db"),  # empty: questions get the honest no-answer
             # Evolution API channel: the sandbox stands in for Evolution too.
@@ -274,12 +272,6 @@ class Stack:
     def sent(self) -> list[dict[str, Any]]:
         _, received = http("GET", f"{self.graph_url}/_sandbox/requests")
         return [r for r in received if r["payload"].get("status") != "read"]
-
-    def read_receipts(self, message_prefix: str) -> list[dict[str, Any]]:
-        """The read receipts (+ typing) the Graph stand-in received for messages whose wamid starts so."""
-        _, received = http("GET", f"{self.graph_url}/_sandbox/requests")
-        return [r for r in received if r["payload"].get("status") == "read"
-                and str(r["payload"].get("message_id", "")).startswith(message_prefix)]
 
     def sent_to(self, user: str, accepted_only: bool = True) -> list[dict[str, Any]]:
         return [r["payload"] for r in self.sent()

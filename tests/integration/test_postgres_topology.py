@@ -61,10 +61,6 @@ def test_a_message_stored_by_the_ingest_is_answered_at_once(pg_stack: Stack) -> 
     user_events = [e for e in pg_stack.tracker(user)["events"] if e["event"] == "user"]
     assert [e["message_id"] for e in user_events] == ["wamid.pg.1", "wamid.pg.2"]  # the tracker in PostgreSQL
     wait_for(lambda: inbox_states(pg_stack, "wamid.pg.") == {"done": 2}, 15, what="rows marked done")
-    # Sent by connectors.ingest after storing them (Rasa spends nothing on receipts here).
-    reads = pg_stack.read_receipts("wamid.pg.")
-    assert sorted(r["payload"]["message_id"] for r in reads) == ["wamid.pg.1", "wamid.pg.2"]
-    assert all(r["payload"].get("typing_indicator") == {"type": "text"} for r in reads)
 
 
 def test_duplicate_deliveries_get_one_reply(pg_stack: Stack) -> None:
@@ -75,19 +71,6 @@ def test_duplicate_deliveries_get_one_reply(pg_stack: Stack) -> None:
     wait_for(lambda: pg_stack.sent_to(user), 15, what="greeting")
     wait_for(lambda: inbox_states(pg_stack, "wamid.pg.dup") == {"done": 1}, 15, what="one row, done")
     assert len(pg_stack.sent_to(user)) == 1
-    assert len(pg_stack.read_receipts("wamid.pg.dup")) == 1  # the repeats were dropped before any receipt
-
-
-def test_while_a_person_has_the_conversation_the_ingest_shows_no_typing(pg_stack: Stack) -> None:
-    """The ingest asks the tracker store in PostgreSQL (RASA_ENDPOINTS) whether the bot was paused."""
-    user = "34622000009"
-    assert pg_stack.post_webhook(text_webhook(user, "wamid.pg.h1", "i want to talk to a human")) == 200
-    wait_for(lambda: any(e["event"] == "pause" for e in pg_stack.tracker(user)["events"]), 30, what="the handoff")
-    assert pg_stack.post_webhook(text_webhook(user, "wamid.pg.h2", "hello? anyone there?")) == 200
-    (before,) = wait_for(lambda: pg_stack.read_receipts("wamid.pg.h1"), 15, what="first receipt")
-    (after,) = wait_for(lambda: pg_stack.read_receipts("wamid.pg.h2"), 15, what="receipt while paused")
-    assert before["payload"].get("typing_indicator") == {"type": "text"}
-    assert "typing_indicator" not in after["payload"] and after["phone_number_id"] == before["phone_number_id"]
 
 
 def lease_owners(stack: Stack) -> set[str]:

@@ -140,8 +140,7 @@ async def test_a_turn_goes_through_the_shared_core(tmp_path: Path, evolution: Ev
     channel = EvolutionInput(evo_settings(tmp_path, evolution.url))
     from connectors.evolution.webhook import receive_evolution
 
-    _, _, new = await receive_evolution(json.dumps(TEXT).encode(), SECRET, SECRET, channel.inbox)
-    channel.after_store(new)  # what the route does: the receipt goes when the message is stored
+    await receive_evolution(json.dumps(TEXT).encode(), SECRET, SECRET, channel.inbox)
     seen: list[UserMessage] = []
 
     async def on_new_message(message: UserMessage) -> None:
@@ -154,7 +153,7 @@ async def test_a_turn_goes_through_the_shared_core(tmp_path: Path, evolution: Ev
     row = channel.inbox.claim_next("34600111222@s.whatsapp.net")
     assert row is not None
     menu = await channel.handle_row(row, on_new_message)
-    await channel.receipts.idle()
+    await asyncio.gather(*channel._receipts)
     assert seen[0].text == "where is my order VB-310977" and seen[0].input_channel == "evolution"
     assert seen[0].message_id == "voltbay:3EB0C767D26A1D8E9F01"
     assert menu == {"1": "/affirm", "2": "/deny"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,16 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.util import greenlet_spawn
 
 from connectors.inbox_calls import IN_THREAD, ON_EVENTS, ON_LOOP
-from connectors.paused import _sql_tracker_engine, paused_among, paused_in_database
+from connectors.inbox_channel import _sql_tracker_engine, is_paused
+from connectors.whatsapp.channel import WhatsAppInput
+from connectors.whatsapp.to_rasa import to_inbox_item
+from connectors.whatsapp.updates import parse_webhook
 from tests.postgres import temporary_database
 from tests.rasa_env.conftest import POSTGRES_ADMIN_URL
+
+from .test_whatsapp_webhook import settings
+
+DATA = Path(__file__).parent / "data"
 
 
 class Agent:
@@ -41,19 +49,19 @@ async def test_paused_is_read_from_the_sql_tracker_store(tmp_path: Path) -> None
     store = SQLTrackerStore(Domain.empty(), dialect="sqlite", db=str(tmp_path / "tracker.db"))
     agent = Agent(AwaitableTrackerStore(FailSafeTrackerStore(store)))  # wrapped as Rasa wraps it
     await save(store, "a", UserUttered("hi"))
-    assert await paused_among(agent, ["a"]) == set()
+    assert await is_paused(agent, "a") is False
     await save(store, "a", ConversationPaused())
-    assert await paused_among(agent, ["a"]) == {"a"}
+    assert await is_paused(agent, "a") is True
     await save(store, "a", ConversationResumed())
-    assert await paused_among(agent, ["a"]) == set()
-    assert await paused_among(agent, ["nobody"]) == set()
+    assert await is_paused(agent, "a") is False
+    assert await is_paused(agent, "nobody") is False
     # Rasa's SQLite engine has no pool; the check on every message reads through kept connections.
     reader = _sql_tracker_engine(agent)
     assert reader is not store.engine and not isinstance(reader.pool, NullPool)
     opened: list[object] = []
     sqlalchemy.event.listen(reader, "connect", lambda connection, _record: opened.append(connection))
     for _ in range(10):
-        assert await paused_among(agent, ["a"]) == set()
+        assert await is_paused(agent, "a") is False
     assert len(opened) <= 1
 
 
@@ -66,10 +74,10 @@ async def test_paused_is_read_from_a_postgresql_tracker_store(calls: str) -> Non
                                 db=parsed.database, username=parsed.username)
         agent = Agent(AwaitableTrackerStore(FailSafeTrackerStore(store)))
         await save(store, "a", UserUttered("hi"))
-        assert await paused_among(agent, ["a"], calls) == set()
+        assert await is_paused(agent, "a", calls) is False
         await save(store, "a", ConversationPaused())
-        assert await paused_among(agent, ["a"], calls) == {"a"}
-        assert await paused_among(agent, ["nobody"], calls) == set()
+        assert await is_paused(agent, "a", calls) is True
+        assert await is_paused(agent, "nobody", calls) is False
         reader = _sql_tracker_engine(agent, calls)
         assert reader.dialect.driver == ("asyncpg" if calls == ON_EVENTS else "psycopg2")
         if calls == ON_EVENTS:
@@ -91,36 +99,30 @@ async def test_a_tracker_store_url_asyncpg_cannot_take_falls_back_to_rasas_engin
 async def test_paused_from_other_stores_and_no_store() -> None:
     store = InMemoryTrackerStore(Domain.empty())
     await save(store, "b", ConversationPaused())
-    assert await paused_among(Agent(store), ["b"]) == {"b"}
-    assert await paused_among(None, ["b"]) == set()
+    assert await is_paused(Agent(store), "b") is True
+    assert await is_paused(None, "b") is False
 
 
-async def test_paused_asked_by_url_as_connectors_ingest_does(tmp_path: Path) -> None:
-    """No agent outside Rasa: the tracker store's database by URL; anything unknown is "not paused"."""
-    store = SQLTrackerStore(Domain.empty(), dialect="sqlite", db=str(tmp_path / "tracker.db"))
-    paused = paused_in_database(f"sqlite:///{tmp_path / 'tracker.db'}")
-    await save(store, "a", UserUttered("hi"))
-    await save(store, "b", ConversationPaused(), ConversationResumed())
-    assert await paused(["a", "b"]) == set()
-    await save(store, "a", ConversationPaused())
-    await save(store, "c", ConversationPaused(), ConversationResumed(), ConversationPaused())
-    assert await paused(["a", "b", "c", "nobody"]) == {"a", "c"}
-    assert await paused([]) == set()
-    # Rasa not started yet (no events table), no SQL tracker store, a database that is away: typing shows.
-    assert await paused_in_database(f"sqlite:///{tmp_path / 'empty.db'}")(["a"]) == set()
-    assert await paused_in_database(None)(["a"]) == set()
-    assert await paused_in_database("postgresql://nobody@127.0.0.1:1/none")(["a"]) == set()
+class Receipts:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bool]] = []
+
+    async def mark_read_and_typing(self, business_id: str, message_id: str, reply_to: str,
+                                   typing: bool = True) -> None:
+        self.calls.append((message_id, typing))
 
 
-async def test_paused_asked_by_url_on_postgresql() -> None:
-    with temporary_database(POSTGRES_ADMIN_URL, "voltbay_paused_url") as url:
-        parsed = make_url(url)
-        store = SQLTrackerStore(Domain.empty(), dialect="postgresql", host=parsed.host, port=parsed.port,
-                                db=parsed.database, username=parsed.username)
-        await save(store, "a", ConversationPaused())
-        for calls in (ON_EVENTS, ON_LOOP, IN_THREAD):
-            assert await paused_in_database(url, calls)(["a", "b"]) == {"a"}
-        from connectors.paused import reader_for_url
-
-        await greenlet_spawn(reader_for_url(url, ON_EVENTS).dispose)
-        store.engine.dispose()
+async def test_receipt_without_typing_while_paused(tmp_path: Path) -> None:
+    channel = WhatsAppInput(settings(tmp_path))
+    receipts = Receipts()
+    channel.client = receipts  # type: ignore[assignment]
+    store = InMemoryTrackerStore(Domain.empty())
+    channel._agent = Agent(store)
+    (message,) = parse_webhook(json.loads((DATA / "text_message.json").read_text())).messages
+    item = to_inbox_item(message)
+    row: Any = type("Row", (), {"business_id": item.business_id, "message_id": item.message_id,
+                                "reply_to": item.reply_to, "conversation_id": item.conversation_id})()
+    await channel._receipt(row)
+    await save(store, item.conversation_id, ConversationPaused())
+    await channel._receipt(row)
+    assert receipts.calls == [(item.message_id, True), (item.message_id, False)]
