@@ -248,7 +248,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
                        "throughput_ratio": whatsapp_server["throughput_msg_s"] / rest["throughput_msg_s"],
                        "throughput_ratio_closed_loop": whatsapp["throughput_msg_s"] / rest["throughput_msg_s"],
                        "e2e_p95_ratio": whatsapp["p95_ms"] / rest["p95_ms"],
-                       # Rasa's main thread per message: the channel's own cost, without the machine's drift
+                       # Rasa's main thread per message: the channel's own cost, less swayed by the machine's drift
                        # in wall-clock time (the REST phase's includes Sanic serving the REST requests).
                        "rasa_main_thread_ms_per_msg": cpu_ms,
                        "rasa_main_thread_ratio": cpu_ms["whatsapp_server"] / cpu_ms["rest"]})
