@@ -229,7 +229,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     # a minute: the two phases of the throughput ratio run next to each other, and every other round
     # in the reverse order (A B C, C B A), so a steady drift favours each side equally often.
     rounds = []
-    rasa_pid = stack.procs[stack._rasa_name(0)].pid
+    rasa_pid = stack.rasa_pid()
     for n in range(args.repeats):
         phases = {
             "rest": lambda n=n: closed_loop(stack, args.users, args.turns, "rest", f"r{n}"),

@@ -212,6 +212,10 @@ class Stack:
     def replica_url(self, replica: int) -> str:
         return f"http://127.0.0.1:{self.rasa_ports[replica]}"
 
+    def rasa_pid(self, replica: int = 0) -> int:
+        """The Rasa server's process id (`nice` execs Rasa, so it is Rasa's own with --rasa-nice too)."""
+        return self.procs[self._rasa_name(replica)].pid
+
     def _spawn_rasa(self, replica: int) -> None:
         nice = ["nice", "-n", str(self.rasa_nice)] if self.rasa_nice else []
         self._spawn(self._rasa_name(replica),
