@@ -20,7 +20,7 @@ from sqlalchemy.pool import NullPool, QueuePool
 from connectors.agent_api import add_agent_routes
 from connectors.inbox import Inbox, InboxRow, create_inbox_engine
 from connectors.inbox_calls import ON_EVENTS, call_blocking, create_asyncpg_engine, where_calls_run
-from connectors.process_tuning import freeze_loaded_model
+from connectors.process_tuning import check_action_results_with_compiled_schema, freeze_loaded_model
 from connectors.sending import RetryingSender
 from connectors.whatsapp.output import WhatsAppOutput
 from connectors.whatsapp.to_rasa import apply_menu
@@ -187,6 +187,7 @@ class InboxChannel(InputChannel):
         async def start_worker(app: Any, _loop: Any) -> None:
             self._agent = getattr(app.ctx, "agent", None)
             freeze_loaded_model(self._agent)  # Rasa loaded its model before the server started
+            check_action_results_with_compiled_schema()  # every channel's turns, REST's too
             reason = self.worker_off_reason()
             if reason:
                 logger.info("%s worker not started: %s", self.name(), reason)

@@ -122,3 +122,12 @@ def test_the_loaded_model_is_frozen_out_of_full_garbage_collections(stack: Stack
     starts = log.count("Rasa server is up and running")
     assert starts >= 1 and len(frozen) == starts, frozen  # once per process, though two channels start
     assert all(int(line.split("froze ")[1].split()[0]) > 100_000 for line in frozen)
+
+
+def test_action_answers_are_checked_against_a_schema_compiled_once(stack: Stack) -> None:
+    """In the real server the channel compiled the action-answer schema once per process
+    (RASA_ACTION_SCHEMA_CHECKED_ONCE); the conversations of the tests above ran custom actions through it."""
+    log = (stack.workdir / "rasa.log").read_text(errors="replace")
+    compiled = [line for line in log.splitlines() if "checked against a schema compiled once" in line]
+    assert len(compiled) == log.count("Rasa server is up and running") >= 1, compiled
+    assert "Failed to validate Action server response" not in log
