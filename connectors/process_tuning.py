@@ -83,6 +83,7 @@ def check_action_results_with_compiled_schema() -> bool:
         return True
 
     _validate_action_result.compiled = True  # type: ignore[attr-defined]
+    _validate_action_result.rasa_original = RemoteAction._validate_action_result  # type: ignore[attr-defined]
     RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
     logger.info("action server answers are checked against a schema compiled once (RASA_ACTION_SCHEMA_CHECKED_ONCE)")
     return True
