@@ -58,21 +58,23 @@ def check_action_results_with_compiled_schema() -> bool:
     from rasa.core.actions.action import RemoteAction
     from rasa.shared.constants import DOCS_BASE_URL
 
-    if not schema_checked_once_enabled() or getattr(RemoteAction._validate_action_result, "compiled", False):
+    if not schema_checked_once_enabled() or hasattr(RemoteAction._validate_action_result, "rasa_original"):
         return False
-    compiled: dict[str, Any] = {}
+    compiled: dict[Any, Any] = {}
 
-    def validator_of(schema: dict[str, Any]) -> Any:
-        # Keyed by the schema's text: a subclass may give a schema of its own.
-        key = repr(schema)
-        if key not in compiled:
+    def validator_of(action: Any) -> Any:
+        # Keyed by the class's schema function (a subclass may give a schema of its own): the
+        # schema is built and checked on the first answer only, not rebuilt per call.
+        spec = type(action).action_response_format_spec
+        if spec not in compiled:
+            schema = action.action_response_format_spec()
             cls = validators.validator_for(schema)
             cls.check_schema(schema)  # a broken schema still fails here, as it did on every call
-            compiled[key] = cls(schema)
-        return compiled[key]
+            compiled[spec] = cls(schema)
+        return compiled[spec]
 
     def _validate_action_result(self: Any, result: dict[str, Any]) -> bool:
-        error = exceptions.best_match(validator_of(self.action_response_format_spec()).iter_errors(result))
+        error = exceptions.best_match(validator_of(self).iter_errors(result))
         if error is not None:
             # Rasa's own wording (rasa/core/actions/action.py), so logs and docs still match.
             error.message += (
@@ -82,7 +84,6 @@ def check_action_results_with_compiled_schema() -> bool:
             raise error
         return True
 
-    _validate_action_result.compiled = True  # type: ignore[attr-defined]
     _validate_action_result.rasa_original = RemoteAction._validate_action_result  # type: ignore[attr-defined]
     RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
     logger.info("action server answers are checked against a schema compiled once (RASA_ACTION_SCHEMA_CHECKED_ONCE)")
