@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool, QueuePool
 
 from connectors.agent_api import add_agent_routes
+from connectors.conversation_lock import keep_lock_waiters_from_hanging
 from connectors.inbox import Inbox, InboxRow, create_inbox_engine
 from connectors.inbox_calls import ON_EVENTS, call_blocking, create_asyncpg_engine, where_calls_run
 from connectors.process_tuning import check_action_results_with_compiled_schema, freeze_loaded_model
@@ -188,6 +189,7 @@ class InboxChannel(InputChannel):
             self._agent = getattr(app.ctx, "agent", None)
             freeze_loaded_model(self._agent)  # Rasa loaded its model before the server started
             check_action_results_with_compiled_schema()  # every channel's turns, REST's too
+            keep_lock_waiters_from_hanging()  # the same
             reason = self.worker_off_reason()
             if reason:
                 logger.info("%s worker not started: %s", self.name(), reason)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from rasa.core.lock import Ticket, TicketLock
+from rasa.core.lock_store import RedisLockStore
 from sqlalchemy import create_engine, text
 
 from tests.postgres import temporary_database
@@ -23,6 +26,8 @@ from .harness import Stack, text_webhook, wait_for
 
 pytestmark = pytest.mark.integration
 
+# Rasa's Redis lock of a conversation a killed replica was answering lasts this long (seconds).
+LEFT_TICKET_LIFETIME = 10
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL_RASA", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -31,9 +36,8 @@ def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with temporary_database(POSTGRES_ADMIN_URL, "voltbay_live") as url, \
             Stack(tmp_path_factory.mktemp("postgres_topology"), with_ingest=True, tracker_db_url=url,
                   with_evolution=False, replicas=2, redis_lock_prefix=f"voltbay{uuid.uuid4().hex[:8]}",
-                  # Rasa's Redis lock of a conversation a killed replica was answering lasts this long.
                   extra_env={"WHATSAPP_POLL_INTERVAL": "30", "WHATSAPP_WORKER_LEASE": "6s",
-                             "TICKET_LOCK_LIFETIME": "10"}).running() as running:
+                             "TICKET_LOCK_LIFETIME": str(LEFT_TICKET_LIFETIME)}).running() as running:
         yield running
 
 
@@ -70,6 +74,19 @@ def test_duplicate_deliveries_get_one_reply(pg_stack: Stack) -> None:
         assert list(pool.map(pg_stack.post_webhook, [body] * 3)) == [200, 200, 200]
     wait_for(lambda: pg_stack.sent_to(user), 15, what="greeting")
     wait_for(lambda: inbox_states(pg_stack, "wamid.pg.dup") == {"done": 1}, 15, what="one row, done")
+    assert len(pg_stack.sent_to(user)) == 1
+
+
+def test_a_ticket_left_in_rasas_redis_lock_delays_the_answer_but_never_loses_it(pg_stack: Stack) -> None:
+    """A replica killed mid-turn leaves its Redis ticket; its clock ran 1 s ahead, so the ticket lapses
+    after the one the next turn takes. Rasa's own lock then waits forever (connectors/conversation_lock.py)."""
+    user = "34622000003"
+    store = RedisLockStore(host="127.0.0.1", port=6379, key_prefix=pg_stack.redis_lock_prefix)
+    store.save_lock(TicketLock(user, deque([Ticket(0, time.time() + LEFT_TICKET_LIFETIME + 1)])))
+    assert pg_stack.post_webhook(text_webhook(user, "wamid.pg.left", "hi")) == 200
+    wait_for(lambda: pg_stack.sent_to(user), LEFT_TICKET_LIFETIME + 15, what="the greeting once the ticket lapsed")
+    wait_for(lambda: inbox_states(pg_stack, "wamid.pg.left") == {"done": 1}, 15, what="the row done")
+    assert store.get_lock(user) is None  # the turn gave its ticket back
     assert len(pg_stack.sent_to(user)) == 1
 
 
