@@ -159,6 +159,7 @@ async def _send(request: Request, channel: Any, row: Any, message: dict[str, Any
     output = channel.agent_output_for(row)
     await output.send_response(row.reply_to, {k: v for k, v in message.items() if not (k == "text" and
                                                                                         "custom" in message)})
+    await output.sends_finished()  # queued behind the bot's own sends still going out (the handoff message)
     if output.menu:  # a numbered list (Evolution) is answered with "1", "2"…: map them back like the bot's
         await asyncio.to_thread(channel.inbox.save_menu, channel.name(), row.conversation_id, output.menu)
     failed = [result for _row_id, result in output.results if not result.ok]

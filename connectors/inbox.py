@@ -231,6 +231,13 @@ class Inbox(OutboundRecords, LeaseRecords):
             return int(conn.execute(sql.LATEST_ID).scalar() or 0)
 
     @retry_transient
+    def conversations_since(self, after_id: int, channel: str | None = None) -> list[str]:
+        """Conversations of the pending rows stored after row `after_id` (a range of the primary key)."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(sql.CONVERSATIONS_SINCE[bool(channel)],
+                                     {"after_id": after_id, "on_channel": channel}).scalars())
+
+    @retry_transient
     def pending_conversations(self, exclude: Iterable[str] = (), limit: int = 100,
                               channel: str | None = None) -> list[str]:
         """Conversations with messages to answer that no other live worker holds, oldest first.
@@ -279,10 +286,7 @@ class Inbox(OutboundRecords, LeaseRecords):
             if not claim_next:
                 conn.execute(sql.DROP_LEASE, lease)
                 return None
-            if conn.execute(sql.RENEW_LEASE, lease).rowcount != 1:
-                # It expired (renewals could not reach the database) and another worker holds it now.
-                logger.warning("lost the lease of a conversation while answering %s; its next message is "
-                               "left to the worker that holds it", row.message_id)
+            if not self._renewed(conn, row, lease):
                 return None
             # The menu just saved is the stored one: no need to read it back.
             following = self._claim(conn, row.conversation_id, row.claimed_on, menu)
@@ -290,10 +294,33 @@ class Inbox(OutboundRecords, LeaseRecords):
                 conn.execute(sql.DROP_LEASE, lease)
             return following
 
+    @retry_transient
+    def advance(self, row: InboxRow, menu: dict[str, str] | None, besides: Sequence[int]) -> InboxRow | None:
+        """Save the options of a handled row whose replies are still going out and claim the conversation's
+        next row, besides those rows. The handled row stays "processing" until `finish` (a restart re-runs
+        it: Rasa knows it, its sends still "sending" are settled); the lease is kept, never given back here."""
+        with self.engine.begin() as conn:
+            if menu is not None and (menu or row.menu):
+                self._save_menu(conn, row.channel, row.conversation_id, menu)
+            if not self._renewed(conn, row, self._lease(row.conversation_id, row.claimed_on)):
+                return None
+            return self._claim(conn, row.conversation_id, row.claimed_on, menu, besides)
+
+    @staticmethod
+    def _renewed(conn: Connection, row: InboxRow, lease: dict[str, Any]) -> bool:
+        """Renew the lease of the row's conversation (locking it); False: it was lost."""
+        if conn.execute(sql.RENEW_LEASE, lease).rowcount == 1:
+            return True
+        # It expired (renewals could not reach the database) and another worker holds it now.
+        logger.warning("lost the lease of a conversation while answering %s; its next message is "
+                       "left to the worker that holds it", row.message_id)
+        return False
+
     def _claim(self, conn: Connection, conversation_id: str, channel: str | None = None,
-               menu: dict[str, str] | None = None) -> InboxRow | None:
-        row = conn.execute(sql.NEXT_UNFINISHED[bool(channel)],
-                           {"conversation": conversation_id, "on_channel": channel}).first()
+               menu: dict[str, str] | None = None, besides: Sequence[int] = ()) -> InboxRow | None:
+        parameters = {"conversation": conversation_id, "on_channel": channel}
+        row = conn.execute(sql.NEXT_UNFINISHED_BESIDES[bool(channel)], {**parameters, "besides": list(besides)}) \
+            .first() if besides else conn.execute(sql.NEXT_UNFINISHED[bool(channel)], parameters).first()
         if row is None:
             return None
         conn.execute(sql.MARK_PROCESSING, {"row_id": row.id, "now": time.time()})
@@ -321,7 +348,8 @@ class Inbox(OutboundRecords, LeaseRecords):
 
     @retry_transient
     def finish(self, row_id: int, state: str = DONE) -> None:
-        with self.engine.begin() as conn:
+        """Set a row's state: one statement (on a server in autocommit, one round trip; it runs per message)."""
+        with self._one_statement() as conn:
             conn.execute(sql.SET_STATE, {"row_id": row_id, "new_state": state, "now": time.time()})
 
     def release(self, row_id: int) -> None:

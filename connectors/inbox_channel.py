@@ -7,6 +7,7 @@ subclass it and add their own webhook routes, parsing and client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -22,10 +23,11 @@ from connectors.conversation_lock import keep_lock_waiters_from_hanging
 from connectors.inbox import Inbox, InboxRow, create_inbox_engine
 from connectors.inbox_calls import ON_EVENTS, call_blocking, create_asyncpg_engine, where_calls_run
 from connectors.process_tuning import check_action_results_with_compiled_schema, freeze_loaded_model
+from connectors.send_chains import SendChains
 from connectors.sending import RetryingSender
 from connectors.whatsapp.output import WhatsAppOutput
 from connectors.whatsapp.to_rasa import apply_menu
-from connectors.worker import InboxWorker
+from connectors.worker import Answered, InboxWorker
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +130,7 @@ class InboxChannel(InputChannel):
         self.worker: InboxWorker | None = None
         self._agent: Any = None
         self._receipts: set[asyncio.Task[None]] = set()
+        self.send_chains = SendChains()
 
     @property
     def inbox(self) -> Inbox:
@@ -145,12 +148,15 @@ class InboxChannel(InputChannel):
         """A human agent's reply: same sender and records, no turn key (it answers no stored message)."""
         output = self.output_for(row)
         output.turn_id = None  # no turn key: earlier sends are never looked up
+        output.send_chains = self.send_chains  # after the bot's sends still going out, in order
         return output
 
-    async def handle_row(self, row: InboxRow, on_new_message: OnNewMessage) -> dict[str, str] | None:
-        """Hand one stored message to Rasa; returns the options the reply offered (saved by the worker)."""
+    async def handle_row(self, row: InboxRow, on_new_message: OnNewMessage) -> Answered | None:
+        """Hand one stored message to Rasa; returns once Rasa handled it, with the options the reply
+        offered (saved by the worker) and its sends, which go on in the conversation's send chain."""
         if row.attempts > 1 and await already_handled(self._agent, row):
             logger.info("inbox message %s was handled before a restart; not answering twice", row.message_id)
+            await self.output_for(row).resend_unfinished()  # a send its turn queued may not have gone out
             return None
         text = apply_menu(row.message["text"], row.menu)
         # Read receipt + typing while Rasa works; the turn does not wait for it.
@@ -158,11 +164,19 @@ class InboxChannel(InputChannel):
         self._receipts.add(receipt)
         receipt.add_done_callback(self._receipts.discard)
         output = self.output_for(row)
-        await on_new_message(
-            UserMessage(text, output, row.conversation_id, input_channel=self.name(), message_id=row.message_id,
-                        metadata=row.message.get("metadata"))
-        )
-        return output.menu
+        output.send_chains = self.send_chains
+        try:
+            await on_new_message(
+                UserMessage(text, output, row.conversation_id, input_channel=self.name(),
+                            message_id=row.message_id, metadata=row.message.get("metadata"))
+            )
+        except Exception:
+            # The message is tried again: what this turn queued must have ended first, or the retry
+            # would take a send still on its way for one a restart cut off.
+            with contextlib.suppress(Exception):
+                await output.sends_finished()
+            raise
+        return Answered(output.menu, output.sends_finished())
 
     async def _receipt(self, row: InboxRow) -> None:
         """Blue ticks always; "typing…" only when the bot will answer (not while a person has it)."""
@@ -195,7 +209,7 @@ class InboxChannel(InputChannel):
                 logger.info("%s worker not started: %s", self.name(), reason)
                 return
 
-            async def handler(row: InboxRow) -> dict[str, str] | None:
+            async def handler(row: InboxRow) -> Answered | None:
                 return await self.handle_row(row, on_new_message)
 
             self.worker = InboxWorker(self.inbox, handler, concurrency=settings.concurrency,

@@ -7,6 +7,7 @@ webhook when one arrived (`adopt_delivered`).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -51,6 +52,17 @@ class OutboundRecords:
                 select(outbound.c.turn_key, outbound.c.state).where(outbound.c.turn_key.like(f"{turn_prefix}#%"))
             )
             return {key: state for key, state in rows}
+
+    @retry_transient
+    def unfinished_sends(self, turn_prefix: str) -> list[tuple[str, dict[str, Any]]]:
+        """(turn key, payload) of a reply's sends still "sending", in the order they were made."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbound.c.turn_key, outbound.c.payload)
+                .where(and_(outbound.c.turn_key.like(f"{turn_prefix}#%"), outbound.c.state == SENDING))
+                .order_by(outbound.c.id)
+            )
+            return [(key, json.loads(payload)) for key, payload in rows]
 
     @retry_transient
     def mark_interrupted(self, turn_key: str) -> None:

@@ -57,6 +57,13 @@ def new_messages_parameters(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 LATEST_ID = select(func.max(inbox.c.id))
+# {with a channel filter?: the conversations of the pending rows stored after a row id}
+CONVERSATIONS_SINCE = {
+    with_channel: select(inbox.c.conversation_id)
+    .where(_on_channel(and_(inbox.c.id > bindparam("after_id"), inbox.c.state == PENDING), with_channel))
+    .distinct()
+    for with_channel in (False, True)
+}
 
 SET_STATE = (
     update(inbox)
@@ -70,6 +77,16 @@ NEXT_UNFINISHED = {
     with_channel: select(inbox)
     .where(_on_channel(and_(inbox.c.conversation_id == bindparam("conversation"),
                             inbox.c.state.in_((PENDING, PROCESSING))), with_channel))
+    .order_by(inbox.c.sent_at, inbox.c.id)
+    .limit(1)
+    for with_channel in (False, True)
+}
+# The same, besides the rows this worker handled whose replies are still going out (they stay "processing").
+NEXT_UNFINISHED_BESIDES = {
+    with_channel: select(inbox)
+    .where(_on_channel(and_(inbox.c.conversation_id == bindparam("conversation"),
+                            inbox.c.state.in_((PENDING, PROCESSING)),
+                            inbox.c.id.not_in(bindparam("besides", expanding=True))), with_channel))
     .order_by(inbox.c.sent_at, inbox.c.id)
     .limit(1)
     for with_channel in (False, True)

@@ -1,6 +1,8 @@
 """Drains the inbox: in order within a conversation, concurrently across conversations.
 
-A row is marked done only after its handler returned (Rasa handled the message).
+A row is marked done only after its handler returned (Rasa handled the message) and, when the handler
+left its replies going out (`Answered`), once they were recorded; the conversation's next row is taken
+meanwhile.
 Messages older than `stale_after` seconds are marked stale and not answered. Channel-agnostic:
 the Cloud API and Evolution channels pass their own handler.
 
@@ -17,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from connectors.inbox import DONE, STALE, Inbox, InboxRow
 
@@ -36,8 +39,27 @@ SAFETY_NET_POLL_SECONDS = 1.0
 MAX_DRAINS = 1000
 SCAN_LIMIT = 100
 
-# Returns the numbered options its reply offered ("1" → payload), saved with the row's completion.
-Handler = Callable[[InboxRow], Awaitable["dict[str, str] | None"]]
+@dataclass
+class StillReplying:
+    """`_handle` found nothing new after `last`, whose replies are still going out."""
+
+    last: InboxRow
+
+
+@dataclass
+class Answered:
+    """A handler's answer whose sends are still going out: `menu` as below, `sends` ends when they did."""
+
+    menu: dict[str, str] | None
+    sends: Awaitable[None]
+
+
+# (row id, the task that marks it done once its sends ended) of a drain's rows still replying.
+Replying = list[tuple[int, "asyncio.Task[None]"]]
+
+# Returns the numbered options its reply offered ("1" → payload), saved with the row's completion;
+# or `Answered` when the reply's sends are still going out.
+Handler = Callable[[InboxRow], Awaitable["dict[str, str] | Answered | None"]]
 
 
 class InboxWorker:
@@ -69,6 +91,8 @@ class InboxWorker:
         # their drain may have looked for its next row already, so it starts again when it ends.
         self._missed: set[str] = set()
         self._more_waiting = False  # the last look found more conversations than it had room for
+        # Drains waiting for their replies to go out with nothing new to claim: set when a row comes.
+        self._news: dict[str, asyncio.Event] = {}
 
     def notify(self, conversation_id: str | None = None) -> None:
         """New rows were stored: look now instead of at the next poll.
@@ -82,6 +106,9 @@ class InboxWorker:
             self._wake.set()
         elif conversation_id in self._active:
             self._missed.add(conversation_id)
+            news = self._news.get(conversation_id)
+            if news is not None:
+                news.set()  # its drain waits for its replies to go out: the new row is taken at once
         else:
             self._start(conversation_id)
 
@@ -153,8 +180,18 @@ class InboxWorker:
             if stale:
                 logger.warning("marked %d old inbox message(s) stale (older than %ss)", stale, self.stale_after)
         latest = await self.inbox.call(self.inbox.latest_id)
-        if not full and latest == self._latest_seen and now < self._next_full_scan:
-            return 0
+        if not full and now < self._next_full_scan:
+            if latest == self._latest_seen:
+                return 0
+            if self._latest_seen is not None:
+                # Only the conversations of the rows stored since the last look (an id range), not the
+                # grouped scan: their drains start, or take the row if one runs (rows whose ids commit
+                # out of order on a server are found by the full look within a second).
+                fresh = await self.inbox.call(self.inbox.conversations_since, self._latest_seen, self.channel)
+                self._latest_seen = latest
+                for conversation_id in fresh:
+                    self.notify(conversation_id)
+                return len(fresh)
         self._latest_seen, self._next_full_scan = latest, now + FULL_SCAN_EVERY_SECONDS
         room = min(SCAN_LIMIT, MAX_DRAINS - len(self._active))
         if room <= 0:
@@ -194,38 +231,109 @@ class InboxWorker:
         each message lets every conversation with pending rows take its turn.
         """
         row: InboxRow | None = None
-        while True:
-            async with self._slots:
-                if row is None:
-                    if self._stopped.is_set():
-                        return
-                    row = await self.inbox.call(self.inbox.claim_next, conversation_id, self.channel)
+        replying: Replying = []
+        try:
+            while True:
+                async with self._slots:
                     if row is None:
-                        return
-                row = await self._handle(row)
-            if row is None:
-                return
-            # asyncio.Semaphore (Python 3.10) lets a task that releases and re-acquires at once jump
-            # the queue: yield first so a waiting conversation gets the slot.
-            await asyncio.sleep(0)
+                        if self._stopped.is_set():
+                            return
+                        row = await self.inbox.call(self.inbox.claim_next, conversation_id, self.channel)
+                        if row is None:
+                            return
+                    outcome = await self._handle(row, replying)
+                if isinstance(outcome, StillReplying):
+                    outcome = await self._next_after_replies(conversation_id, outcome.last, replying)
+                row = outcome
+                if row is None:
+                    return
+                # asyncio.Semaphore (Python 3.10) lets a task that releases and re-acquires at once jump
+                # the queue: yield first so a waiting conversation gets the slot.
+                await asyncio.sleep(0)
+        finally:
+            await self._settled(replying)
 
-    async def _handle(self, row: InboxRow) -> InboxRow | None:
-        """One message through the handler; returns the conversation's next row, already claimed."""
+    async def _handle(self, row: InboxRow, replying: Replying) -> InboxRow | StillReplying | None:
+        """One message through the handler; returns the conversation's next row, already claimed.
+
+        A handler that answers with its sends still going out (`Answered`) lets the next row start
+        at once: the handled row stays "processing" until they finished, and the lease is given back
+        only when none is left (a restart re-runs such a row; Rasa knows it, its sends are settled).
+        """
         if row.sent_at < self.clock() - self.stale_after:
             # A replayed backlog keeps arriving after the periodic look for stale rows: checked here too.
             logger.warning("inbox message %s is older than %ss: marked stale, not answered",
                            row.message_id, self.stale_after)
+            await self._settled(replying)
             return await self.inbox.call(self.inbox.complete, row, STALE, None, not self._stopped.is_set())
         try:
-            menu = await self.handler(row)
+            answer = await self.handler(row)
         except Exception:
             logger.exception("handling inbox message %s failed (attempt %d)", row.message_id, row.attempts)
+            await self._settled(replying)
             if row.attempts < MAX_ATTEMPTS:
                 await self.inbox.call(self.inbox.release, row.id)
                 return None  # keep the order: try this conversation again on a later round
             return await self.inbox.call(self.inbox.complete, row, FAILED, None, not self._stopped.is_set())
+        if isinstance(answer, Answered) and not self._stopped.is_set():
+            replying[:] = [(row_id, sending) for row_id, sending in replying if not sending.done()]
+            besides = [row.id, *(row_id for row_id, _sending in replying)]
+            replying.append((row.id, asyncio.create_task(self._done_once_sent(row, answer.sends))))
+            following = await self.inbox.call(self.inbox.advance, row, answer.menu, besides)
+            return StillReplying(row) if following is None else following
+        menu = answer
+        if isinstance(answer, Answered):  # stopping: nothing more is claimed, the sends end first
+            await answer.sends
+            menu = answer.menu
+        await self._settled(replying)
         # Done, menu saved and the next message claimed in one transaction.
         return await self.inbox.call(self.inbox.complete, row, DONE, menu, not self._stopped.is_set())
+
+    async def _next_after_replies(self, conversation_id: str, last: InboxRow, replying: Replying) -> InboxRow | None:
+        """Nothing new after `last` while replies still go out (no slot held): a row stored meanwhile is
+        taken the moment it is announced; once every reply went out, the next row is claimed or the
+        lease given back. Without the wait for news the customer's next message, posted as soon as the
+        first reply showed, waited for the previous turn's sends all the same."""
+        news = self._news[conversation_id] = asyncio.Event()
+        sending = asyncio.gather(*(task for _row_id, task in replying), return_exceptions=True)
+        try:
+            while not sending.done() and not self._stopped.is_set():
+                if conversation_id not in self._missed:
+                    waiting = asyncio.ensure_future(news.wait())
+                    await asyncio.wait([sending, waiting], return_when=asyncio.FIRST_COMPLETED)
+                    waiting.cancel()
+                news.clear()
+                if conversation_id in self._missed:
+                    self._missed.discard(conversation_id)
+                    async with self._slots:
+                        besides = [last.id, *(row_id for row_id, task in replying if not task.done())]
+                        following = await self.inbox.call(self.inbox.advance, last, None, besides)
+                    if following is not None:
+                        return following
+            await sending
+            await self._settled(replying)
+            if self._stopped.is_set():
+                return None  # the lease goes back with all others at stop
+            # Every reply went out: claim what came meanwhile, or give the lease back.
+            return await self.inbox.call(self.inbox.claim_next, conversation_id, self.channel)
+        finally:
+            self._news.pop(conversation_id, None)
+
+    async def _done_once_sent(self, row: InboxRow, sends: Awaitable[None]) -> None:
+        """Mark a handled row done once its sends were recorded (sent or failed for good). Otherwise it
+        stays "processing" and is handled again: Rasa knows it, its sends still "sending" are settled."""
+        try:
+            await sends
+            await self.inbox.call(self.inbox.finish, row.id, DONE)
+        except Exception:
+            logger.exception("the replies to inbox message %s were not all recorded; it is taken up again",
+                             row.message_id)
+
+    @staticmethod
+    async def _settled(replying: Replying) -> None:
+        if replying:
+            await asyncio.gather(*(sending for _row_id, sending in replying), return_exceptions=True)
+            replying.clear()
 
     async def idle(self) -> None:
         """Wait until no drain task is running (tests, shutdown)."""

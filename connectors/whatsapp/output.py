@@ -14,6 +14,7 @@ from typing import Any
 from rasa.core.channels.channel import OutputChannel
 
 from connectors.inbox import FAILED_SEND, SENDING, SENT, Inbox
+from connectors.send_chains import SendChains
 from connectors.sending import RetryingSender, SendResult
 from connectors.whatsapp.errors import Verdict
 from connectors.whatsapp.render import render_response, template_message
@@ -58,6 +59,9 @@ class WhatsAppOutput(OutputChannel):
         self._count = 0
         # A first attempt has sent nothing yet: no look-up on the normal path.
         self._earlier: dict[str, str] | None = None if rerun else {}
+        # Set by the worker's turn: sends queue there and the turn goes on (None: each send awaited here).
+        self.send_chains: SendChains | None = None
+        self._queued: list[asyncio.Task[None]] = []
 
     async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
         rendered = render_response(self.reply_to, message, self.numbered_options)
@@ -74,13 +78,16 @@ class WhatsAppOutput(OutputChannel):
             if earlier == SENT:
                 logger.info("not re-sending %s: it went out before a restart", turn_key)
                 return
-            if earlier == SENDING and await self._delivered_before_crash(turn_key):
+            if earlier == SENDING and await self._went_out_before_cut_off(turn_key):
                 return
-            if earlier == SENDING:
-                # No evidence either way: sending again may duplicate, not sending may lose it.
-                logger.warning("send %s was cut off by a restart; sending it again", turn_key)
-                await self.inbox.call(self.inbox.mark_interrupted, turn_key)
-        row_id = await self._begin(payload, turn_key)
+        row_id = await self._begin(payload, turn_key)  # recorded before the turn goes on: a crash cannot lose it
+        if self.send_chains is None:
+            await self._transmit(row_id, payload, turn_key)
+        else:
+            self._queued.append(self.send_chains.then(
+                self.conversation_id, lambda: self._transmit(row_id, payload, turn_key)))
+
+    async def _transmit(self, row_id: int, payload: dict[str, Any], turn_key: str | None) -> None:
         result = await self.client.send(self.phone_number_id, payload)
         if not result.ok and result.verdict is Verdict.TEMPLATE and self.template:
             await self._finish(row_id, result, keep_turn_key=False)  # the refused free-form message
@@ -88,6 +95,33 @@ class WhatsAppOutput(OutputChannel):
             row_id = await self._begin(payload, turn_key)
             result = await self.client.send(self.phone_number_id, payload)
         await self._finish(row_id, result)
+
+    async def sends_finished(self) -> None:
+        """Wait until every send this output queued went out or failed for good, each recorded;
+        raises when one was not (its row stays "sending", settled when the message is taken up again)."""
+        outcomes = await asyncio.gather(*self._queued, return_exceptions=True)
+        cut = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if cut:
+            raise RuntimeError(f"{len(cut)} of {len(outcomes)} send(s) were not recorded") from cut[0]
+
+    async def resend_unfinished(self) -> None:
+        """The turn was handled before a restart, some of its queued sends maybe not: each one still
+        "sending" is settled by the platform's status webhook when one came, else sent again."""
+        if not self.turn_id:
+            return
+        for turn_key, payload in await self.inbox.call(self.inbox.unfinished_sends, self.turn_id):
+            if not await self._went_out_before_cut_off(turn_key):
+                await self._transmit(await self._begin(payload, turn_key), payload, turn_key)
+
+    async def _went_out_before_cut_off(self, turn_key: str) -> bool:
+        """A send a restart cut off: True when the platform's status webhook proves it went out;
+        otherwise it is kept as interrupted and the caller sends it again."""
+        if await self._delivered_before_crash(turn_key):
+            return True
+        # No evidence either way: sending again may duplicate, not sending may lose it.
+        logger.warning("send %s was cut off by a restart; sending it again", turn_key)
+        await self.inbox.call(self.inbox.mark_interrupted, turn_key)
+        return False
 
     async def _delivered_before_crash(self, turn_key: str) -> bool:
         """Wait briefly for the platform's status webhook that proves a cut-off send went out."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -40,11 +41,14 @@ class GraphStandIn:
         self.failures: list[tuple[int, dict[str, Any]]] = []  # (http status, body) served before successes
         self.count = 0
         self.url = ""
+        self.answer_when: asyncio.Event | None = None  # set: each request is answered only once it is set
 
     async def handle(self, request: web.Request) -> web.Response:
         payload = await request.json()
         assert request.headers.get("Authorization") == "Bearer test-token"
         self.received.append((request.match_info["phone_number_id"], payload))
+        if self.answer_when is not None:
+            await self.answer_when.wait()
         if self.failures:
             status, body = self.failures.pop(0)
             return web.json_response(body, status=status)

@@ -152,7 +152,10 @@ async def test_a_turn_goes_through_the_shared_core(tmp_path: Path, evolution: Ev
 
     row = channel.inbox.claim_next("34600111222@s.whatsapp.net")
     assert row is not None
-    menu = await channel.handle_row(row, on_new_message)
+    answered = await channel.handle_row(row, on_new_message)
+    assert answered is not None
+    await answered.sends  # the turn returned before its send ended: the worker marks the row done after
+    menu = answered.menu
     await asyncio.gather(*channel._receipts)
     assert seen[0].text == "where is my order VB-310977" and seen[0].input_channel == "evolution"
     assert seen[0].message_id == "voltbay:3EB0C767D26A1D8E9F01"
@@ -176,7 +179,9 @@ async def test_a_turn_goes_through_the_shared_core(tmp_path: Path, evolution: Ev
     async def record(message: UserMessage) -> None:
         seen.append(message)
 
-    await channel.handle_row(following, record)
+    answered = await channel.handle_row(following, record)
+    assert answered is not None
+    await answered.sends
     assert seen[0].text == "/deny"
     await channel.client.close()
 

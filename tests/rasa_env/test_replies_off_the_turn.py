@@ -1,0 +1,212 @@
+"""Replies sent off the turn: a turn queues its sends and returns; they leave in order per conversation;
+the worker takes the conversation's next message meanwhile and marks a row done only once its sends were
+recorded; a restart settles a handled turn's sends that never finished."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from connectors.inbox import DONE, PROCESSING, Inbox
+from connectors.send_chains import SendChains
+from connectors.worker import Answered, InboxRow
+
+from .conftest import GraphStandIn
+from .test_inbox_and_worker import item, make_worker
+from .test_whatsapp_sending import output
+
+
+async def wait_until(condition: object, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_chain_runs_each_conversations_work_in_order_whatever_became_of_the_earlier() -> None:
+    chains = SendChains()
+    done: list[str] = []
+    gate = asyncio.Event()
+
+    async def work(name: str, wait: bool = False, fail: bool = False) -> None:
+        if wait:
+            await gate.wait()
+        if fail:
+            raise RuntimeError(name)
+        done.append(name)
+
+    first = chains.then("c1", lambda: work("c1-a", wait=True))
+    failing = chains.then("c1", lambda: work("c1-b", fail=True))
+    last = chains.then("c1", lambda: work("c1-c"))
+    other = chains.then("c2", lambda: work("c2-a"))
+    await other
+    assert done == ["c2-a"]  # another conversation does not wait for c1
+    gate.set()
+    await asyncio.gather(first, failing, last, return_exceptions=True)
+    assert done == ["c2-a", "c1-a", "c1-c"]  # c1's failed send did not stop the next one
+    assert len(chains) == 0  # chains whose last send ended are forgotten
+
+
+async def test_the_turn_returns_before_graph_answers_and_the_sends_keep_their_order(
+        graph: GraphStandIn, sqlite_inbox: Inbox) -> None:
+    graph.answer_when = asyncio.Event()
+    chains = SendChains()
+    turn = output(graph, sqlite_inbox)
+    turn.send_chains = chains
+    await asyncio.wait_for(turn.send_text_message("US.123", "one"), 1)  # queued: Graph has not answered
+    await turn.send_text_message("US.123", "two")
+    following = output(graph, sqlite_inbox, turn_id="wamid.IN2")  # the customer's next message
+    following.send_chains = chains
+    await following.send_text_message("US.123", "three")
+    await asyncio.sleep(0.2)
+    assert [p["text"]["body"] for p in graph.sent()] == ["one"]  # "two" and "three" wait for "one" to end
+    # Each recorded before its turn went on: a crash now loses none of them.
+    assert [row["state"] for row in sqlite_inbox.outbound_for("US.123")] == ["sending"] * 3
+    graph.answer_when.set()
+    await turn.sends_finished()
+    await following.sends_finished()
+    await turn.client.close()
+    await following.client.close()
+    assert [p["text"]["body"] for p in graph.sent()] == ["one", "two", "three"]
+    assert [row["state"] for row in sqlite_inbox.outbound_for("US.123")] == ["sent"] * 3
+
+
+async def test_sends_finished_raises_when_a_send_was_not_recorded(graph: GraphStandIn, sqlite_inbox: Inbox) -> None:
+    turn = output(graph, sqlite_inbox)
+    turn.send_chains = SendChains()
+
+    def database_away(*_args: object) -> None:
+        raise OSError("database away")
+
+    sqlite_inbox.finish_outbound = database_away  # type: ignore[method-assign]
+    await turn.send_text_message("US.123", "one")
+    try:
+        await turn.sends_finished()
+    except RuntimeError as error:
+        assert "1 of 1 send(s) were not recorded" in str(error)
+    else:
+        raise AssertionError("a send that was not recorded must not count as finished")
+    await turn.client.close()
+
+
+async def test_a_handled_turns_cut_off_sends_are_settled_on_restart(graph: GraphStandIn, sqlite_inbox: Inbox) -> None:
+    # Before the crash the turn queued two sends: "one" went out (Meta's status webhook came), "two" did not.
+    for n, text in ((1, "one"), (2, "two")):
+        payload = {"messaging_product": "whatsapp", "type": "text", "to": "34600111222", "text": {"body": text}}
+        sqlite_inbox.begin_outbound({"channel": "whatsapp", "conversation_id": "US.123", "business_id": "PNID-B",
+                                     "turn_key": f"wamid.IN1#{n}", "payload": json.dumps(payload)})
+    sqlite_inbox.add_statuses([{"message_id": "wamid.ONE", "status": "delivered", "sent_at": int(time.time()),
+                                "recipient_id": "34600111222", "business_id": "PNID-B", "errors": None}])
+    again = output(graph, sqlite_inbox, rerun=True)
+    again.status_grace_seconds = 0.3
+    await again.resend_unfinished()
+    await again.client.close()
+    assert [p["text"]["body"] for p in graph.sent()] == ["two"]  # "one" is settled by its evidence
+    states = [(row["state"], row["message_id"]) for row in sqlite_inbox.outbound_for("US.123")]
+    assert states == [("sent", "wamid.ONE"), ("interrupted", None), ("sent", "wamid.OUT1")]
+
+
+async def test_the_next_message_starts_while_the_previous_replies_go_out(inbox: Inbox) -> None:
+    inbox.add([item("m1", sent_at=1_000), item("m2", sent_at=1_001)])
+    replies_out = asyncio.Event()
+    seen: list[tuple[str, int, dict[str, str], str]] = []
+
+    async def sends() -> None:
+        await replies_out.wait()
+
+    async def handler(row: InboxRow) -> Answered:
+        first_state = inbox.states().get(PROCESSING, 0)
+        seen.append((row.message_id, row.attempts, row.menu, f"processing={first_state}"))
+        return Answered({"1": "/affirm"} if row.message_id == "m1" else {}, sends())
+
+    worker = make_worker(inbox, handler, poll_interval=0.01)
+    running = asyncio.create_task(worker.run())
+    await wait_until(lambda: len(seen) == 2)
+    # m2 was taken while m1's replies were still going out: both rows "processing", the lease held.
+    assert [(m, a, menu) for m, a, menu, _ in seen] == [("m1", 1, {}), ("m2", 1, {"1": "/affirm"})]
+    assert seen[1][3] == "processing=2"
+    assert inbox.states() == {PROCESSING: 2}
+    assert {owner for owner, in inbox.engine.connect().exec_driver_sql("SELECT owner FROM wa_leases")} == \
+        {inbox.owner}
+    replies_out.set()
+    await wait_until(lambda: inbox.states() == {DONE: 2})
+    await worker.idle()
+    await worker.stop()
+    running.cancel()
+    with inbox.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM wa_leases").scalar() == 0  # given back at the end
+
+
+async def test_a_row_whose_replies_were_not_recorded_is_taken_up_again(inbox: Inbox) -> None:
+    inbox.add([item("m1", sent_at=1_000), item("m2", sent_at=1_001)])
+    seen: list[tuple[str, int]] = []
+
+    async def not_recorded() -> None:
+        raise RuntimeError("1 of 1 send(s) were not recorded")
+
+    async def recorded() -> None:
+        return None
+
+    async def handler(row: InboxRow) -> Answered | None:
+        seen.append((row.message_id, row.attempts))
+        if row.attempts > 1:
+            return None  # the channel: Rasa knows it, its unfinished sends were settled
+        return Answered(None, not_recorded() if row.message_id == "m1" else recorded())
+
+    worker = make_worker(inbox, handler, poll_interval=0.01)
+    running = asyncio.create_task(worker.run())
+    await wait_until(lambda: inbox.states() == {DONE: 2})
+    await worker.stop()
+    running.cancel()
+    assert seen == [("m1", 1), ("m2", 1), ("m1", 2)]
+
+
+async def run_until_the_next_message_is_taken(inbox: Inbox, announce: bool) -> list[str]:
+    """m1's replies are held; m2 comes after its turn, announced (LISTEN, the route in Rasa) or found by the poll."""
+    inbox.add([item("m1", sent_at=1_000)])
+    replies_out = asyncio.Event()
+    seen: list[str] = []
+
+    async def sends() -> None:
+        await replies_out.wait()
+
+    async def handler(row: InboxRow) -> Answered:
+        seen.append(row.message_id)
+        return Answered(None, sends())
+
+    # A 30 s poll when announced: only the announcement can bring m2 in time.
+    worker = make_worker(inbox, handler, poll_interval=30 if announce else 0.02)
+    running = asyncio.create_task(worker.run())
+    await wait_until(lambda: seen == ["m1"])
+    await asyncio.sleep(0.1)  # m1's drain now waits for its replies, with nothing to claim
+    inbox.add([item("m2", sent_at=1_001)])
+    if announce:
+        worker.notify("c1")
+    await wait_until(lambda: seen == ["m1", "m2"])
+    states = inbox.states()
+    replies_out.set()
+    await wait_until(lambda: inbox.states() == {DONE: 2})
+    await worker.stop()
+    running.cancel()
+    with inbox.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM wa_leases").scalar() == 0
+    return [f"{state}={count}" for state, count in sorted(states.items())]
+
+
+async def test_a_message_announced_while_the_replies_go_out_is_taken_at_once(sqlite_inbox: Inbox) -> None:
+    assert await run_until_the_next_message_is_taken(sqlite_inbox, announce=True) == ["processing=2"]
+
+
+async def test_a_message_the_poll_finds_while_the_replies_go_out_is_taken_at_once(inbox: Inbox) -> None:
+    assert await run_until_the_next_message_is_taken(inbox, announce=False) == ["processing=2"]
+
+
+def test_the_conversations_of_rows_stored_since_a_look(inbox: Inbox) -> None:
+    inbox.add([item("a1", conversation="a"), item("b1", conversation="b")])
+    seen = inbox.latest_id()
+    assert inbox.conversations_since(seen) == []
+    inbox.add([item("c1", conversation="c"), item("a2", conversation="a"), item("c2", conversation="c")])
+    inbox.add([item("r1", conversation="d", skip="reaction", metadata={})])  # recorded, not to be answered
+    assert sorted(inbox.conversations_since(seen)) == ["a", "c"]
+    assert inbox.conversations_since(seen, "evolution") == []
