@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy import create_engine, text
 
-from bench.whatsapp_vs_rest import MESSAGES, SETTLE_SECONDS, closed_loop, rows_left_in
+from bench.whatsapp_vs_rest import MESSAGES, SETTLE_SECONDS, closed_loop, rows_left_in, summary
 from connectors.whatsapp.signature import sign
 from tests.integration.harness import APP_SECRET, Stack, text_webhook
 
@@ -93,9 +92,8 @@ def parts(engine: Any, times: Times) -> dict[str, list[float]]:
 
 
 def line(values: list[float]) -> str:
-    ordered = sorted(values)
-    return (f"p50 {statistics.median(ordered):7.1f}  p95 {ordered[int(len(ordered) * 0.95)]:7.1f}"
-            f"  mean {statistics.fmean(ordered):7.1f} ms")
+    figures = summary(values)  # the main bench's percentiles, so the figures compare
+    return f"p50 {figures['p50_ms']:7.1f}  p95 {figures['p95_ms']:7.1f}  mean {figures['mean_ms']:7.1f} ms"
 
 
 async def measure(stack: Stack, rounds: int, users: int, turns: int) -> dict[str, dict[str, list[float]]]:

@@ -276,14 +276,15 @@ class InboxWorker:
                 return None  # keep the order: try this conversation again on a later round
             return await self.inbox.call(self.inbox.complete, row, FAILED, None, not self._stopped.is_set())
         if isinstance(answer, Answered) and not self._stopped.is_set():
-            replying[:] = [(row_id, sending) for row_id, sending in replying if not sending.done()]
-            besides = [row.id, *(row_id for row_id, _sending in replying)]
+            besides = self._besides(row, replying)
             replying.append((row.id, asyncio.create_task(self._done_once_sent(row, answer.sends))))
             following = await self.inbox.call(self.inbox.advance, row, answer.menu, besides)
             return StillReplying(row) if following is None else following
         menu = answer
         if isinstance(answer, Answered):  # stopping: nothing more is claimed, the sends end first
-            await answer.sends
+            if not await self._sends_recorded(row, answer.sends):
+                await self._settled(replying)
+                return None  # left "processing": taken up again after the restart
             menu = answer.menu
         await self._settled(replying)
         # Done, menu saved and the next message claimed in one transaction.
@@ -306,11 +307,10 @@ class InboxWorker:
                 if conversation_id in self._missed:
                     self._missed.discard(conversation_id)
                     async with self._slots:
-                        besides = [last.id, *(row_id for row_id, task in replying if not task.done())]
-                        following = await self.inbox.call(self.inbox.advance, last, None, besides)
+                        following = await self.inbox.call(self.inbox.advance, last, None,
+                                                          self._besides(last, replying))
                     if following is not None:
                         return following
-            await sending
             await self._settled(replying)
             if self._stopped.is_set():
                 return None  # the lease goes back with all others at stop
@@ -319,15 +319,31 @@ class InboxWorker:
         finally:
             self._news.pop(conversation_id, None)
 
+    @staticmethod
+    def _besides(row: InboxRow, replying: Replying) -> list[int]:
+        """`row` and the drain's rows still replying (the claim skips them); rows done are dropped from the list."""
+        replying[:] = [(row_id, sending) for row_id, sending in replying if not sending.done()]
+        return [row.id, *(row_id for row_id, _sending in replying)]
+
     async def _done_once_sent(self, row: InboxRow, sends: Awaitable[None]) -> None:
         """Mark a handled row done once its sends were recorded (sent or failed for good). Otherwise it
         stays "processing" and is handled again: Rasa knows it, its sends still "sending" are settled."""
+        if not await self._sends_recorded(row, sends):
+            return
+        try:
+            await self.inbox.call(self.inbox.finish, row.id, DONE)
+        except Exception:
+            logger.exception("could not mark inbox message %s done; it is taken up again", row.message_id)
+
+    @staticmethod
+    async def _sends_recorded(row: InboxRow, sends: Awaitable[None]) -> bool:
         try:
             await sends
-            await self.inbox.call(self.inbox.finish, row.id, DONE)
         except Exception:
             logger.exception("the replies to inbox message %s were not all recorded; it is taken up again",
                              row.message_id)
+            return False
+        return True
 
     @staticmethod
     async def _settled(replying: Replying) -> None:

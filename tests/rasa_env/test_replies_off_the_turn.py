@@ -8,6 +8,8 @@ import asyncio
 import json
 import time
 
+import pytest
+
 from connectors.inbox import DONE, PROCESSING, Inbox
 from connectors.send_chains import SendChains
 from connectors.worker import Answered, InboxRow
@@ -210,3 +212,24 @@ def test_the_conversations_of_rows_stored_since_a_look(inbox: Inbox) -> None:
     inbox.add([item("r1", conversation="d", skip="reaction", metadata={})])  # recorded, not to be answered
     assert sorted(inbox.conversations_since(seen)) == ["a", "c"]
     assert inbox.conversations_since(seen, "evolution") == []
+
+
+async def test_stopping_with_replies_not_recorded_leaves_the_row_to_be_taken_up_again(
+        sqlite_inbox: Inbox, caplog: pytest.LogCaptureFixture) -> None:
+    sqlite_inbox.add([item("m1", sent_at=1_000)])
+    stopping: list[asyncio.Task[None]] = []
+
+    async def not_recorded() -> None:
+        raise RuntimeError("1 of 1 send(s) were not recorded")
+
+    async def handler(row: InboxRow) -> Answered:
+        stopping.append(asyncio.create_task(worker.stop()))  # the server stops while this turn ran
+        await asyncio.sleep(0)
+        return Answered(None, not_recorded())
+
+    worker = make_worker(sqlite_inbox, handler, poll_interval=0.01)
+    running = asyncio.create_task(worker.run())
+    await wait_until(lambda: bool(stopping) and stopping[0].done())
+    running.cancel()
+    assert sqlite_inbox.states() == {PROCESSING: 1}  # not done: Rasa knows it, its sends are settled on restart
+    assert "replies to inbox message m1 were not all recorded" in caplog.text  # said, not an escaped exception
