@@ -41,11 +41,14 @@ from connectors.inbox_tables import (
     create_inbox_engine,
     create_tables,
     inbox,
+    is_sqlite_file,
     menus,
     retry_transient,
     server_connect_args,
+    sqlite_pragmas,
 )
 from connectors.inbox_wakeups import InboxListener, OnListening, OnNewRow, notifies
+from connectors.sqlite_kept import KeptSqlite
 
 __all__ = ["DONE", "FAILED_SEND", "INTERRUPTED", "IN_THREAD", "ON_EVENTS", "ON_LOOP", "PENDING", "PROCESSING",
            "SENDING", "SENT", "SKIPPED", "STALE", "Inbox", "InboxItem", "InboxRow", "create_inbox_engine"]
@@ -71,6 +74,9 @@ class Inbox(OutboundRecords, LeaseRecords):
         # SQLite is a library in this process: a statement takes ~0.1 ms, less than the hop to a
         # thread and back, and every hop makes the event loop hand Rasa's GIL over and wait for it.
         self.local = engine.dialect.name == "sqlite"
+        # A SQLite file: the statements of every message on kept sqlite3 connections (connectors/sqlite_kept.py).
+        self._kept = KeptSqlite(engine, sqlite_pragmas) \
+            if self.local and is_sqlite_file(engine.url.render_as_string()) else None
         # A server's statements on the event loop too (as Rasa's own SQL tracker store runs its own):
         # in a thread, each of a turn's ~10 statements hands Rasa's GIL over and back; through psycopg2
         # the loop stands still for each round trip, through asyncpg it runs other turns meanwhile.
@@ -91,6 +97,8 @@ class Inbox(OutboundRecords, LeaseRecords):
     def dispose(self) -> None:
         """Close the pooled psycopg2 connections (tests, shutdown); `close` closes the asyncpg ones too."""
         self.engine.dispose()
+        if self._kept is not None:
+            self._kept.close()
         if self._autocommit is not self.engine:
             self._autocommit.dispose()
 
@@ -104,6 +112,14 @@ class Inbox(OutboundRecords, LeaseRecords):
     def listener(self, on_new: OnNewRow, on_listening: OnListening) -> InboxListener | None:
         """A LISTEN connection that hears of rows other processes store (PostgreSQL), else None."""
         return InboxListener(self.engine, on_new, on_listening) if InboxListener.supported(self.engine) else None
+
+    def _transaction(self) -> Any:
+        """A transaction for the statements run on every message (kept connections on a SQLite file)."""
+        return self._kept.begin() if self._kept is not None else self.engine.begin()
+
+    def _reading(self) -> Any:
+        """A connection for the reads run on every message or poll."""
+        return self._kept.connect() if self._kept is not None else self.engine.connect()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one of the methods below from async code, where WHATSAPP_INBOX_CALLS says (inline on SQLite)."""
@@ -227,13 +243,13 @@ class Inbox(OutboundRecords, LeaseRecords):
     @retry_transient
     def latest_id(self) -> int:
         """The newest row's id (0 when empty): a cheap "anything new?" for the worker's polls."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return int(conn.execute(sql.LATEST_ID).scalar() or 0)
 
     @retry_transient
     def conversations_since(self, after_id: int, channel: str | None = None) -> list[str]:
         """Conversations of the pending rows stored after row `after_id` (a range of the primary key)."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return list(conn.execute(sql.CONVERSATIONS_SINCE[bool(channel)],
                                      {"after_id": after_id, "on_channel": channel}).scalars())
 
@@ -260,7 +276,7 @@ class Inbox(OutboundRecords, LeaseRecords):
         """Take the conversation's lease and its oldest unfinished message (marked processing, with the
         conversation's menu). None: another worker holds the conversation, or nothing is left (the
         lease is given back in the same transaction)."""
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             lease = self._lease(conversation_id, channel)
             if not self._take_lease(conn, lease):
                 return None
@@ -278,7 +294,7 @@ class Inbox(OutboundRecords, LeaseRecords):
         `menu=None` leaves the stored menu alone (the turn did not get to reply). The lease is renewed
         (its row locked) before the look for the next row and given back when there is none.
         """
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             conn.execute(sql.SET_STATE, {"row_id": row.id, "new_state": state, "now": time.time()})
             if menu is not None and (menu or row.menu):  # most turns offer none after none: nothing to write
                 self._save_menu(conn, row.channel, row.conversation_id, menu)
@@ -299,7 +315,7 @@ class Inbox(OutboundRecords, LeaseRecords):
         """Save the options of a handled row whose replies are still going out and claim the conversation's
         next row, besides those rows. The handled row stays "processing" until `finish` (a restart re-runs
         it: Rasa knows it, its sends still "sending" are settled); the lease is kept, never given back here."""
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             if menu is not None and (menu or row.menu):
                 self._save_menu(conn, row.channel, row.conversation_id, menu)
             if not self._renewed(conn, row, self._lease(row.conversation_id, row.claimed_on)):
@@ -318,9 +334,10 @@ class Inbox(OutboundRecords, LeaseRecords):
 
     def _claim(self, conn: Connection, conversation_id: str, channel: str | None = None,
                menu: dict[str, str] | None = None, besides: Sequence[int] = ()) -> InboxRow | None:
-        parameters = {"conversation": conversation_id, "on_channel": channel}
-        row = conn.execute(sql.NEXT_UNFINISHED_BESIDES[bool(channel)], {**parameters, "besides": list(besides)}) \
-            .first() if besides else conn.execute(sql.NEXT_UNFINISHED[bool(channel)], parameters).first()
+        skipped = set(besides)
+        rows = conn.execute(sql.NEXT_UNFINISHED[bool(channel)], {
+            "conversation": conversation_id, "on_channel": channel, "few": len(skipped) + 1}).all()
+        row = next((row for row in rows if row.id not in skipped), None)
         if row is None:
             return None
         conn.execute(sql.MARK_PROCESSING, {"row_id": row.id, "now": time.time()})

@@ -22,9 +22,11 @@ from connectors.agent_api import add_agent_routes
 from connectors.conversation_lock import keep_lock_waiters_from_hanging
 from connectors.inbox import Inbox, InboxRow, create_inbox_engine
 from connectors.inbox_calls import ON_EVENTS, call_blocking, create_asyncpg_engine, where_calls_run
+from connectors.inbox_tables import is_sqlite_file
 from connectors.process_tuning import check_action_results_with_compiled_schema, freeze_loaded_model
 from connectors.send_chains import SendChains
 from connectors.sending import RetryingSender
+from connectors.sqlite_kept import KeptSqlite
 from connectors.whatsapp.output import WhatsAppOutput
 from connectors.whatsapp.to_rasa import apply_menu
 from connectors.worker import Answered, InboxWorker
@@ -65,7 +67,8 @@ def _sql_tracker_engine(agent: Any, calls: str = ON_EVENTS) -> Any:
     if engine is None:
         return None
     if isinstance(engine.pool, NullPool):
-        return _pooled_reader(engine.url.render_as_string(hide_password=False))
+        url = engine.url.render_as_string(hide_password=False)
+        return _kept_reader(url) if is_sqlite_file(url) else _pooled_reader(url)
     if where_calls_run(engine, calls) == ON_EVENTS:
         reader = _asyncpg_reader(engine.url.render_as_string(hide_password=False), id(asyncio.get_running_loop()))
         return reader or engine
@@ -77,6 +80,12 @@ def _pooled_reader(url: str) -> Any:
     """Rasa's SQLite tracker engine opens a connection per use (no pool in SQLAlchemy 1.4); the read
     receipt asks on every customer message, so it reads through kept connections of its own."""
     return create_engine(url, future=True, poolclass=QueuePool, connect_args={"check_same_thread": False})
+
+
+@functools.lru_cache(maxsize=4)
+def _kept_reader(url: str) -> KeptSqlite:
+    """A SQLite file (Rasa's default tracker store): the receipt's question on a kept sqlite3 connection."""
+    return KeptSqlite(create_engine(url, future=True), on_connect=lambda _connection, _record: None)
 
 
 @functools.lru_cache(maxsize=4)

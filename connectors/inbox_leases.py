@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
@@ -123,8 +123,8 @@ class LeaseRecords:
     def renew_leases(self) -> int:
         """Push back the expiry of every lease this worker holds (its heartbeat)."""
         with self._one_statement() as conn:
-            result = conn.execute(update(leases).where(leases.c.owner == self.owner)
-                                  .values(expires_at=time.time() + self.lease_seconds))
+            result = conn.execute(sql.RENEW_MY_LEASES, {"lease_owner": self.owner,
+                                                        "lease_until": time.time() + self.lease_seconds})
         return result.rowcount or 0
 
     @retry_transient
@@ -141,5 +141,5 @@ class LeaseRecords:
     def release_leases(self) -> int:
         """Give back every lease this worker holds (it stops)."""
         with self._one_statement() as conn:
-            result = conn.execute(leases.delete().where(leases.c.owner == self.owner))
+            result = conn.execute(sql.DROP_MY_LEASES, {"lease_owner": self.owner})
         return result.rowcount or 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import and_, select, update
@@ -22,17 +23,18 @@ class OutboundRecords:
     engine: Engine
     local: bool  # SQLite: the database is a library in this process
     _autocommit: Engine
+    _transaction: Callable[[], Any]
 
     def _one_statement(self) -> Any:
         """A connection for one statement: on a server in autocommit (atomic on its own, and no
         BEGIN and COMMIT round trips), on SQLite a transaction (there they cost nothing)."""
-        return self.engine.begin() if self.local else self._autocommit.connect()
+        return self._transaction() if self.local else self._autocommit.connect()
 
     @retry_transient
     def begin_outbound(self, row: dict[str, Any]) -> int:
         """Record a send about to happen (state "sending"), before the request leaves."""
         with self._one_statement() as conn:
-            result = conn.execute(sql.INSERT_OUTBOUND, [{"created_at": time.time(), "state": SENDING, **row}])
+            result = conn.execute(sql.INSERT_OUTBOUND, {"created_at": time.time(), "state": SENDING, **row})
             return int(result.inserted_primary_key[0])
 
     @retry_transient

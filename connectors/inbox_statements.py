@@ -71,24 +71,16 @@ SET_STATE = (
     .values(state=bindparam("new_state"), updated_at=bindparam("now"))
 )
 
-# {with a channel filter?: the conversation's oldest unfinished row}. Run under the conversation's
-# lease, so a row still "processing" is one a dead worker left: it comes first again (in its place).
+# {with a channel filter?: the conversation's oldest unfinished rows, `few` of them}. Run under the
+# conversation's lease, so a row still "processing" is one a dead worker left: it comes first again (in
+# its place), unless it is one of this worker's own whose replies are still going out (the caller skips
+# those: `few` = how many there are + 1; an id list in the SQL would make every call's text new).
 NEXT_UNFINISHED = {
     with_channel: select(inbox)
     .where(_on_channel(and_(inbox.c.conversation_id == bindparam("conversation"),
                             inbox.c.state.in_((PENDING, PROCESSING))), with_channel))
     .order_by(inbox.c.sent_at, inbox.c.id)
-    .limit(1)
-    for with_channel in (False, True)
-}
-# The same, besides the rows this worker handled whose replies are still going out (they stay "processing").
-NEXT_UNFINISHED_BESIDES = {
-    with_channel: select(inbox)
-    .where(_on_channel(and_(inbox.c.conversation_id == bindparam("conversation"),
-                            inbox.c.state.in_((PENDING, PROCESSING)),
-                            inbox.c.id.not_in(bindparam("besides", expanding=True))), with_channel))
-    .order_by(inbox.c.sent_at, inbox.c.id)
-    .limit(1)
+    .limit(bindparam("few", type_=Integer))
     for with_channel in (False, True)
 }
 MARK_PROCESSING = (
@@ -141,3 +133,7 @@ INSERT_LEASE = insert(leases).values(**_NEW_LEASE)
 RENEW_LEASE = (update(leases).where(and_(_THIS_LEASE, leases.c.owner == bindparam("lease_owner")))
                .values(expires_at=bindparam("lease_until")))
 DROP_LEASE = leases.delete().where(and_(_THIS_LEASE, leases.c.owner == bindparam("lease_owner")))
+# The heartbeat and the goodbye of a worker: every lease it holds.
+RENEW_MY_LEASES = update(leases).where(leases.c.owner == bindparam("lease_owner")).values(
+    expires_at=bindparam("lease_until"))
+DROP_MY_LEASES = leases.delete().where(leases.c.owner == bindparam("lease_owner"))

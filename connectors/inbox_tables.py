@@ -111,7 +111,7 @@ class InboxRow(InboxItem):
     claimed_on: str | None = None  # the channel filter (and lease key) it was claimed with; None: any
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers (console) do not block the webhook
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL against app crashes
@@ -183,7 +183,7 @@ def create_tables(engine: Engine) -> None:
             time.sleep(0.05 * attempt)
 
 
-def _is_sqlite_file(url: str) -> bool:
+def is_sqlite_file(url: str) -> bool:
     return url.startswith("sqlite") and url.split("://", 1)[-1] not in ("", "/", "/:memory:")
 
 
@@ -203,10 +203,10 @@ def create_inbox_engine(url: str) -> Engine:
         # per transaction and, when it was the last one open, a WAL checkpoint on close. Measured in
         # the Rasa process: ~20 ms of extra CPU per WhatsApp turn. Kept connections cost neither.
         pooling: dict[str, Any] = {"poolclass": QueuePool, "pool_size": 8, "max_overflow": 16} \
-            if _is_sqlite_file(url) else {}
+            if is_sqlite_file(url) else {}
         engine = create_engine(url, future=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
                                                                "check_same_thread": False}, **pooling)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", sqlite_pragmas)
         return engine
     # No pool_pre_ping: see retry_transient.
     return create_engine(url, future=True, connect_args=server_connect_args(url))

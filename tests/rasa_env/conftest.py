@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from aiohttp import web
+from sqlalchemy import event
 
 from connectors.inbox import Inbox, create_inbox_engine
 from tests.postgres import temporary_database
@@ -26,6 +27,15 @@ def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inbox]:
         box = Inbox(create_inbox_engine(url))
         yield box
         box.dispose()
+
+
+def watch_statements(inbox: Inbox, seen: Callable[[str], None]) -> None:
+    """Call `seen` with the SQL of every statement the inbox runs from this thread: SQLAlchemy's event,
+    and on a SQLite file's kept connections (connectors/sqlite_kept.py) the driver's trace."""
+    for engine in {inbox.engine, inbox._autocommit}:
+        event.listen(engine, "before_cursor_execute", lambda _c, _cur, statement, *_: seen(statement))
+    if inbox._kept is not None:
+        inbox._kept._connection().set_trace_callback(seen)
 
 
 @pytest.fixture

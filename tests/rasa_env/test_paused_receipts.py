@@ -17,11 +17,11 @@ from rasa.core.tracker_store import (
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ConversationPaused, ConversationResumed, UserUttered
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 from sqlalchemy.util import greenlet_spawn
 
 from connectors.inbox_calls import IN_THREAD, ON_EVENTS, ON_LOOP
 from connectors.inbox_channel import _sql_tracker_engine, is_paused
+from connectors.sqlite_kept import KeptSqlite
 from connectors.whatsapp.channel import WhatsAppInput
 from connectors.whatsapp.to_rasa import to_inbox_item
 from connectors.whatsapp.updates import parse_webhook
@@ -55,14 +55,12 @@ async def test_paused_is_read_from_the_sql_tracker_store(tmp_path: Path) -> None
     await save(store, "a", ConversationResumed())
     assert await is_paused(agent, "a") is False
     assert await is_paused(agent, "nobody") is False
-    # Rasa's SQLite engine has no pool; the check on every message reads through kept connections.
+    # Rasa's SQLite engine has no pool; the check on every message reads through a kept connection.
     reader = _sql_tracker_engine(agent)
-    assert reader is not store.engine and not isinstance(reader.pool, NullPool)
-    opened: list[object] = []
-    sqlalchemy.event.listen(reader, "connect", lambda connection, _record: opened.append(connection))
+    assert isinstance(reader, KeptSqlite)
     for _ in range(10):
         assert await is_paused(agent, "a") is False
-    assert len(opened) <= 1
+    assert len(reader._opened) == 1
 
 
 @pytest.mark.parametrize("calls", [ON_EVENTS, ON_LOOP, IN_THREAD])
