@@ -113,14 +113,6 @@ class Inbox(OutboundRecords, LeaseRecords):
         """A LISTEN connection that hears of rows other processes store (PostgreSQL), else None."""
         return InboxListener(self.engine, on_new, on_listening) if InboxListener.supported(self.engine) else None
 
-    def _transaction(self) -> Any:
-        """A transaction for the statements run on every message (kept connections on a SQLite file)."""
-        return self._kept.begin() if self._kept is not None else self.engine.begin()
-
-    def _reading(self) -> Any:
-        """A connection for the reads run on every message or poll."""
-        return self._kept.connect() if self._kept is not None else self.engine.connect()
-
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one of the methods below from async code, where WHATSAPP_INBOX_CALLS says (inline on SQLite)."""
         if self._on_events is not None and getattr(fn, "__self__", None) is self:

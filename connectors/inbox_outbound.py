@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import and_, select, update
@@ -17,13 +16,22 @@ from sqlalchemy.engine import Engine
 
 from connectors import inbox_statements as sql
 from connectors.inbox_tables import INTERRUPTED, SENDING, SENT, outbound, retry_transient, statuses
+from connectors.sqlite_kept import KeptSqlite
 
 
 class OutboundRecords:
     engine: Engine
     local: bool  # SQLite: the database is a library in this process
     _autocommit: Engine
-    _transaction: Callable[[], Any]
+    _kept: KeptSqlite | None  # a SQLite file: the statements of every message on kept sqlite3 connections
+
+    def _transaction(self) -> Any:
+        """A transaction for the statements run on every message."""
+        return self._kept.begin() if self._kept is not None else self.engine.begin()
+
+    def _reading(self) -> Any:
+        """A connection for the reads run on every message or poll."""
+        return self._kept.connect() if self._kept is not None else self.engine.connect()
 
     def _one_statement(self) -> Any:
         """A connection for one statement: on a server in autocommit (atomic on its own, and no

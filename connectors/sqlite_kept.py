@@ -29,21 +29,26 @@ class _Compiled:
     """SQL text, the order of its parameters and what a parameter the caller leaves out stands for."""
 
     def __init__(self, statement: ClauseElement, keys: tuple[str, ...] | None, dialect: Any) -> None:
-        compiled = statement.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
+        columns = list(keys) if keys is not None else None
+        compiled = statement.compile(dialect=dialect, column_keys=columns)
         supplied = {bind.key for bind in compiled.binds.values() if bind.required}
-        if "__[POSTCOMPILE_" in compiled.string:
+        sql, names = compiled.string, list(compiled.positiontup or [])
+        fixed = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
+        if "__[POSTCOMPILE_" in sql:
             # IN lists built into the statement: rendered as plain placeholders, once. A list the
             # caller supplies would change the text on every call: not for this path.
             if any(bind.expanding and bind.required for bind in compiled.binds.values()):
                 raise ValueError("a statement with an IN list given per call runs through SQLAlchemy")
-            compiled = statement.params({key: _CALLERS for key in supplied}).compile(
-                dialect=dialect, column_keys=list(keys) if keys is not None else None,
-                compile_kwargs={"render_postcompile": True})
-            fixed = compiled.construct_params()
-        else:
-            fixed = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
-        self.sql: str = compiled.string
-        self.names: list[str] = list(compiled.positiontup or [])
+            stand_ins = {key: _CALLERS for key in supplied}
+            if hasattr(compiled, "construct_expanded_state"):  # SQLAlchemy 2 (the app env)
+                expanded = compiled.construct_expanded_state(stand_ins)
+                sql, names, fixed = expanded.statement, list(expanded.positiontup or []), expanded.parameters
+            else:  # SQLAlchemy 1.4 (the Rasa env)
+                rendered = statement.params(stand_ins).compile(dialect=dialect, column_keys=columns,
+                                                               compile_kwargs={"render_postcompile": True})
+                sql, names, fixed = rendered.string, list(rendered.positiontup or []), rendered.construct_params()
+        self.sql: str = sql
+        self.names: list[str] = names
         self.fixed = {name: value for name, value in fixed.items() if value is not _CALLERS and name not in supplied}
         self.converters: list[Callable[[Any], Any] | None] = [
             compiled.binds[name].type.bind_processor(dialect) if name in compiled.binds else None
