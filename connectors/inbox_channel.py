@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Blueprint
 from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool, QueuePool
+from sqlalchemy.pool import NullPool
 
 from connectors.agent_api import add_agent_routes
 from connectors.conversation_lock import keep_lock_waiters_from_hanging
@@ -66,20 +66,13 @@ def _sql_tracker_engine(agent: Any, calls: str = ON_EVENTS) -> Any:
     engine = getattr(store, "engine", None) if store is not None else None
     if engine is None:
         return None
-    if isinstance(engine.pool, NullPool):
+    if isinstance(engine.pool, NullPool):  # Rasa's SQLite file: a connection per use, none kept
         url = engine.url.render_as_string(hide_password=False)
-        return _kept_reader(url) if is_sqlite_file(url) else _pooled_reader(url)
+        return _kept_reader(url) if is_sqlite_file(url) else engine
     if where_calls_run(engine, calls) == ON_EVENTS:
         reader = _asyncpg_reader(engine.url.render_as_string(hide_password=False), id(asyncio.get_running_loop()))
         return reader or engine
     return engine
-
-
-@functools.lru_cache(maxsize=4)
-def _pooled_reader(url: str) -> Any:
-    """Rasa's SQLite tracker engine opens a connection per use (no pool in SQLAlchemy 1.4); the read
-    receipt asks on every customer message, so it reads through kept connections of its own."""
-    return create_engine(url, future=True, poolclass=QueuePool, connect_args={"check_same_thread": False})
 
 
 @functools.lru_cache(maxsize=4)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import namedtuple
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,9 +53,16 @@ class _Compiled:
         self.converters: list[Callable[[Any], Any] | None] = [
             compiled.binds[name].type.bind_processor(dialect) if name in compiled.binds else None
             for name in self.names]
+        self._row_type: Any = None
         for column in getattr(statement, "selected_columns", ()):
             if column.type.result_processor(dialect, None) is not None:
                 raise ValueError(f"column {column} needs SQLAlchemy's conversion of its values")
+
+    def row_type(self, description: Any) -> Any:
+        """Rows by column name: the type is made from the first answer's columns, then kept."""
+        if self._row_type is None:
+            self._row_type = namedtuple("KeptRow", [column[0] for column in description], rename=True)  # type: ignore[misc]
+        return self._row_type
 
     def values(self, parameters: Mapping[str, Any]) -> list[Any]:
         values = []
@@ -102,12 +109,7 @@ class KeptConnection:
         self._owner = owner
         self._dbapi = dbapi_connection
 
-    def execute(self, statement: ClauseElement, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]]
-                | None = None) -> KeptResult:
-        if isinstance(parameters, Sequence):  # SQLAlchemy's form for one row: a list of one dict
-            if len(parameters) != 1:
-                raise ValueError("one row at a time on this path")
-            parameters = parameters[0]
+    def execute(self, statement: ClauseElement, parameters: Mapping[str, Any] | None = None) -> KeptResult:
         parameters = parameters or {}
         compiled = self._owner.compiled(statement, parameters)
         values = compiled.values(parameters)
@@ -117,7 +119,7 @@ class KeptConnection:
         except self._owner.dbapi.Error as error:
             raise DBAPIError.instance(compiled.sql, values, error, self._owner.dbapi.Error) from error
         if rows:
-            row_type = self._owner.row_type(compiled.sql, cursor.description)
+            row_type = compiled.row_type(cursor.description)
             rows = [row_type._make(row) for row in rows]
         return KeptResult(rows, cursor.rowcount, cursor.lastrowid)
 
@@ -145,7 +147,6 @@ class KeptSqlite:
         self._local = threading.local()
         self._opened: list[Any] = []  # one per thread that used it (the event loop's, mostly)
         self._compiled: dict[tuple[ClauseElement, tuple[str, ...] | None], _Compiled] = {}
-        self._row_types: dict[str, type] = {}
         self._lock = threading.Lock()
 
     def _connection(self) -> Any:
@@ -171,13 +172,6 @@ class KeptSqlite:
                     self._compiled.clear()  # statements built per call do not belong here; never grow
                 self._compiled[(statement, keys)] = found
         return found
-
-    def row_type(self, sql: str, description: Any) -> Any:
-        row_type = self._row_types.get(sql)
-        if row_type is None:
-            row_type = namedtuple("KeptRow", [column[0] for column in description], rename=True)  # type: ignore[misc]
-            self._row_types[sql] = row_type
-        return row_type
 
     @contextmanager
     def begin(self) -> Iterator[KeptConnection]:
