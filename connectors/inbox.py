@@ -10,7 +10,6 @@ default: each round trip awaits, other turns run meanwhile), inline, or in a thr
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
 import time
@@ -23,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.util import greenlet_spawn
 
 from connectors import inbox_statements as sql
-from connectors.inbox_calls import IN_THREAD, ON_EVENTS, ON_LOOP, call_blocking, create_asyncpg_engine, where_calls_run
+from connectors.inbox_calls import IN_THREAD, ON_EVENTS, ON_LOOP, asyncpg_twin, call_blocking, where_calls_run
 from connectors.inbox_leases import DEFAULT_LEASE_SECONDS, LeaseRecords, WorkerIdentity
 from connectors.inbox_outbound import OutboundRecords
 from connectors.inbox_tables import (
@@ -86,13 +85,11 @@ class Inbox(OutboundRecords, LeaseRecords):
         # connection to autocommit and back costs two driver calls (~0.1 ms each) per checkout.
         self._autocommit = engine if self.local else create_engine(
             engine.url, future=True, isolation_level="AUTOCOMMIT", connect_args=server_connect_args(engine.url))
-        # ON_EVENTS: `call` runs the same methods on a copy of this inbox whose engines are asyncpg's.
+        # ON_EVENTS: `call` runs the same methods on a copy of this inbox on asyncpg (inbox_calls.asyncpg_twin).
         # This one keeps psycopg2 for what runs outside the loop (threads, tools, the LISTEN connection).
         self._on_events: Inbox | None = None
         if self.runs == ON_EVENTS:
-            twin = copy.copy(self)
-            twin.engine, twin._autocommit = create_asyncpg_engine(engine.url), create_asyncpg_engine(engine.url, True)
-            self._on_events = twin
+            self._on_events = asyncpg_twin(self, engine.url)
 
     def dispose(self) -> None:
         """Close the pooled psycopg2 connections (tests, shutdown); `close` closes the asyncpg ones too."""
@@ -107,6 +104,7 @@ class Inbox(OutboundRecords, LeaseRecords):
         if self._on_events is not None:
             await greenlet_spawn(self._on_events.engine.dispose)
             await greenlet_spawn(self._on_events._autocommit.dispose)
+            await self._on_events._kept.close()  # type: ignore[union-attr]  # its kept asyncpg connections
         self.dispose()
 
     def listener(self, on_new: OnNewRow, on_listening: OnListening) -> InboxListener | None:
@@ -176,7 +174,7 @@ class Inbox(OutboundRecords, LeaseRecords):
         COMMIT), each a wait for the server that the ACK would sit through under load.
         """
         both = bool(rows) and bool(status_rows)
-        with (self.engine.begin() if both else self._autocommit.connect()) as conn:
+        with (self._transaction() if both else self._one_statement()) as conn:
             fresh = set(conn.execute(sql.INSERT_NEW_MESSAGES, sql.new_messages_parameters(rows)).scalars()) \
                 if rows else set()
             if status_rows:

@@ -10,6 +10,7 @@ round trip, as it does for Rasa's own SQL tracker store), or in a thread (`threa
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.util import greenlet_spawn
 
 from connectors import inbox_tables
+from connectors.asyncpg_kept import KeptAsyncpg
 
 T = TypeVar("T")
 
@@ -55,14 +57,27 @@ def create_asyncpg_engine(url: str | URL, autocommit: bool = False) -> Engine:
     from sqlalchemy.ext.asyncio import create_async_engine  # asyncpg is needed only in this mode
 
     options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    return create_async_engine(asyncpg_url(url), future=True, pool_size=ASYNCPG_POOL_SIZE,
+                               max_overflow=ASYNCPG_POOL_OVERFLOW, connect_args={"timeout": connect_timeout(url)},
+                               **options).sync_engine
+
+
+def connect_timeout(url: str | URL) -> float:
+    """Seconds a connect may take: the URL's connect_timeout, else the inbox's default."""
     timeout = make_url(url).query.get(_CONNECT_TIMEOUT) or inbox_tables.SERVER_CONNECT_TIMEOUT_SECONDS
     try:
-        timeout = float(timeout)  # type: ignore[arg-type]
+        return float(timeout)  # type: ignore[arg-type]
     except ValueError:
         raise ValueError(f"{_CONNECT_TIMEOUT} in the database URL is not a number of seconds: {timeout!r}") from None
-    return create_async_engine(asyncpg_url(url), future=True, pool_size=ASYNCPG_POOL_SIZE,
-                               max_overflow=ASYNCPG_POOL_OVERFLOW, connect_args={"timeout": timeout},
-                               **options).sync_engine
+
+
+def asyncpg_twin(inbox: T, url: str | URL) -> T:
+    """A copy of an inbox whose engines are asyncpg's, its per-message statements on kept asyncpg
+    connections (connectors/asyncpg_kept.py): what ON_EVENTS runs the inbox's methods on."""
+    twin = copy.copy(inbox)
+    twin.engine, twin._autocommit = create_asyncpg_engine(url), create_asyncpg_engine(url, True)  # type: ignore[attr-defined]
+    twin._kept = KeptAsyncpg(twin.engine, connect_timeout(url))  # type: ignore[attr-defined]
+    return twin
 
 
 def where_calls_run(engine: Engine, calls: str) -> str:

@@ -19,9 +19,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from connectors.agent_api import add_agent_routes
+from connectors.asyncpg_kept import KeptAsyncpg
 from connectors.conversation_lock import keep_lock_waiters_from_hanging
 from connectors.inbox import Inbox, InboxRow, create_inbox_engine
-from connectors.inbox_calls import ON_EVENTS, call_blocking, create_asyncpg_engine, where_calls_run
+from connectors.inbox_calls import ON_EVENTS, call_blocking, connect_timeout, create_asyncpg_engine, where_calls_run
 from connectors.inbox_tables import is_sqlite_file
 from connectors.process_tuning import check_action_results_with_compiled_schema, freeze_loaded_model
 from connectors.send_chains import SendChains
@@ -82,12 +83,12 @@ def _kept_reader(url: str) -> KeptSqlite:
 
 
 @functools.lru_cache(maxsize=4)
-def _asyncpg_reader(url: str, _loop_id: int) -> Any:
-    """WHATSAPP_INBOX_CALLS=async: the receipt's question through asyncpg too (its connections belong to
+def _asyncpg_reader(url: str, _loop_id: int) -> KeptAsyncpg | None:
+    """WHATSAPP_INBOX_CALLS=async: the receipt's question on kept asyncpg connections too (they belong to
     one event loop: a new loop, as in tests, gets a reader of its own). None: asyncpg cannot take the
     tracker store's URL; Rasa's own engine answers then (said once)."""
     try:
-        return create_asyncpg_engine(url)
+        return KeptAsyncpg(create_asyncpg_engine(url), connect_timeout(url))
     except ValueError as error:
         logger.warning("read receipts ask the tracker store through Rasa's own engine: %s", error)
         return None

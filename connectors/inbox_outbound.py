@@ -15,6 +15,7 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.engine import Engine
 
 from connectors import inbox_statements as sql
+from connectors.asyncpg_kept import KeptAsyncpg
 from connectors.inbox_tables import INTERRUPTED, SENDING, SENT, outbound, retry_transient, statuses
 from connectors.sqlite_kept import KeptSqlite
 
@@ -23,7 +24,9 @@ class OutboundRecords:
     engine: Engine
     local: bool  # SQLite: the database is a library in this process
     _autocommit: Engine
-    _kept: KeptSqlite | None  # a SQLite file: the statements of every message on kept sqlite3 connections
+    # The statements of every message on kept connections: sqlite3's on a SQLite file, asyncpg's
+    # with WHATSAPP_INBOX_CALLS=async (the methods then run in a greenlet on the event loop).
+    _kept: KeptSqlite | KeptAsyncpg | None
 
     def _transaction(self) -> Any:
         """A transaction for the statements run on every message."""
@@ -36,7 +39,9 @@ class OutboundRecords:
     def _one_statement(self) -> Any:
         """A connection for one statement: on a server in autocommit (atomic on its own, and no
         BEGIN and COMMIT round trips), on SQLite a transaction (there they cost nothing)."""
-        return self._transaction() if self.local else self._autocommit.connect()
+        if self.local:
+            return self._transaction()
+        return self._kept.connect() if self._kept is not None else self._autocommit.connect()
 
     @retry_transient
     def begin_outbound(self, row: dict[str, Any]) -> int:

@@ -15,7 +15,7 @@ import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -25,12 +25,14 @@ from sqlalchemy.sql import ClauseElement
 MAX_COMPILED = 64
 
 
-class _Compiled:
-    """SQL text, the order of its parameters and what a parameter the caller leaves out stands for."""
+class CompiledStatement:
+    """SQL text, the order of its parameters and what a parameter the caller leaves out stands for
+    (SQLite's here; connectors/asyncpg_kept.py renders PostgreSQL's from it)."""
 
-    def __init__(self, statement: ClauseElement, keys: tuple[str, ...] | None, dialect: Any) -> None:
+    def __init__(self, statement: ClauseElement, keys: tuple[str, ...] | None, dialect: Any,
+                 for_executemany: bool = False) -> None:
         columns = list(keys) if keys is not None else None
-        compiled = statement.compile(dialect=dialect, column_keys=columns)
+        compiled = statement.compile(dialect=dialect, column_keys=columns, for_executemany=for_executemany)
         supplied = {bind.key for bind in compiled.binds.values() if bind.required}
         sql, names = compiled.string, list(compiled.positiontup or [])
         fixed = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
@@ -50,13 +52,21 @@ class _Compiled:
         self.sql: str = sql
         self.names: list[str] = names
         self.fixed = {name: value for name, value in fixed.items() if value is not _CALLERS and name not in supplied}
+        # The SQL type of each parameter (None: a value built into the statement's IN list).
+        self.types = [compiled.binds[name].type if name in compiled.binds else None for name in self.names]
         self.converters: list[Callable[[Any], Any] | None] = [
-            compiled.binds[name].type.bind_processor(dialect) if name in compiled.binds else None
-            for name in self.names]
+            kind.bind_processor(dialect) if kind is not None else None for kind in self.types]
+        # Rows come back from a query or a write's RETURNING clause; told from the SQL itself, as a
+        # text() statement says nothing else about it.
+        verb = sql.split(None, 1)[0].upper() if sql.strip() else ""
+        self.returns_rows = verb in ("SELECT", "WITH", "VALUES") or " RETURNING " in sql.upper()
         self._row_type: Any = None
         for column in getattr(statement, "selected_columns", ()):
-            if column.type.result_processor(dialect, None) is not None:
+            if self.converts_results(column, dialect):
                 raise ValueError(f"column {column} needs SQLAlchemy's conversion of its values")
+
+    def converts_results(self, column: Any, dialect: Any) -> bool:
+        return column.type.result_processor(dialect, None) is not None
 
     def row_type(self, description: Any) -> Any:
         """Rows by column name: the type is made from the first answer's columns, then kept."""
@@ -78,6 +88,22 @@ class _Compiled:
 
 
 _CALLERS = object()  # stands for a value the caller gives, while a statement is compiled
+
+Compiled = TypeVar("Compiled", bound=CompiledStatement)
+
+
+def compiled_once(cache: dict[Any, Compiled], lock: threading.Lock, statement: ClauseElement,
+                  parameters: Mapping[str, Any], compile_: Callable[[tuple[str, ...] | None], Compiled]) -> Compiled:
+    """A statement's compiled form from `cache`, compiled on first use (an insert per set of columns given)."""
+    keys = tuple(parameters) if getattr(statement, "is_insert", False) else None
+    found = cache.get((statement, keys))
+    if found is None:
+        found = compile_(keys)
+        with lock:
+            if len(cache) >= MAX_COMPILED:
+                cache.clear()  # statements built per call do not belong here; never grow
+            cache[(statement, keys)] = found
+    return found
 
 
 class KeptResult:
@@ -146,7 +172,7 @@ class KeptSqlite:
         self._on_connect = on_connect
         self._local = threading.local()
         self._opened: list[Any] = []  # one per thread that used it (the event loop's, mostly)
-        self._compiled: dict[tuple[ClauseElement, tuple[str, ...] | None], _Compiled] = {}
+        self._compiled: dict[tuple[ClauseElement, tuple[str, ...] | None], CompiledStatement] = {}
         self._lock = threading.Lock()
 
     def _connection(self) -> Any:
@@ -162,16 +188,9 @@ class KeptSqlite:
                 self._opened.append(connection)
         return connection
 
-    def compiled(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> _Compiled:
-        keys = tuple(parameters) if getattr(statement, "is_insert", False) else None
-        found = self._compiled.get((statement, keys))
-        if found is None:
-            found = _Compiled(statement, keys, self.dialect)
-            with self._lock:
-                if len(self._compiled) >= MAX_COMPILED:
-                    self._compiled.clear()  # statements built per call do not belong here; never grow
-                self._compiled[(statement, keys)] = found
-        return found
+    def compiled(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> CompiledStatement:
+        return compiled_once(self._compiled, self._lock, statement, parameters,
+                             lambda keys: CompiledStatement(statement, keys, self.dialect))
 
     @contextmanager
     def begin(self) -> Iterator[KeptConnection]:

@@ -317,14 +317,14 @@ def test_every_statement_of_a_turn_is_compiled_once(inbox: Inbox, monkeypatch: p
         event.listen(engine, "after_cursor_execute",
                      lambda _c, _cur, statement, _p, context, _m: seen.append((statement, context.cache_hit)))
     kept_compiles: list[str] = []
-    compile_kept = sqlite_kept._Compiled
+    compile_kept = sqlite_kept.CompiledStatement
 
-    def counted(statement: object, keys: object, dialect: object) -> sqlite_kept._Compiled:
+    def counted(statement: object, keys: object, dialect: object) -> sqlite_kept.CompiledStatement:
         compiled = compile_kept(statement, keys, dialect)  # type: ignore[arg-type]
         kept_compiles.append(compiled.sql)
         return compiled
 
-    monkeypatch.setattr(sqlite_kept, "_Compiled", counted)
+    monkeypatch.setattr(sqlite_kept, "CompiledStatement", counted)
     for turn in range(3):
         inbox.add([item(f"m{turn}", f"c{turn}")])
         row = inbox.claim_next(f"c{turn}", "whatsapp")

@@ -1,0 +1,235 @@
+"""PostgreSQL's per-message statements on kept asyncpg connections, past SQLAlchemy's per-call machinery.
+
+With WHATSAPP_INBOX_CALLS=async the inbox's methods run in a greenlet on Rasa's event loop, and each
+of a message's ~9 round trips went through SQLAlchemy's asyncpg adaption: pool checkout and reset,
+execution context, the adapted cursor, a rollback on check-in (py-spy: ~0.5 of the channel's ~0.7
+samples per message outside Rasa's turn, against ~0.1 for the statements themselves). Here each
+statement — the same SQLAlchemy construct, compiled once as connectors/sqlite_kept.py does — runs
+through asyncpg on a connection this class keeps, awaited from that same greenlet, so a round
+trip still lets other turns run. Parameters carry the casts SQLAlchemy's asyncpg dialect gives them;
+errors come out as SQLAlchemy's (`IntegrityError`, `DBAPIError` with `connection_invalidated` when
+the connection died), so `retry_transient` and the callers do not tell the two paths apart.
+
+Only for code that runs inside `sqlalchemy.util.greenlet_spawn` on an event loop (`Inbox.call` in
+that mode); connections belong to the loop that opened them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.types import Float
+from sqlalchemy.util import await_only
+
+from connectors.sqlite_kept import CompiledStatement, KeptResult, compiled_once
+
+# Idle connections kept per event loop: one per turn in flight (a worker's 16 by default).
+MAX_IDLE = 16
+_PLACEHOLDER = re.compile(r"%%|%s")  # the dialect's "format" paramstyle: %s, and %% for a literal %
+
+
+class PgCompiled(CompiledStatement):
+    """The statement with asyncpg's $n placeholders, each cast as SQLAlchemy's asyncpg dialect casts it."""
+
+    def __init__(self, statement: ClauseElement, keys: tuple[str, ...] | None, dialect: Any,
+                 for_executemany: bool = False) -> None:
+        if dialect.paramstyle != "format":  # SQLAlchemy 2 renders its casts and $n itself: not this path
+            raise ValueError(f"asyncpg_kept needs SQLAlchemy 1.4's asyncpg dialect, not {dialect.paramstyle!r}")
+        super().__init__(statement, keys, dialect, for_executemany)
+        casts = [_cast(kind, dialect) for kind in self.types]
+        numbers = iter(range(1, len(casts) + 1))
+
+        def placeholder(match: re.Match[str]) -> str:
+            if match.group(0) == "%%":
+                return "%"
+            n = next(numbers)
+            return f"${n}::{casts[n - 1]}" if casts[n - 1] else f"${n}"
+
+        self.sql = _PLACEHOLDER.sub(placeholder, self.sql)
+        if next(numbers, None) is not None:
+            raise ValueError(f"fewer placeholders than parameters in {self.sql!r}")
+
+    def converts_results(self, column: Any, dialect: Any) -> bool:
+        # asyncpg returns double precision as float itself; SQLAlchemy's Float processor asks for the type's OID.
+        return not isinstance(column.type, Float) and super().converts_results(column, dialect)
+
+
+def _cast(kind: Any, dialect: Any) -> str | None:
+    from sqlalchemy.dialects.postgresql.asyncpg import _pg_types  # SQLAlchemy 1.4's (the Rasa env)
+
+    if kind is None:
+        return None
+    dbapi_type = kind.dialect_impl(dialect).get_dbapi_type(dialect.dbapi)
+    if dbapi_type is None or dbapi_type == dialect.dbapi.ENUM:  # an enum is cast to its own type's name: none here
+        return None
+    return _pg_types.get(dbapi_type)
+
+
+class KeptAsyncpgConnection:
+    def __init__(self, owner: KeptAsyncpg, connection: Any) -> None:
+        self._owner = owner
+        self._connection = connection
+
+    def execute(self, statement: ClauseElement,
+                parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None) -> KeptResult:
+        if isinstance(parameters, Sequence):  # a write per mapping (a webhook's statuses), one round trip
+            return self._execute_many(statement, parameters)
+        parameters = parameters or {}
+        compiled = self._owner.compiled(statement, parameters)
+        values = compiled.values(parameters)
+        try:
+            if compiled.returns_rows:
+                records = await_only(self._connection.fetch(compiled.sql, *values))
+                rowcount = len(records)
+            else:
+                records, status = [], await_only(self._connection.execute(compiled.sql, *values))
+                last = status.rsplit(" ", 1)[-1] if status else ""
+                rowcount = int(last) if last.isdigit() else -1
+        except Exception as error:
+            raise self._owner.as_sqlalchemy_error(compiled.sql, values, error, self._connection) from error
+        rows: list[Any] = []
+        if records:
+            names = records[0].keys()  # (iterating a Record gives its values)
+            row_type = compiled.row_type([(name,) for name in names])
+            rows = [row_type._make(record.values()) for record in records]
+        inserted = rows[0][0] if rows and getattr(statement, "is_insert", False) else None
+        return KeptResult(rows, rowcount, inserted)
+
+    def _execute_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> KeptResult:
+        if not rows:
+            return KeptResult([], 0, None)
+        compiled = self._owner.compiled(statement, rows[0], many=True)  # (an insert without RETURNING)
+        if compiled.returns_rows:
+            raise ValueError("a statement that returns rows takes one set of parameters")
+        values = [compiled.values(row) for row in rows]
+        try:
+            await_only(self._connection.executemany(compiled.sql, values))
+        except Exception as error:
+            raise self._owner.as_sqlalchemy_error(compiled.sql, values, error, self._connection) from error
+        return KeptResult([], len(rows), None)
+
+    def _run(self, sql: str) -> None:
+        try:
+            await_only(self._connection.execute(sql))
+        except Exception as error:
+            raise self._owner.as_sqlalchemy_error(sql, (), error, self._connection) from error
+
+    @contextmanager
+    def begin_nested(self) -> Iterator[KeptAsyncpgConnection]:
+        """A savepoint inside the transaction: what the block did is undone when it raises."""
+        self._run("SAVEPOINT kept_nested")
+        try:
+            yield self
+        except Exception:  # (a cancelled await is left to `begin`, which drops the connection)
+            self._run("ROLLBACK TO SAVEPOINT kept_nested")
+            raise
+        self._run("RELEASE SAVEPOINT kept_nested")
+
+
+class KeptAsyncpg:
+    """asyncpg connections on an asyncpg engine's database, kept per event loop, for the hot statements."""
+
+    def __init__(self, engine: Engine, connect_timeout: float) -> None:
+        self.dialect = engine.dialect
+        self.dbapi = engine.dialect.dbapi
+        _, options = engine.dialect.create_connect_args(engine.url)
+        self._connect_kwargs = {**options, "timeout": connect_timeout}
+        self._idle: list[Any] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._compiled: dict[tuple[ClauseElement, tuple[str, ...] | None], PgCompiled] = {}
+        self._compiled_many: dict[tuple[ClauseElement, tuple[str, ...] | None], PgCompiled] = {}
+        self._lock = threading.Lock()
+
+    def compiled(self, statement: ClauseElement, parameters: Mapping[str, Any], many: bool = False) -> PgCompiled:
+        return compiled_once(self._compiled_many if many else self._compiled, self._lock, statement, parameters,
+                             lambda keys: PgCompiled(statement, keys, self.dialect, many))
+
+    def as_sqlalchemy_error(self, sql: str, values: Any, error: Exception, connection: Any) -> DBAPIError:
+        """asyncpg's error as SQLAlchemy's asyncpg dialect raises it; `connection_invalidated` when the
+        connection is gone (the caller's retry then runs on a new one)."""
+        translated: Exception | None = None
+        if isinstance(error, self.dbapi.Error):
+            translated = error
+        else:
+            for kind in type(error).__mro__:
+                if kind in self.dbapi._asyncpg_error_translate:
+                    translated = self.dbapi._asyncpg_error_translate[kind](f"{type(error)}: {error}")
+                    translated.pgcode = translated.sqlstate = getattr(error, "sqlstate", None)  # type: ignore[attr-defined]
+                    break
+        if translated is None:  # the socket itself: refused, reset, timed out
+            translated = self.dbapi.OperationalError(f"{type(error).__name__}: {error}")
+        gone = connection is None or connection.is_closed()
+        return DBAPIError.instance(sql, values, translated, self.dbapi.Error, connection_invalidated=gone)
+
+    def _acquire(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a connection works only on the loop it was opened on (tests run several)
+            self._idle, self._loop = [], loop
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.is_closed():
+                return connection
+        import asyncpg  # installed with the Rasa env's PostgreSQL extras; needed only in this mode
+
+        try:
+            return await_only(asyncpg.connect(**self._connect_kwargs))
+        except Exception as error:
+            raise self.as_sqlalchemy_error("connect", (), error, None) from error
+
+    def _release(self, connection: Any, reusable: bool) -> None:
+        if reusable and not connection.is_closed() and not connection.is_in_transaction() \
+                and len(self._idle) < MAX_IDLE:
+            self._idle.append(connection)
+        elif not connection.is_closed():
+            connection.terminate()  # mid-statement (cancelled) or surplus: never handed out again
+
+    @contextmanager
+    def begin(self) -> Iterator[KeptAsyncpgConnection]:
+        """A transaction: committed when the block ends, rolled back when it raises."""
+        connection = self._acquire()
+        kept = KeptAsyncpgConnection(self, connection)
+        reusable = False  # a cancelled await may leave the connection mid-statement: then it is dropped
+        try:
+            kept._run("BEGIN")
+            try:
+                yield kept
+            except Exception:
+                if not connection.is_closed() and connection.is_in_transaction():
+                    kept._run("ROLLBACK")
+                reusable = True
+                raise
+            kept._run("COMMIT")
+            reusable = True
+        finally:
+            self._release(connection, reusable)
+
+    @contextmanager
+    def connect(self) -> Iterator[KeptAsyncpgConnection]:
+        """Statements each on its own (autocommit): one round trip each."""
+        connection = self._acquire()
+        reusable = False
+        try:
+            yield KeptAsyncpgConnection(self, connection)
+            reusable = True
+        except Exception:
+            reusable = True  # the statement's own error (or the caller's): the connection is idle again
+            raise
+        finally:
+            self._release(connection, reusable)
+
+    async def close(self) -> None:
+        """Close the kept connections; those of another (finished) loop are only let go."""
+        idle, self._idle = self._idle, []
+        if self._loop is not asyncio.get_running_loop():
+            return
+        for connection in idle:
+            if not connection.is_closed():
+                await connection.close(timeout=5)
