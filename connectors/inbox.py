@@ -24,6 +24,7 @@ from sqlalchemy.util import greenlet_spawn
 from connectors import inbox_statements as sql
 from connectors.inbox_calls import IN_THREAD, ON_EVENTS, ON_LOOP, asyncpg_twin, call_blocking, where_calls_run
 from connectors.inbox_leases import DEFAULT_LEASE_SECONDS, LeaseRecords, WorkerIdentity
+from connectors.inbox_menus import MenuRecords
 from connectors.inbox_outbound import OutboundRecords
 from connectors.inbox_tables import (
     DONE,
@@ -41,7 +42,6 @@ from connectors.inbox_tables import (
     create_tables,
     inbox,
     is_sqlite_file,
-    menus,
     retry_transient,
     server_connect_args,
     sqlite_pragmas,
@@ -59,7 +59,7 @@ CHECKPOINT_EVERY_SECONDS = 1.0
 ADD_TRIES = 10
 
 
-class Inbox(OutboundRecords, LeaseRecords):
+class Inbox(OutboundRecords, LeaseRecords, MenuRecords):
     """The tables, as one worker (or ingest process) sees them: `identity` owns the leases it takes."""
 
     def __init__(self, engine: Engine, identity: WorkerIdentity | None = None,
@@ -305,22 +305,39 @@ class Inbox(OutboundRecords, LeaseRecords):
         """Save the options of a handled row whose replies are still going out and claim the conversation's
         next row, besides those rows. The handled row stays "processing" until `finish` (a restart re-runs
         it: Rasa knows it, its sends still "sending" are settled); the lease is kept, never given back here."""
+        saves_menu = menu is not None and bool(menu or row.menu)
+        if self.engine.dialect.name == "postgresql" and not saves_menu:  # one round trip (inbox_statements)
+            with self._one_statement() as conn:
+                found = conn.execute(sql.ADVANCE_ON_POSTGRESQL[bool(row.claimed_on)], {
+                    **self._lease(row.conversation_id, row.claimed_on), "on_channel": row.claimed_on,
+                    "besides": list(besides), "now": time.time()}).first()
+            if not found.renewed:
+                self._lost_lease(row)
+                return None
+            if found.id is None:
+                return None
+            return self._claimed(found, menu if menu is not None else json.loads(found.stored_menu or "{}"),
+                                 row.claimed_on)
         with self._transaction() as conn:
-            if menu is not None and (menu or row.menu):
-                self._save_menu(conn, row.channel, row.conversation_id, menu)
+            if saves_menu:
+                self._save_menu(conn, row.channel, row.conversation_id, menu)  # type: ignore[arg-type]
             if not self._renewed(conn, row, self._lease(row.conversation_id, row.claimed_on)):
                 return None
             return self._claim(conn, row.conversation_id, row.claimed_on, menu, besides)
 
-    @staticmethod
-    def _renewed(conn: Connection, row: InboxRow, lease: dict[str, Any]) -> bool:
+    @classmethod
+    def _renewed(cls, conn: Connection, row: InboxRow, lease: dict[str, Any]) -> bool:
         """Renew the lease of the row's conversation (locking it); False: it was lost."""
         if conn.execute(sql.RENEW_LEASE, lease).rowcount == 1:
             return True
+        cls._lost_lease(row)
+        return False
+
+    @staticmethod
+    def _lost_lease(row: InboxRow) -> None:
         # It expired (renewals could not reach the database) and another worker holds it now.
         logger.warning("lost the lease of a conversation while answering %s; its next message is "
                        "left to the worker that holds it", row.message_id)
-        return False
 
     def _claim(self, conn: Connection, conversation_id: str, channel: str | None = None,
                menu: dict[str, str] | None = None, besides: Sequence[int] = ()) -> InboxRow | None:
@@ -334,10 +351,16 @@ class Inbox(OutboundRecords, LeaseRecords):
         if menu is None:
             stored = conn.execute(sql.MENU, {"conversation": conversation_id, "on_channel": row.channel}).scalar()
             menu = json.loads(stored) if stored else {}
+        return self._claimed(row, menu, channel, attempts=row.attempts + 1)
+
+    @staticmethod
+    def _claimed(row: Any, menu: dict[str, str], channel: str | None, attempts: int | None = None) -> InboxRow:
+        """A claimed row as the worker gets it (`attempts`: counted here, or by the statement that claimed it)."""
         return InboxRow(
             id=row.id, message_id=row.message_id, channel=row.channel, conversation_id=row.conversation_id,
-            reply_to=row.reply_to, business_id=row.business_id, sent_at=row.sent_at, attempts=row.attempts + 1,
-            message=json.loads(row.message), menu=dict(menu), claimed_on=channel,
+            reply_to=row.reply_to, business_id=row.business_id, sent_at=row.sent_at,
+            attempts=row.attempts if attempts is None else attempts, message=json.loads(row.message),
+            menu=dict(menu), claimed_on=channel,
         )
 
     @retry_transient
@@ -374,24 +397,3 @@ class Inbox(OutboundRecords, LeaseRecords):
     # --- statuses and outbound ----------------------------------------------
     def add_statuses(self, rows: Sequence[dict[str, Any]]) -> None:
         self.add((), rows)
-
-    # --- numbered menus -----------------------------------------------------
-    @retry_transient
-    def save_menu(self, channel: str, conversation_id: str, menu: dict[str, str]) -> None:
-        with self.engine.begin() as conn:
-            self._save_menu(conn, channel, conversation_id, menu)
-
-    @staticmethod
-    def _save_menu(conn: Connection, channel: str, conversation_id: str, menu: dict[str, str]) -> None:
-        conn.execute(sql.DELETE_MENU, {"conversation": conversation_id, "on_channel": channel})
-        if menu:
-            conn.execute(sql.INSERT_MENU, {"conversation_id": conversation_id, "channel": channel,
-                                           "menu": json.dumps(menu), "updated_at": time.time()})
-
-    @retry_transient
-    def menu(self, channel: str, conversation_id: str) -> dict[str, str]:
-        with self.engine.connect() as conn:
-            value = conn.execute(
-                select(menus.c.menu).where(and_(menus.c.conversation_id == conversation_id, menus.c.channel == channel))
-            ).scalar()
-        return json.loads(value) if value else {}

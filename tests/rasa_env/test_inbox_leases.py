@@ -258,3 +258,38 @@ def test_replicas_starting_together_on_a_new_database_all_open_the_inbox(dialect
         assert Inbox(engines[0]).states() == {}
         for engine in engines:
             engine.dispose()
+
+
+def test_advancing_renews_the_lease_and_claims_the_next_row_besides_those_still_replying(
+        inbox: Inbox, caplog: pytest.LogCaptureFixture) -> None:
+    """`advance` on every message: on PostgreSQL one statement (renewal, look-up, mark, stored menu), on
+    SQLite a transaction; the same rows either way, and nothing claimed once the lease is lost."""
+    from sqlalchemy import update
+
+    from tests.rasa_env.conftest import watch_statements
+    from tests.rasa_env.test_inbox_and_worker import item
+
+    inbox.add([item("m1", "c1", 1), item("m2", "c1", 2), item("m3", "c1", 3), item("m4", "c1", 4)])
+    inbox.save_menu("whatsapp", "c1", {"1": "/affirm"})
+    first = inbox.claim_next("c1", "whatsapp")
+    assert first is not None and first.message_id == "m1"
+    statements: list[str] = []
+    watch_statements(inbox, statements.append)
+    second = inbox.advance(first, None, [first.id])  # m1 still replying: m2 next, with the stored menu
+    assert second is not None and second.message_id == "m2" and second.attempts == 1
+    assert second.menu == {"1": "/affirm"} and second.claimed_on == "whatsapp" and second.message["text"] == "m2"
+    if inbox.engine.dialect.name == "postgresql":
+        assert len(statements) == 1 and statements[0].startswith("WITH renewed AS")
+    third = inbox.advance(second, None, [first.id, second.id, 999])  # an id that is no row changes nothing
+    assert third is not None and third.message_id == "m3"
+    assert inbox.states() == {PROCESSING: 3, "pending": 1}
+    with inbox.engine.begin() as conn:  # the lease expired and another worker took it
+        conn.execute(update(leases).values(owner="another-worker"))
+    assert inbox.advance(third, None, [first.id, second.id, third.id]) is None
+    assert inbox.states() == {PROCESSING: 3, "pending": 1}  # m4 left to the worker that holds the lease
+    assert "lost the lease of a conversation while answering m3" in caplog.text
+    with inbox.engine.begin() as conn:
+        conn.execute(update(leases).values(owner=inbox.owner))
+    fourth = inbox.advance(third, None, [first.id, second.id, third.id])
+    assert fourth is not None and fourth.message_id == "m4"
+    assert inbox.advance(fourth, None, [first.id, second.id, third.id, fourth.id]) is None  # none left
