@@ -24,7 +24,7 @@ from sqlalchemy.util import greenlet_spawn
 from connectors import inbox_statements as sql
 from connectors.inbox_calls import IN_THREAD, ON_EVENTS, ON_LOOP, asyncpg_twin, call_blocking, where_calls_run
 from connectors.inbox_leases import DEFAULT_LEASE_SECONDS, LeaseRecords, WorkerIdentity
-from connectors.inbox_menus import MenuRecords
+from connectors.inbox_menus import MenuRecords, menu_changes
 from connectors.inbox_outbound import OutboundRecords
 from connectors.inbox_tables import (
     DONE,
@@ -286,8 +286,8 @@ class Inbox(OutboundRecords, LeaseRecords, MenuRecords):
         """
         with self._transaction() as conn:
             conn.execute(sql.SET_STATE, {"row_id": row.id, "new_state": state, "now": time.time()})
-            if menu is not None and (menu or row.menu):  # most turns offer none after none: nothing to write
-                self._save_menu(conn, row.channel, row.conversation_id, menu)
+            if menu_changes(row.menu, menu):
+                self._save_menu(conn, row.channel, row.conversation_id, menu)  # type: ignore[arg-type]
             lease = self._lease(row.conversation_id, row.claimed_on)
             if not claim_next:
                 conn.execute(sql.DROP_LEASE, lease)
@@ -305,7 +305,7 @@ class Inbox(OutboundRecords, LeaseRecords, MenuRecords):
         """Save the options of a handled row whose replies are still going out and claim the conversation's
         next row, besides those rows. The handled row stays "processing" until `finish` (a restart re-runs
         it: Rasa knows it, its sends still "sending" are settled); the lease is kept, never given back here."""
-        saves_menu = menu is not None and bool(menu or row.menu)
+        saves_menu = menu_changes(row.menu, menu)
         if self.engine.dialect.name == "postgresql" and not saves_menu:  # one round trip (inbox_statements)
             with self._one_statement() as conn:
                 found = conn.execute(sql.ADVANCE_ON_POSTGRESQL[bool(row.claimed_on)], {
@@ -317,7 +317,7 @@ class Inbox(OutboundRecords, LeaseRecords, MenuRecords):
             if found.id is None:
                 return None
             return self._claimed(found, menu if menu is not None else json.loads(found.stored_menu or "{}"),
-                                 row.claimed_on)
+                                 row.claimed_on, found.attempts)  # counted by the statement
         with self._transaction() as conn:
             if saves_menu:
                 self._save_menu(conn, row.channel, row.conversation_id, menu)  # type: ignore[arg-type]
@@ -351,16 +351,15 @@ class Inbox(OutboundRecords, LeaseRecords, MenuRecords):
         if menu is None:
             stored = conn.execute(sql.MENU, {"conversation": conversation_id, "on_channel": row.channel}).scalar()
             menu = json.loads(stored) if stored else {}
-        return self._claimed(row, menu, channel, attempts=row.attempts + 1)
+        return self._claimed(row, menu, channel, row.attempts + 1)
 
     @staticmethod
-    def _claimed(row: Any, menu: dict[str, str], channel: str | None, attempts: int | None = None) -> InboxRow:
-        """A claimed row as the worker gets it (`attempts`: counted here, or by the statement that claimed it)."""
+    def _claimed(row: Any, menu: dict[str, str], channel: str | None, attempts: int) -> InboxRow:
+        """A claimed row as the worker gets it."""
         return InboxRow(
             id=row.id, message_id=row.message_id, channel=row.channel, conversation_id=row.conversation_id,
-            reply_to=row.reply_to, business_id=row.business_id, sent_at=row.sent_at,
-            attempts=row.attempts if attempts is None else attempts, message=json.loads(row.message),
-            menu=dict(menu), claimed_on=channel,
+            reply_to=row.reply_to, business_id=row.business_id, sent_at=row.sent_at, attempts=attempts,
+            message=json.loads(row.message), menu=dict(menu), claimed_on=channel,
         )
 
     @retry_transient

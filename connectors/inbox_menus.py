@@ -15,6 +15,12 @@ from connectors import inbox_statements as sql
 from connectors.inbox_tables import retry_transient
 
 
+def menu_changes(stored: dict[str, str], offered: dict[str, str] | None) -> bool:
+    """Does a handled row's reply change the stored menu? (None: the turn did not get to reply; most turns
+    offer none after none: nothing to write.)"""
+    return offered is not None and bool(offered or stored)
+
+
 class MenuRecords:
     engine: Engine
 

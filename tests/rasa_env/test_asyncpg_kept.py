@@ -42,6 +42,23 @@ async def in_greenlet(fn: Callable[[], T]) -> T:
     return await greenlet_spawn(fn)
 
 
+def statements_through_sqlalchemy(box: Inbox) -> list[str]:
+    """The SQL the asyncpg twin runs through SQLAlchemy's own engines from now on (filled as it runs)."""
+    twin = box._on_events
+    assert twin is not None
+    seen: list[str] = []
+    for engine in {twin.engine, twin._autocommit}:
+        event.listen(engine, "before_cursor_execute", lambda _c, _cur, statement, *_: seen.append(statement))
+    return seen
+
+
+def end_backend_of(box: Inbox, connection: Any) -> None:
+    """The database restarted, or an admin ended the session: the server drops this connection."""
+    with box.engine.connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": connection.get_server_pid()})
+        admin.commit()
+
+
 async def test_rows_read_back_as_sqlalchemy_reads_them(box: Inbox) -> None:
     box.add([item("m1", "c1", 1), item("m2", "c1", 2), item("m3", "c1", 3)])
     parameters = {"conversation": "c1", "on_channel": "whatsapp", "few": 2}
@@ -61,12 +78,7 @@ async def test_rows_read_back_as_sqlalchemy_reads_them(box: Inbox) -> None:
 
 
 async def test_a_turn_runs_on_kept_connections_not_on_sqlalchemys_engines(box: Inbox) -> None:
-    twin = box._on_events
-    assert twin is not None
-    through_sqlalchemy: list[str] = []
-    for engine in {twin.engine, twin._autocommit}:
-        event.listen(engine, "before_cursor_execute",
-                     lambda _c, _cur, statement, *_: through_sqlalchemy.append(statement))
+    through_sqlalchemy = statements_through_sqlalchemy(box)
     await box.call(box.add, [item("m1"), item("m2")], [])
     through_sqlalchemy.clear()  # the webhook's insert is the ingest's, not a turn's
     first = await box.call(box.claim_next, "c1", "whatsapp")
@@ -166,9 +178,7 @@ async def test_a_connection_the_server_dropped_is_replaced_and_the_call_retried(
     assert await box.call(box.latest_id) == 1
     kept = kept_of(box)
     (connection,) = kept._idle
-    with box.engine.connect() as admin:  # the database restarted, or an admin ended the session
-        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": connection.get_server_pid()})
-        admin.commit()
+    end_backend_of(box, connection)
     # At once, before the event loop hears of the closed socket: the connection still looks alive.
     assert await box.call(box.latest_id) == 1  # retry_transient: the first try's error said "invalidated"
     assert len(kept._idle) == 1 and kept._idle[0] is not connection
@@ -178,9 +188,7 @@ async def test_a_connection_the_server_dropped_is_replaced_and_the_call_retried(
             conn.execute(sql.LATEST_ID)
 
     (connection,) = kept._idle
-    with box.engine.connect() as admin:
-        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": connection.get_server_pid()})
-        admin.commit()
+    end_backend_of(box, connection)
     with pytest.raises(DBAPIError) as raised:
         await in_greenlet(on_dead_connection)
     assert raised.value.connection_invalidated and kept._idle == []
@@ -227,12 +235,7 @@ async def test_connections_kept_are_bounded_and_belong_to_their_loop(box: Inbox)
 
 async def test_a_webhooks_messages_and_statuses_are_stored_on_kept_connections(box: Inbox) -> None:
     """connectors.ingest's ACK path: one statement for the messages, the statuses in the same transaction."""
-    twin = box._on_events
-    assert twin is not None
-    through_sqlalchemy: list[str] = []
-    for engine in {twin.engine, twin._autocommit}:
-        event.listen(engine, "before_cursor_execute",
-                     lambda _c, _cur, statement, *_: through_sqlalchemy.append(statement))
+    through_sqlalchemy = statements_through_sqlalchemy(box)
     statuses = [{"message_id": "wamid.out", "status": status, "sent_at": 1, "recipient_id": "c1", "business_id": "P",
                  "errors": None} for status in ("sent", "delivered")]
     assert await box.call(box.add_safely, [item("m1"), item("m1"), item("m2")], statuses) == ["m1", "m2"]
