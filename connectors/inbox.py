@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy import and_, create_engine, func, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.util import greenlet_spawn
 
 from connectors import inbox_statements as sql
 from connectors.inbox_calls import IN_THREAD, ON_EVENTS, ON_LOOP, asyncpg_twin, call_blocking, where_calls_run
+from connectors.inbox_inbound import InboundRecords
 from connectors.inbox_leases import DEFAULT_LEASE_SECONDS, LeaseRecords, WorkerIdentity
 from connectors.inbox_menus import MenuRecords, menu_changes
 from connectors.inbox_outbound import OutboundRecords
@@ -56,10 +56,9 @@ __all__ = ["DONE", "FAILED_SEND", "INTERRUPTED", "IN_THREAD", "ON_EVENTS", "ON_L
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 CHECKPOINT_EVERY_SECONDS = 1.0
-ADD_TRIES = 10
 
 
-class Inbox(OutboundRecords, LeaseRecords, MenuRecords):
+class Inbox(InboundRecords, OutboundRecords, LeaseRecords, MenuRecords):
     """The tables, as one worker (or ingest process) sees them: `identity` owns the leases it takes."""
 
     def __init__(self, engine: Engine, identity: WorkerIdentity | None = None,
@@ -136,81 +135,6 @@ class Inbox(OutboundRecords, LeaseRecords, MenuRecords):
             except Exception:  # a busy or vanished file: the next round tries again
                 logger.warning("inbox checkpoint failed; retrying in %ss", interval, exc_info=True)
 
-    # --- inbound ------------------------------------------------------------
-    @retry_transient
-    def add(
-        self, items: Sequence[InboxItem], status_rows: Sequence[dict[str, Any]] = (), now: float | None = None
-    ) -> list[str]:
-        """Store new messages (and the webhook's statuses) in one transaction; returns the new ids.
-
-        Duplicate message ids are dropped. One webhook = one commit: the ACK waits for nothing else.
-        """
-        now = time.time() if now is None else now
-        if not items and not status_rows:
-            return []
-        rows: dict[str, dict[str, Any]] = {}
-        for item in items:
-            rows.setdefault(item.message_id, self._row(item, now))  # the first of a batch's repeats
-        new_ids = self._add_on_postgresql(list(rows.values()), status_rows) if self.notifies \
-            else self._add_in_process(list(rows.values()), status_rows)
-        return [message_id for message_id in rows if message_id in new_ids]
-
-    def _add_in_process(self, rows: list[dict[str, Any]], status_rows: Sequence[dict[str, Any]]) -> set[str]:
-        with self.engine.begin() as conn:
-            fresh = []
-            if rows:
-                known = set(conn.execute(sql.KNOWN_IDS, {"ids": [row["message_id"] for row in rows]}).scalars())
-                fresh = [row for row in rows if row["message_id"] not in known]
-                if fresh:
-                    conn.execute(sql.INSERT_MESSAGES, fresh)
-            if status_rows:
-                conn.execute(sql.INSERT_STATUSES, list(status_rows))
-        return {row["message_id"] for row in fresh}
-
-    def _add_on_postgresql(self, rows: list[dict[str, Any]], status_rows: Sequence[dict[str, Any]]) -> set[str]:
-        """PostgreSQL: the messages in one statement (known ids skipped, workers notified at commit).
-
-        On its own in autocommit it is one round trip instead of six (BEGIN, look-up, insert, notify,
-        COMMIT), each a wait for the server that the ACK would sit through under load.
-        """
-        both = bool(rows) and bool(status_rows)
-        with (self._transaction() if both else self._one_statement()) as conn:
-            fresh = set(conn.execute(sql.INSERT_NEW_MESSAGES, sql.new_messages_parameters(rows)).scalars()) \
-                if rows else set()
-            if status_rows:
-                conn.execute(sql.INSERT_STATUSES, list(status_rows))
-        return fresh
-
-    def add_safely(self, items: Sequence[InboxItem], status_rows: Sequence[dict[str, Any]] = ()) -> list[str]:
-        """`add`, tried again when a concurrent delivery of the same ids won the race.
-
-        SQLite: the look-up of known ids and the insert are two statements, so another writer can
-        store an id in between; each try sees the ids stored so far, and with k webhooks racing
-        at most k - 1 lose. (PostgreSQL's single statement skips them itself.)
-        """
-        for _ in range(ADD_TRIES - 1):
-            try:
-                return self.add(items, status_rows)
-            except IntegrityError:
-                continue
-        return self.add(items, status_rows)
-
-    @staticmethod
-    def _row(item: InboxItem, now: float) -> dict[str, Any]:
-        return {
-            "message_id": item.message_id,
-            "channel": item.channel,
-            "conversation_id": item.conversation_id,
-            "reply_to": item.reply_to,
-            "business_id": item.business_id,
-            "sent_at": item.sent_at,
-            "received_at": now,
-            "state": SKIPPED if "skip" in item.message else PENDING,
-            "attempts": 0,
-            "message": json.dumps(item.message, ensure_ascii=False),
-            "updated_at": now,
-        }
-
     @retry_transient
     def count_left_unfinished(self, channel: str | None = None) -> int:
         """Messages a stopped worker was handling and nobody holds now: they are answered again first."""
@@ -262,12 +186,23 @@ class Inbox(OutboundRecords, LeaseRecords, MenuRecords):
             return list(conn.execute(query).scalars())
 
     @retry_transient
-    def claim_next(self, conversation_id: str, channel: str | None = None) -> InboxRow | None:
+    def claim_next(self, conversation_id: str, channel: str | None = None,
+                   finished: Sequence[int] = ()) -> InboxRow | None:
         """Take the conversation's lease and its oldest unfinished message (marked processing, with the
         conversation's menu). None: another worker holds the conversation, or nothing is left (the
-        lease is given back in the same transaction)."""
+        lease is given back in the same transaction). `finished`: the drain's rows whose replies went
+        out, marked done first (with it)."""
+        lease = self._lease(conversation_id, channel)
+        if self.engine.dialect.name == "postgresql":  # one round trip (inbox_statements)
+            found = self._in_one_statement(sql.CLAIM_ON_POSTGRESQL, lease, channel, finished=list(finished))
+            if found.id is not None:
+                return self._found(found, None, channel)
+            if not found.renewed:
+                return None  # nothing left (the lease given back) or another worker holds the conversation
+            # The row it saw was finished meanwhile and the lease is ours: look again, in a transaction.
+            finished = ()
         with self._transaction() as conn:
-            lease = self._lease(conversation_id, channel)
+            self._mark_done(conn, finished)
             if not self._take_lease(conn, lease):
                 return None
             row = self._claim(conn, conversation_id, channel)
@@ -301,29 +236,39 @@ class Inbox(OutboundRecords, LeaseRecords, MenuRecords):
             return following
 
     @retry_transient
-    def advance(self, row: InboxRow, menu: dict[str, str] | None, besides: Sequence[int]) -> InboxRow | None:
+    def advance(self, row: InboxRow, menu: dict[str, str] | None, besides: Sequence[int],
+                finished: Sequence[int] = ()) -> InboxRow | None:
         """Save the options of a handled row whose replies are still going out and claim the conversation's
-        next row, besides those rows. The handled row stays "processing" until `finish` (a restart re-runs
-        it: Rasa knows it, its sends still "sending" are settled); the lease is kept, never given back here."""
+        next row, besides those rows and the `finished` ones (their replies went out: marked done with it).
+        The handled row stays "processing" until it is finished (a restart re-runs it: Rasa knows it, its
+        sends still "sending" are settled); the lease is kept, never given back here."""
         saves_menu = menu_changes(row.menu, menu)
         if self.engine.dialect.name == "postgresql" and not saves_menu:  # one round trip (inbox_statements)
-            with self._one_statement() as conn:
-                found = conn.execute(sql.ADVANCE_ON_POSTGRESQL[bool(row.claimed_on)], {
-                    **self._lease(row.conversation_id, row.claimed_on), "on_channel": row.claimed_on,
-                    "besides": list(besides), "now": time.time()}).first()
+            found = self._in_one_statement(sql.ADVANCE_ON_POSTGRESQL, self._lease(row.conversation_id, row.claimed_on),
+                                           row.claimed_on, besides=list(besides), finished=list(finished))
             if not found.renewed:
                 self._lost_lease(row)
                 return None
-            if found.id is None:
-                return None
-            return self._claimed(found, menu if menu is not None else json.loads(found.stored_menu or "{}"),
-                                 row.claimed_on, found.attempts)  # counted by the statement
+            return None if found.id is None else self._found(found, menu, row.claimed_on)
         with self._transaction() as conn:
+            self._mark_done(conn, finished)
             if saves_menu:
                 self._save_menu(conn, row.channel, row.conversation_id, menu)  # type: ignore[arg-type]
             if not self._renewed(conn, row, self._lease(row.conversation_id, row.claimed_on)):
                 return None
-            return self._claim(conn, row.conversation_id, row.claimed_on, menu, besides)
+            return self._claim(conn, row.conversation_id, row.claimed_on, menu, [*besides, *finished])
+
+    def _in_one_statement(self, statement: dict[bool, Any], lease: dict[str, Any], channel: str | None,
+                          **more: Any) -> Any:
+        """Run one of the PostgreSQL one-statement claims; its row: `renewed` (lease held), `stored_menu`, the row."""
+        with self._one_statement() as conn:
+            return conn.execute(statement[bool(channel)],
+                                {**lease, "on_channel": channel, "now": time.time(), **more}).first()
+
+    def _found(self, found: Any, menu: dict[str, str] | None, channel: str | None) -> InboxRow:
+        """The row a one-statement claim marked (its attempts counted there), with `menu` or the stored one."""
+        return self._claimed(found, menu if menu is not None else json.loads(found.stored_menu or "{}"),
+                             channel, found.attempts)
 
     @classmethod
     def _renewed(cls, conn: Connection, row: InboxRow, lease: dict[str, Any]) -> bool:
@@ -377,9 +322,22 @@ class Inbox(OutboundRecords, LeaseRecords, MenuRecords):
 
     @retry_transient
     def finish(self, row_id: int, state: str = DONE) -> None:
-        """Set a row's state: one statement (on a server in autocommit, one round trip; it runs per message)."""
+        """Set a row's state: one statement (on a server in autocommit, one round trip)."""
         with self._one_statement() as conn:
             conn.execute(sql.SET_STATE, {"row_id": row_id, "new_state": state, "now": time.time()})
+
+    @retry_transient
+    def finish_rows(self, row_ids: Sequence[int]) -> None:
+        """Mark rows done whose replies went out (a drain's last ones, when it stops or ends early)."""
+        if row_ids:
+            with self._transaction() as conn:
+                self._mark_done(conn, row_ids)
+
+    @staticmethod
+    def _mark_done(conn: Connection, row_ids: Sequence[int]) -> None:
+        now = time.time()
+        for row_id in row_ids:  # one, mostly: the row before the one just handled
+            conn.execute(sql.SET_STATE, {"row_id": row_id, "new_state": DONE, "now": now})
 
     def release(self, row_id: int) -> None:
         """Give a claimed row back (the handler failed before Rasa took the message).
@@ -393,6 +351,3 @@ class Inbox(OutboundRecords, LeaseRecords, MenuRecords):
             rows = conn.execute(select(inbox.c.state, func.count()).group_by(inbox.c.state))
             return {state: count for state, count in rows}
 
-    # --- statuses and outbound ----------------------------------------------
-    def add_statuses(self, rows: Sequence[dict[str, Any]]) -> None:
-        self.add((), rows)

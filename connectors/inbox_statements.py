@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Float, Integer, String, Text, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from connectors.inbox_tables import PENDING, PROCESSING, inbox, leases, menus, outbound, statuses
+from connectors.inbox_tables import DONE, PENDING, PROCESSING, inbox, leases, menus, outbound, statuses
 from connectors.inbox_wakeups import WAKE_CHANNEL
 
 
@@ -83,24 +83,71 @@ NEXT_UNFINISHED = {
     .limit(bindparam("few", type_=Integer))
     for with_channel in (False, True)
 }
+_UNFINISHED = f"state IN ('{PENDING}', '{PROCESSING}')"
+
+
+def _next_row(with_channel: bool, besides: str = "") -> str:
+    """PostgreSQL: the CTE of the conversation's oldest unfinished row (as NEXT_UNFINISHED) besides some."""
+    return (f"next_row AS (SELECT id FROM {inbox.name} WHERE conversation_id = :conversation AND {_UNFINISHED}"
+            + (" AND channel = :on_channel" if with_channel else "") + besides + " ORDER BY sent_at, id LIMIT 1)")
+
+
+def _claimed_with_menu(lease_cte: str) -> str:
+    """PostgreSQL: mark `next_row` processing when the `lease_cte` row came back, and return it with the
+    stored menu, or one row of NULLs; `renewed` says whether the lease is held. The state is checked again
+    in the UPDATE: a row finished since the statement's snapshot is re-read there (PostgreSQL re-checks an
+    UPDATE's conditions on a row changed meanwhile) and not claimed."""
+    return (f" claimed AS (UPDATE {inbox.name} SET state = '{PROCESSING}', attempts = {inbox.name}.attempts + 1,"
+            f" updated_at = :now FROM next_row WHERE {inbox.name}.id = next_row.id AND {inbox.name}.{_UNFINISHED}"
+            f" AND EXISTS (SELECT 1 FROM {lease_cte}) RETURNING {inbox.name}.*)"
+            f" SELECT (SELECT count(*) FROM {lease_cte}) AS renewed, {menus.name}.menu AS stored_menu, claimed.*"
+            f" FROM (SELECT 1) AS one LEFT JOIN claimed ON true LEFT JOIN {menus.name}"
+            f" ON {menus.name}.conversation_id = claimed.conversation_id AND {menus.name}.channel = claimed.channel")
+
+
+# PostgreSQL: the CTE that marks done the rows whose replies went out since the drain's last statement
+# (`finished`, an id array); the statement's look for the next row leaves them out itself.
+_FINISHED = (f"done AS (UPDATE {inbox.name} SET state = '{DONE}', updated_at = :now"
+             " WHERE id = ANY(CAST(:finished AS integer[]))),")
+_NOT_FINISHED = " AND id <> ALL(CAST(:finished AS integer[]))"
+
+
 # PostgreSQL: `Inbox.advance` in one statement (autocommit) instead of five round trips (BEGIN, lease
 # renewal, look-up, mark, COMMIT): renew the lease (0 rows: lost, nothing is claimed), take the oldest
 # unfinished row besides this worker's own still replying (an id array: one text for every call) and
-# return it marked, with the conversation's stored menu. A row stored after the statement's snapshot is
-# left to the next look, as when it is stored just after the transaction. Names are our own, never input.
+# return it marked, with the conversation's stored menu. The lease was held all along, so nobody else
+# changed the conversation's rows; a row stored after the statement's snapshot is left to the next look,
+# as when it is stored just after the transaction. Names are our own, never input.
 ADVANCE_ON_POSTGRESQL = {
     with_channel: text(
-        f"WITH renewed AS (UPDATE {leases.name} SET expires_at = :lease_until WHERE channel = :lease_channel"
-        " AND conversation_id = :conversation AND owner = :lease_owner RETURNING 1),"
-        f" next_row AS (SELECT id FROM {inbox.name} WHERE conversation_id = :conversation"
-        f" AND state IN ('{PENDING}', '{PROCESSING}')" + (" AND channel = :on_channel" if with_channel else "")
-        + " AND id <> ALL(CAST(:besides AS integer[])) AND EXISTS (SELECT 1 FROM renewed)"
-        " ORDER BY sent_at, id LIMIT 1),"
-        f" claimed AS (UPDATE {inbox.name} SET state = '{PROCESSING}', attempts = {inbox.name}.attempts + 1,"
-        f" updated_at = :now FROM next_row WHERE {inbox.name}.id = next_row.id RETURNING {inbox.name}.*)"
-        f" SELECT (SELECT count(*) FROM renewed) AS renewed, {menus.name}.menu AS stored_menu, claimed.*"
-        f" FROM (SELECT 1) AS one LEFT JOIN claimed ON true LEFT JOIN {menus.name}"
-        f" ON {menus.name}.conversation_id = claimed.conversation_id AND {menus.name}.channel = claimed.channel"
+        f"WITH {_FINISHED} renewed AS (UPDATE {leases.name} SET expires_at = :lease_until"
+        " WHERE channel = :lease_channel AND conversation_id = :conversation AND owner = :lease_owner RETURNING 1), "
+        + _next_row(with_channel, " AND id <> ALL(CAST(:besides AS integer[]))" + _NOT_FINISHED
+                    + " AND EXISTS (SELECT 1 FROM renewed)")
+        + "," + _claimed_with_menu("renewed")
+    )
+    for with_channel in (False, True)
+}
+# PostgreSQL: `Inbox.claim_next` in one statement instead of five or six round trips (BEGIN, lease,
+# look-up, mark, menu or lease given back, COMMIT). The look comes first, from the statement's snapshot:
+# with a row to answer the lease is taken (free, expired or ours) and the row marked; with none, our
+# lease is given back (the two writes exclude each other: one statement may not change a row twice).
+# The lease's last holder may have finished that row after the snapshot (it gives the lease back in the
+# commit that finishes it): the UPDATE's own state check sees that, and the caller, holding the lease
+# with nothing claimed, looks again in a transaction. A row stored after the snapshot is announced to
+# the worker, whose drain then starts again, as when it is stored just after the transaction.
+CLAIM_ON_POSTGRESQL = {
+    with_channel: text(
+        f"WITH {_FINISHED} " + _next_row(with_channel, _NOT_FINISHED) + ","
+        f" taken AS (INSERT INTO {leases.name} (channel, conversation_id, owner, expires_at)"
+        " SELECT CAST(:lease_channel AS varchar), CAST(:conversation AS varchar), CAST(:lease_owner AS varchar),"
+        " CAST(:lease_until AS double precision) WHERE EXISTS (SELECT 1 FROM next_row)"
+        " ON CONFLICT (channel, conversation_id) DO UPDATE SET owner = excluded.owner,"
+        f" expires_at = excluded.expires_at WHERE {leases.name}.expires_at < :lease_now"
+        f" OR {leases.name}.owner = :lease_owner RETURNING 1),"
+        f" given_back AS (DELETE FROM {leases.name} WHERE channel = :lease_channel"
+        " AND conversation_id = :conversation AND owner = :lease_owner AND NOT EXISTS (SELECT 1 FROM next_row)),"
+        + _claimed_with_menu("taken")
     )
     for with_channel in (False, True)
 }

@@ -2,7 +2,7 @@
 
 A row is marked done only after its handler returned (Rasa handled the message) and, when the handler
 left its replies going out (`Answered`), once they were recorded; the conversation's next row is taken
-meanwhile.
+meanwhile, and the row is marked done by the drain's next statement (the claim or advance that follows).
 Messages older than `stale_after` seconds are marked stale and not answered. Channel-agnostic:
 the Cloud API and Evolution channels pass their own handler.
 
@@ -54,8 +54,8 @@ class Answered:
     sends: Awaitable[None]
 
 
-# (row id, the task that marks it done once its sends ended) of a drain's rows still replying.
-Replying = list[tuple[int, "asyncio.Task[None]"]]
+# (row id, the task that ends with its sends: True once they were recorded) of a drain's rows still replying.
+Replying = list[tuple[int, "asyncio.Task[bool]"]]
 
 # Returns the numbered options its reply offered ("1" → payload), saved with the row's completion;
 # or `Answered` when the reply's sends are still going out.
@@ -276,9 +276,10 @@ class InboxWorker:
                 return None  # keep the order: try this conversation again on a later round
             return await self.inbox.call(self.inbox.complete, row, FAILED, None, not self._stopped.is_set())
         if isinstance(answer, Answered) and not self._stopped.is_set():
-            besides = self._besides(row, replying)
-            replying.append((row.id, asyncio.create_task(self._done_once_sent(row, answer.sends))))
-            following = await self.inbox.call(self.inbox.advance, row, answer.menu, besides)
+            finished = self._ended(replying)
+            besides = [row.id, *(row_id for row_id, _sending in replying)]
+            replying.append((row.id, asyncio.create_task(self._sends_recorded(row, answer.sends))))
+            following = await self.inbox.call(self.inbox.advance, row, answer.menu, besides, finished)
             return StillReplying(row) if following is None else following
         menu = answer
         if isinstance(answer, Answered):  # stopping: nothing more is claimed, the sends end first
@@ -307,33 +308,27 @@ class InboxWorker:
                 if conversation_id in self._missed:
                     self._missed.discard(conversation_id)
                     async with self._slots:
-                        following = await self.inbox.call(self.inbox.advance, last, None,
-                                                          self._besides(last, replying))
+                        finished = self._ended(replying)
+                        following = await self.inbox.call(self.inbox.advance, last, None, [
+                            last.id, *(row_id for row_id, _sending in replying)], finished)
                     if following is not None:
                         return following
-            await self._settled(replying)
             if self._stopped.is_set():
-                return None  # the lease goes back with all others at stop
-            # Every reply went out: claim what came meanwhile, or give the lease back.
-            return await self.inbox.call(self.inbox.claim_next, conversation_id, self.channel)
+                return None  # the lease goes back with all others at stop (the drain's end settles the rows)
+            # Every reply went out: mark their rows done and claim what came meanwhile, or give the lease back.
+            return await self.inbox.call(self.inbox.claim_next, conversation_id, self.channel, self._ended(replying))
         finally:
             self._news.pop(conversation_id, None)
 
     @staticmethod
-    def _besides(row: InboxRow, replying: Replying) -> list[int]:
-        """`row` and the drain's rows still replying (the claim skips them); rows done are dropped from the list."""
+    def _ended(replying: Replying) -> list[int]:
+        """Drop the rows whose sends ended from `replying`; returns those whose sends were recorded (sent or
+        failed for good), to be marked done. The others stay "processing" and are handled again: Rasa
+        knows them, their sends still "sending" are settled."""
+        ended = [(row_id, sending) for row_id, sending in replying if sending.done()]
         replying[:] = [(row_id, sending) for row_id, sending in replying if not sending.done()]
-        return [row.id, *(row_id for row_id, _sending in replying)]
-
-    async def _done_once_sent(self, row: InboxRow, sends: Awaitable[None]) -> None:
-        """Mark a handled row done once its sends were recorded (sent or failed for good). Otherwise it
-        stays "processing" and is handled again: Rasa knows it, its sends still "sending" are settled."""
-        if not await self._sends_recorded(row, sends):
-            return
-        try:
-            await self.inbox.call(self.inbox.finish, row.id, DONE)
-        except Exception:
-            logger.exception("could not mark inbox message %s done; it is taken up again", row.message_id)
+        return [row_id for row_id, sending in ended
+                if not sending.cancelled() and sending.exception() is None and sending.result()]
 
     @staticmethod
     async def _sends_recorded(row: InboxRow, sends: Awaitable[None]) -> bool:
@@ -345,11 +340,15 @@ class InboxWorker:
             return False
         return True
 
-    @staticmethod
-    async def _settled(replying: Replying) -> None:
-        if replying:
-            await asyncio.gather(*(sending for _row_id, sending in replying), return_exceptions=True)
-            replying.clear()
+    async def _settled(self, replying: Replying) -> None:
+        """Wait for the drain's sends still going out and mark done the rows whose sends were recorded."""
+        if not replying:
+            return
+        await asyncio.gather(*(sending for _row_id, sending in replying), return_exceptions=True)
+        try:
+            await self.inbox.call(self.inbox.finish_rows, self._ended(replying))
+        except Exception:
+            logger.exception("could not mark inbox messages done; they are taken up again")
 
     async def idle(self) -> None:
         """Wait until no drain task is running (tests, shutdown)."""

@@ -243,3 +243,49 @@ async def test_a_webhooks_messages_and_statuses_are_stored_on_kept_connections(b
     assert await box.call(box.add_safely, [], statuses[:1]) == []  # a status-only webhook
     assert through_sqlalchemy == []
     assert box.states() == {PENDING: 3} and box.statuses_for("wamid.out") == ["sent", "delivered", "sent"]
+
+
+async def test_a_customer_who_waits_for_each_reply_costs_the_worker_three_statements(
+        box: Inbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The common turn on PostgreSQL: the claim, the advance that finds nothing new, and, once the replies
+    went out, one statement that marks the row done and gives the lease back — no BEGIN or COMMIT."""
+    from connectors.asyncpg_kept import KeptAsyncpgConnection
+    from connectors.worker import Answered
+
+    from .test_inbox_and_worker import make_worker
+    from .test_replies_off_the_turn import wait_until
+
+    ran: list[str] = []
+    execute, run = KeptAsyncpgConnection.execute, KeptAsyncpgConnection._run
+
+    def counted_execute(self: KeptAsyncpgConnection, statement: Any, parameters: Any = None) -> Any:
+        sql_text = str(statement)
+        ran.append("advance" if "renewed AS" in sql_text else "claim" if "taken AS" in sql_text else sql_text)
+        return execute(self, statement, parameters)
+
+    def counted_run(self: KeptAsyncpgConnection, sql_text: str) -> None:
+        ran.append(sql_text)
+        run(self, sql_text)
+
+    monkeypatch.setattr(KeptAsyncpgConnection, "execute", counted_execute)
+    monkeypatch.setattr(KeptAsyncpgConnection, "_run", counted_run)
+    handled: list[str] = []
+
+    async def handler(row: Any) -> Answered:
+        handled.append(row.message_id)
+        return Answered({}, asyncio.sleep(0.02))  # the replies still going out when the turn returns
+
+    worker = make_worker(box, handler, poll_interval=30.0, channel="whatsapp")
+    running = asyncio.create_task(worker.run())
+    await wait_until(lambda: worker._listening)
+    await asyncio.sleep(0.2)  # the start-up look is over
+    for n in range(1, 4):
+        ran.clear()
+        box.add([item(f"m{n}", "c1", 1_000 + n)])  # announced (NOTIFY): the drain starts
+        await wait_until(lambda n=n: box.states() == {DONE: n})
+        await worker.idle()
+        assert ran == ["claim", "advance", "claim"]
+    assert handled == ["m1", "m2", "m3"]
+    assert await box.call(box.renew_leases) == 0  # the lease went back with the last row
+    await worker.stop()
+    running.cancel()

@@ -279,17 +279,94 @@ def test_advancing_renews_the_lease_and_claims_the_next_row_besides_those_still_
     assert second is not None and second.message_id == "m2" and second.attempts == 1
     assert second.menu == {"1": "/affirm"} and second.claimed_on == "whatsapp" and second.message["text"] == "m2"
     if inbox.engine.dialect.name == "postgresql":
-        assert len(statements) == 1 and statements[0].startswith("WITH renewed AS")
-    third = inbox.advance(second, None, [first.id, second.id, 999])  # an id that is no row changes nothing
-    assert third is not None and third.message_id == "m3"
-    assert inbox.states() == {PROCESSING: 3, "pending": 1}
+        assert len(statements) == 1 and "renewed AS" in statements[0]
+    third = inbox.advance(second, None, [second.id, 999], [first.id])  # m1's replies went out: done with it
+    assert third is not None and third.message_id == "m3"  # (an id that is no row changes nothing)
+    assert inbox.states() == {DONE: 1, PROCESSING: 2, "pending": 1}
+    if inbox.engine.dialect.name == "postgresql":
+        assert len([statement for statement in statements if "wa_inbox SET state" in statement]) == 2
     with inbox.engine.begin() as conn:  # the lease expired and another worker took it
         conn.execute(update(leases).values(owner="another-worker"))
-    assert inbox.advance(third, None, [first.id, second.id, third.id]) is None
-    assert inbox.states() == {PROCESSING: 3, "pending": 1}  # m4 left to the worker that holds the lease
+    assert inbox.advance(third, None, [third.id], [second.id]) is None  # m2 done all the same
+    assert inbox.states() == {DONE: 2, PROCESSING: 1, "pending": 1}  # m4 left to the worker that holds the lease
     assert "lost the lease of a conversation while answering m3" in caplog.text
     with inbox.engine.begin() as conn:
         conn.execute(update(leases).values(owner=inbox.owner))
-    fourth = inbox.advance(third, None, [first.id, second.id, third.id])
+    fourth = inbox.advance(third, None, [third.id])
     assert fourth is not None and fourth.message_id == "m4"
-    assert inbox.advance(fourth, None, [first.id, second.id, third.id, fourth.id]) is None  # none left
+    assert inbox.advance(fourth, None, [fourth.id], [third.id]) is None  # none left
+    assert inbox.states() == {DONE: 3, PROCESSING: 1}
+
+
+def test_claiming_takes_the_lease_and_the_oldest_row_or_gives_the_lease_back(
+        inbox: Inbox, two: tuple[Inbox, Inbox]) -> None:
+    """`claim_next` when a drain starts and ends: on PostgreSQL one statement, on SQLite a transaction;
+    the same rows and leases either way."""
+    from sqlalchemy import update
+
+    from tests.rasa_env.conftest import watch_statements
+
+    a, b = two
+    inbox.add([item("m1", "c1", 1), item("m2", "c1", 2)])
+    inbox.save_menu("whatsapp", "c1", {"1": "/affirm"})
+    statements: list[str] = []
+    watch_statements(a, statements.append)
+    first = a.claim_next("c1", "whatsapp")
+    assert first is not None and first.message_id == "m1" and first.attempts == 1
+    assert first.menu == {"1": "/affirm"} and first.claimed_on == "whatsapp" and first.message["text"] == "m1"
+    one_statement = inbox.engine.dialect.name == "postgresql"
+    if one_statement:
+        assert len(statements) == 1 and "taken AS" in statements[0]
+    assert b.claim_next("c1", "whatsapp") is None  # a holds it: nothing claimed, a's lease untouched
+    assert lease_owners(inbox) == {"c1": a.owner} and inbox.states() == {PROCESSING: 1, "pending": 1}
+    second = a.claim_next("c1", "whatsapp", [first.id])  # m1's replies went out: done, and m2 claimed
+    assert second is not None and second.message_id == "m2" and second.menu == {"1": "/affirm"}
+    assert inbox.states() == {DONE: 1, PROCESSING: 1}
+    statements.clear()
+    assert a.claim_next("c1", "whatsapp", [second.id]) is None  # nothing left: the lease given back
+    assert lease_owners(inbox) == {} and inbox.states() == {DONE: 2}
+    if one_statement:
+        assert len(statements) == 1
+    assert b.claim_next("c1", "whatsapp") is None and lease_owners(inbox) == {}  # no lease taken for nothing
+    inbox.add([item("m3", "c1", 3)])
+    third = b.claim_next("c1", "whatsapp")
+    assert third is not None and third.message_id == "m3"
+    with inbox.engine.begin() as conn:  # b died: its lease expired
+        conn.execute(update(leases).values(expires_at=time.time() - 1))
+    again = a.claim_next("c1", "whatsapp")  # m3, left processing by b, is answered again
+    assert again is not None and again.message_id == "m3" and again.attempts == 2
+    assert lease_owners(inbox) == {"c1": a.owner}
+
+
+def test_a_row_finished_after_the_claims_snapshot_is_not_claimed_again(inbox: Inbox) -> None:
+    """The lease's last holder finishes its row and gives the lease back in one commit. A claim that
+    started before that commit (PostgreSQL: it waits on the lease row, its snapshot older) must not
+    answer the finished row again: it claims the next one."""
+    from sqlalchemy import delete, update
+
+    from connectors.inbox_tables import inbox as inbox_table
+
+    if inbox.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: a claim never sees an older snapshot")
+    a = twin(inbox, replica("a"))
+    try:
+        inbox.add([item("m1", "c1", 1), item("m2", "c1", 2)])
+        first = a.claim_next("c1", "whatsapp")
+        assert first is not None
+        holder = inbox.engine.connect()
+        finishing = holder.begin()  # a's `complete`, not committed yet
+        holder.execute(update(inbox_table).where(inbox_table.c.id == first.id).values(state=DONE))
+        holder.execute(delete(leases))
+        claimed: list[InboxRow | None] = []
+        claiming = threading.Thread(target=lambda: claimed.append(inbox.claim_next("c1", "whatsapp")))
+        claiming.start()
+        claiming.join(0.5)
+        assert claiming.is_alive()  # waiting for the lease row
+        finishing.commit()
+        claiming.join(10)
+        holder.close()
+        assert [row.message_id for row in claimed if row is not None] == ["m2"]
+        assert inbox.states() == {DONE: 1, PROCESSING: 1} and lease_owners(inbox) == {"c1": inbox.owner}
+    finally:
+        a.dispose()
+
