@@ -115,7 +115,8 @@ _NOT_FINISHED = " AND id <> ALL(CAST(:finished AS integer[]))"
 # PostgreSQL: `Inbox.advance` in one statement (autocommit) instead of five round trips (BEGIN, lease
 # renewal, look-up, mark, COMMIT): renew the lease (0 rows: lost, nothing is claimed), take the oldest
 # unfinished row besides this worker's own still replying (an id array: one text for every call) and
-# return it marked, with the conversation's stored menu. The lease was held all along, so nobody else
+# return it marked, with the conversation's stored menu; the rows in `finished` are marked done with
+# it (whatever became of the lease). The lease was held all along, so nobody else
 # changed the conversation's rows; a row stored after the statement's snapshot is left to the next look,
 # as when it is stored just after the transaction. Names are our own, never input.
 ADVANCE_ON_POSTGRESQL = {
@@ -135,7 +136,8 @@ ADVANCE_ON_POSTGRESQL = {
 # The lease's last holder may have finished that row after the snapshot (it gives the lease back in the
 # commit that finishes it): the UPDATE's own state check sees that, and the caller, holding the lease
 # with nothing claimed, looks again in a transaction. A row stored after the snapshot is announced to
-# the worker, whose drain then starts again, as when it is stored just after the transaction.
+# the worker, whose drain then starts again, as when it is stored just after the transaction. The rows
+# in `finished` are marked done with it: a drain's last claim ends its last turn and gives the lease back.
 CLAIM_ON_POSTGRESQL = {
     with_channel: text(
         f"WITH {_FINISHED} " + _next_row(with_channel, _NOT_FINISHED) + ","

@@ -10,7 +10,6 @@ Test side:   GET /_sandbox/requests, POST /_sandbox/config, POST /_sandbox/reset
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -154,8 +153,7 @@ def create_app(config: SandboxConfig, name: str = "voltbay_sandbox") -> Sanic:
             return response.json({"error": "since and wait must be numbers"}, status=400)
         result = store.since(phone, since)
         if not result["messages"] and wait > 0:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(store.changed.wait(), timeout=wait)
+            await store.wait_for_change(phone, wait)
             result = store.since(phone, since)
         return response.json(result)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,7 +42,11 @@ class SandboxStore:
         self.by_id: dict[str, ChatMessage] = {}
         self._seq = itertools.count(1)
         self._ids = itertools.count(1)
-        self.changed = asyncio.Event()
+        # {phone: the event its long-polls wait on}, only while someone waits: a change wakes the page
+        # (or bench client) of that phone, not every phone's. A page per phone polls, so one change woke
+        # them all before, each to find nothing and ask again (~40 empty requests a reply with 20 phones).
+        self._changes: dict[str, asyncio.Event] = {}
+        self._waiting: dict[str, int] = {}
 
     def new_id(self, prefix: str) -> str:
         return f"wamid.sandbox.{prefix}.{next(self._ids)}.{int(time.time() * 1000)}"
@@ -61,7 +66,7 @@ class SandboxStore:
         self.by_id[message.id] = message
         if message.direction == "out":
             phone.typing_until = 0.0
-        self._touch()
+        self._touch(message.phone)
         return message
 
     def set_status(self, wamid: str, status: str, error: str | None = None) -> ChatMessage | None:
@@ -73,12 +78,12 @@ class SandboxStore:
             message.status = status
             message.error = error
             message.seq = next(self._seq)
-            self._touch()
+            self._touch(message.phone)
         return message
 
     def typing(self, number: str) -> None:
         self.phone(number).typing_until = time.time() + TYPING_SECONDS
-        self._touch()
+        self._touch(number)
 
     def since(self, number: str, seq: int) -> dict[str, Any]:
         phone = self.phones.get(number)
@@ -94,6 +99,21 @@ class SandboxStore:
             for p in sorted(self.phones.values(), key=lambda p: -(p.messages[-1].at if p.messages else 0))
         ]
 
-    def _touch(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
+    async def wait_for_change(self, number: str, timeout: float) -> None:
+        """Until something of this phone changes (a message, its ticks, "typing…") or `timeout` s passed."""
+        event = self._changes.setdefault(number, asyncio.Event())
+        self._waiting[number] = self._waiting.get(number, 0) + 1
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            self._waiting[number] -= 1
+            if not self._waiting[number]:  # nobody waits for this phone: nothing kept for it
+                del self._waiting[number]
+                if self._changes.get(number) is event:
+                    del self._changes[number]
+
+    def _touch(self, number: str) -> None:
+        event = self._changes.pop(number, None)  # the next long-poll waits on a new one
+        if event is not None:
+            event.set()

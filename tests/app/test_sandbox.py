@@ -101,6 +101,28 @@ async def test_messages_api(app: Sanic) -> None:
     assert page.status == 200 and "sandbox" in page.text.lower()
 
 
+async def test_a_long_poll_wakes_for_its_own_phone_only() -> None:
+    """One page (or bench client) per phone long-polls: another phone's messages, ticks and "typing…"
+    must not wake it (with 20 phones that was ~40 empty answers and new polls per reply)."""
+    import asyncio
+
+    store = SandboxStore()
+    first = asyncio.create_task(store.wait_for_change("1", 5))
+    also_first = asyncio.create_task(store.wait_for_change("1", 5))
+    await asyncio.sleep(0)
+    store.add(ChatMessage(id="b", phone="2", direction="out", payload={}))
+    store.set_status("b", "delivered")
+    store.typing("2")
+    await asyncio.sleep(0.05)
+    assert not first.done() and not also_first.done()
+    store.add(ChatMessage(id="a", phone="1", direction="out", payload={}))
+    await asyncio.wait_for(asyncio.gather(first, also_first), 1)  # both of phone 1's polls woke
+    assert store.since("1", 0)["messages"][0]["id"] == "a"
+    await store.wait_for_change("3", 0.01)  # timed out: nothing kept for a phone nobody waits for
+    await asyncio.gather(*(store.wait_for_change(f"random-{n}", 0.01) for n in range(100)))
+    assert store._changes == {} and store._waiting == {}
+
+
 def test_ticks_only_move_forward() -> None:
     store = SandboxStore()
     store.add(ChatMessage(id="m", phone="1", direction="in", payload={}))
