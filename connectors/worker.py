@@ -277,7 +277,7 @@ class InboxWorker:
             return await self.inbox.call(self.inbox.complete, row, FAILED, None, not self._stopped.is_set())
         if isinstance(answer, Answered) and not self._stopped.is_set():
             finished = self._ended(replying)
-            besides = [row.id, *(row_id for row_id, _sending in replying)]
+            besides = self._besides(row, replying)
             replying.append((row.id, asyncio.create_task(self._sends_recorded(row, answer.sends))))
             following = await self.inbox.call(self.inbox.advance, row, answer.menu, besides, finished)
             return StillReplying(row) if following is None else following
@@ -309,8 +309,8 @@ class InboxWorker:
                     self._missed.discard(conversation_id)
                     async with self._slots:
                         finished = self._ended(replying)
-                        following = await self.inbox.call(self.inbox.advance, last, None, [
-                            last.id, *(row_id for row_id, _sending in replying)], finished)
+                        following = await self.inbox.call(self.inbox.advance, last, None,
+                                                          self._besides(last, replying), finished)
                     if following is not None:
                         return following
             if self._stopped.is_set():
@@ -319,6 +319,11 @@ class InboxWorker:
             return await self.inbox.call(self.inbox.claim_next, conversation_id, self.channel, self._ended(replying))
         finally:
             self._news.pop(conversation_id, None)
+
+    @staticmethod
+    def _besides(row: InboxRow, replying: Replying) -> list[int]:
+        """`row` and the drain's rows still replying: the next claim skips them."""
+        return [row.id, *(row_id for row_id, _sending in replying)]
 
     @staticmethod
     def _ended(replying: Replying) -> list[int]:
@@ -345,8 +350,11 @@ class InboxWorker:
         if not replying:
             return
         await asyncio.gather(*(sending for _row_id, sending in replying), return_exceptions=True)
+        finished = self._ended(replying)
+        if not finished:
+            return  # none recorded: nothing to write
         try:
-            await self.inbox.call(self.inbox.finish_rows, self._ended(replying))
+            await self.inbox.call(self.inbox.finish_rows, finished)
         except Exception:
             logger.exception("could not mark inbox messages done; they are taken up again")
 
