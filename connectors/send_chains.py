@@ -24,7 +24,7 @@ class SendChains:
         previous = self._tails.get(conversation_id)
 
         async def in_turn() -> None:
-            if previous is not None:
+            if previous is not None and not previous.done():  # (asyncio.wait on a done task still yields twice)
                 await asyncio.wait([previous])  # its failure is its own (logged where it happened)
             await work()
 

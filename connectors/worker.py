@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from connectors.inbox import DONE, STALE, Inbox, InboxRow
@@ -80,6 +80,7 @@ class InboxWorker:
         self.poll_interval = poll_interval
         self.clock = clock
         self._slots = asyncio.Semaphore(concurrency)
+        self._waiting_for_slot = 0
         self._active: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -92,7 +93,7 @@ class InboxWorker:
         self._missed: set[str] = set()
         self._more_waiting = False  # the last look found more conversations than it had room for
         # Drains waiting for their replies to go out with nothing new to claim: set when a row comes.
-        self._news: dict[str, asyncio.Event] = {}
+        self._news: dict[str, asyncio.Future[None]] = {}
 
     def notify(self, conversation_id: str | None = None) -> None:
         """New rows were stored: look now instead of at the next poll.
@@ -106,9 +107,7 @@ class InboxWorker:
             self._wake.set()
         elif conversation_id in self._active:
             self._missed.add(conversation_id)
-            news = self._news.get(conversation_id)
-            if news is not None:
-                news.set()  # its drain waits for its replies to go out: the new row is taken at once
+            self._wake_drain(conversation_id)  # one waiting for its replies to go out takes the row at once
         else:
             self._start(conversation_id)
 
@@ -234,7 +233,7 @@ class InboxWorker:
         replying: Replying = []
         try:
             while True:
-                async with self._slots:
+                async with self._slot():
                     if row is None:
                         if self._stopped.is_set():
                             return
@@ -247,9 +246,11 @@ class InboxWorker:
                 row = outcome
                 if row is None:
                     return
-                # asyncio.Semaphore (Python 3.10) lets a task that releases and re-acquires at once jump
-                # the queue: yield first so a waiting conversation gets the slot.
-                await asyncio.sleep(0)
+                if self._waiting_for_slot:
+                    # asyncio.Semaphore (Python 3.10) lets a task that releases and re-acquires at once jump
+                    # the queue: yield first so a waiting conversation gets the slot (only then: the yield
+                    # costs the customer a loop iteration, tens of ms under load).
+                    await asyncio.sleep(0)
         finally:
             await self._settled(replying)
 
@@ -296,18 +297,20 @@ class InboxWorker:
         taken the moment it is announced; once every reply went out, the next row is claimed or the
         lease given back. Without the wait for news the customer's next message, posted as soon as the
         first reply showed, waited for the previous turn's sends all the same."""
-        news = self._news[conversation_id] = asyncio.Event()
+        loop = asyncio.get_running_loop()
         sending = asyncio.gather(*(task for _row_id, task in replying), return_exceptions=True)
+        sending.add_done_callback(lambda _sent: self._wake_drain(conversation_id))
         try:
             while not sending.done() and not self._stopped.is_set():
                 if conversation_id not in self._missed:
-                    waiting = asyncio.ensure_future(news.wait())
-                    await asyncio.wait([sending, waiting], return_when=asyncio.FIRST_COMPLETED)
-                    waiting.cancel()
-                news.clear()
+                    # One future that the announcement or the sends' end resolves: the drain wakes on the
+                    # loop's next iteration, where an Event waited on beside the sends took three (under
+                    # load each iteration runs every other turn's step: tens of ms).
+                    self._news[conversation_id] = loop.create_future()
+                    await self._news[conversation_id]
                 if conversation_id in self._missed:
                     self._missed.discard(conversation_id)
-                    async with self._slots:
+                    async with self._slot():
                         finished = self._ended(replying)
                         following = await self.inbox.call(self.inbox.advance, last, None,
                                                           self._besides(last, replying), finished)
@@ -319,6 +322,23 @@ class InboxWorker:
             return await self.inbox.call(self.inbox.claim_next, conversation_id, self.channel, self._ended(replying))
         finally:
             self._news.pop(conversation_id, None)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        self._waiting_for_slot += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting_for_slot -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    def _wake_drain(self, conversation_id: str) -> None:
+        news = self._news.get(conversation_id)
+        if news is not None and not news.done():
+            news.set_result(None)
 
     @staticmethod
     def _besides(row: InboxRow, replying: Replying) -> list[int]:
