@@ -86,9 +86,22 @@ class Inbox(InboundRecords, OutboundRecords, LeaseRecords, MenuRecords):
             engine.url, future=True, isolation_level="AUTOCOMMIT", connect_args=server_connect_args(engine.url))
         # ON_EVENTS: `call` runs the same methods on a copy of this inbox on asyncpg (inbox_calls.asyncpg_twin).
         # This one keeps psycopg2 for what runs outside the loop (threads, tools, the LISTEN connection).
+        self._pauses_in_this_database = False
         self._on_events: Inbox | None = None
         if self.runs == ON_EVENTS:
             self._on_events = asyncpg_twin(self, engine.url)
+
+    @property
+    def pauses_in_this_database(self) -> bool:
+        """Rasa's SQL tracker store shares this PostgreSQL database: a one-statement claim also answers
+        whether the conversation is with a person (`InboxRow.paused`), the read receipt's question."""
+        return self._pauses_in_this_database
+
+    @pauses_in_this_database.setter
+    def pauses_in_this_database(self, shared: bool) -> None:
+        self._pauses_in_this_database = shared and self.engine.dialect.name == "postgresql"
+        if self._on_events is not None:
+            self._on_events.pauses_in_this_database = shared
 
     def dispose(self) -> None:
         """Close the pooled psycopg2 connections (tests, shutdown); `close` closes the asyncpg ones too."""
@@ -262,13 +275,14 @@ class Inbox(InboundRecords, OutboundRecords, LeaseRecords, MenuRecords):
                           **more: Any) -> Any:
         """Run one of the PostgreSQL one-statement claims; its row: `renewed` (lease held), `stored_menu`, the row."""
         with self._one_statement() as conn:
-            return conn.execute(statement[bool(channel)],
+            return conn.execute(statement[bool(channel), self.pauses_in_this_database],
                                 {**lease, "on_channel": channel, "now": time.time(), **more}).first()
 
     def _found(self, found: Any, menu: dict[str, str] | None, channel: str | None) -> InboxRow:
         """The row a one-statement claim marked (its attempts counted there), with `menu` or the stored one."""
         return self._claimed(found, menu if menu is not None else json.loads(found.stored_menu or "{}"),
-                             channel, found.attempts)
+                             channel, found.attempts,
+                             found.last_pause == "pause" if self.pauses_in_this_database else None)
 
     @classmethod
     def _renewed(cls, conn: Connection, row: InboxRow, lease: dict[str, Any]) -> bool:
@@ -299,12 +313,13 @@ class Inbox(InboundRecords, OutboundRecords, LeaseRecords, MenuRecords):
         return self._claimed(row, menu, channel, row.attempts + 1)
 
     @staticmethod
-    def _claimed(row: Any, menu: dict[str, str], channel: str | None, attempts: int) -> InboxRow:
+    def _claimed(row: Any, menu: dict[str, str], channel: str | None, attempts: int,
+                 paused: bool | None = None) -> InboxRow:
         """A claimed row as the worker gets it."""
         return InboxRow(
             id=row.id, message_id=row.message_id, channel=row.channel, conversation_id=row.conversation_id,
             reply_to=row.reply_to, business_id=row.business_id, sent_at=row.sent_at, attempts=attempts,
-            message=json.loads(row.message), menu=dict(menu), claimed_on=channel,
+            message=json.loads(row.message), menu=dict(menu), claimed_on=channel, paused=paused,
         )
 
     @retry_transient

@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Blueprint
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from connectors.agent_api import add_agent_routes
@@ -23,6 +25,7 @@ from connectors.asyncpg_kept import KeptAsyncpg
 from connectors.conversation_lock import keep_lock_waiters_from_hanging
 from connectors.inbox import Inbox, InboxRow, create_inbox_engine
 from connectors.inbox_calls import ON_EVENTS, call_blocking, connect_timeout, create_asyncpg_engine, where_calls_run
+from connectors.inbox_statements import LAST_PAUSE_OR_RESUME
 from connectors.inbox_tables import is_sqlite_file
 from connectors.process_tuning import check_action_results_with_compiled_schema, freeze_loaded_model
 from connectors.send_chains import SendChains
@@ -57,20 +60,41 @@ async def already_handled(agent: Any, row: InboxRow) -> bool:
     return any(getattr(event, "message_id", None) == row.message_id for event in tracker.events)
 
 
-def _sql_tracker_engine(agent: Any, calls: str = ON_EVENTS) -> Any:
-    """An engine on the database of Rasa's SQL tracker store (Rasa wraps the store), else None."""
+def _rasa_sql_engine(agent: Any) -> Any:
+    """The engine of Rasa's SQL tracker store (Rasa wraps the store in others), else None."""
     store = getattr(agent, "tracker_store", None)
     for _ in range(5):
         if store is None or getattr(store, "engine", None) is not None:
             break
         store = getattr(store, "_tracker_store", None) or getattr(store, "tracker_store", None)
-    engine = getattr(store, "engine", None) if store is not None else None
+    return getattr(store, "engine", None) if store is not None else None
+
+
+def _in_own_schema() -> bool:
+    """Rasa's PostgreSQL tracker store puts its tables in the schema POSTGRESQL_SCHEMA names (a search_path
+    only its own engine's connections set): our connections would not find its `events` table."""
+    return bool(os.environ.get("POSTGRESQL_SCHEMA"))
+
+
+def tracker_store_shares(agent: Any, engine: Engine) -> bool:
+    """Rasa's SQL tracker store is in the database `engine` opens (whatever the drivers), in the default schema."""
+    tracker_engine = _rasa_sql_engine(agent)
+    if tracker_engine is None or _in_own_schema():
+        return False
+    ours, theirs = engine.url, tracker_engine.url
+    return (ours.get_backend_name(), ours.host or "localhost", ours.port or 5432, ours.database, ours.username) == \
+        (theirs.get_backend_name(), theirs.host or "localhost", theirs.port or 5432, theirs.database, theirs.username)
+
+
+def _sql_tracker_engine(agent: Any, calls: str = ON_EVENTS) -> Any:
+    """An engine on the database of Rasa's SQL tracker store, else None."""
+    engine = _rasa_sql_engine(agent)
     if engine is None:
         return None
     if isinstance(engine.pool, NullPool):  # Rasa's SQLite file: a connection per use, none kept
         url = engine.url.render_as_string(hide_password=False)
         return _kept_reader(url) if is_sqlite_file(url) else engine
-    if where_calls_run(engine, calls) == ON_EVENTS:
+    if where_calls_run(engine, calls) == ON_EVENTS and not _in_own_schema():
         reader = _asyncpg_reader(engine.url.render_as_string(hide_password=False), id(asyncio.get_running_loop()))
         return reader or engine
     return engine
@@ -94,8 +118,7 @@ def _asyncpg_reader(url: str, _loop_id: int) -> KeptAsyncpg | None:
         return None
 
 
-_LAST_PAUSE_OR_RESUME = text("SELECT type_name FROM events WHERE sender_id = :sender AND type_name IN "
-                             "('pause', 'resume') ORDER BY id DESC LIMIT 1")
+_LAST_PAUSE_OR_RESUME = text(LAST_PAUSE_OR_RESUME.format(sender=":sender"))
 
 
 def _paused_in_sql(engine: Any, conversation_id: str) -> bool:
@@ -183,8 +206,16 @@ class InboxChannel(InputChannel):
 
     async def _receipt(self, row: InboxRow) -> None:
         """Blue ticks always; "typing…" only when the bot will answer (not while a person has it)."""
-        typing = not await is_paused(self._agent, row.conversation_id, self.settings.inbox_calls)
+        paused = row.paused  # answered by the claim when the tracker store shares the inbox's database
+        if paused is None:
+            paused = await is_paused(self._agent, row.conversation_id, self.settings.inbox_calls)
+        typing = not paused
         await self.client.mark_read_and_typing(row.business_id, row.message_id, row.reply_to, typing=typing)
+
+    def use_agent(self, agent: Any) -> None:
+        """Rasa's agent: its tracker store tells whether a person has a conversation (the receipt's question)."""
+        self._agent = agent
+        self.inbox.pauses_in_this_database = tracker_store_shares(agent, self.inbox.engine)
 
     def worker_off_reason(self) -> str | None:
         """Why this replica does not answer (None: it does)."""
@@ -203,7 +234,7 @@ class InboxChannel(InputChannel):
 
         @bp.listener("after_server_start")
         async def start_worker(app: Any, _loop: Any) -> None:
-            self._agent = getattr(app.ctx, "agent", None)
+            self.use_agent(getattr(app.ctx, "agent", None))
             freeze_loaded_model(self._agent)  # Rasa loaded its model before the server started
             check_action_results_with_compiled_schema()  # every channel's turns, REST's too
             keep_lock_waiters_from_hanging()  # the same

@@ -92,15 +92,23 @@ def _next_row(with_channel: bool, besides: str = "") -> str:
             + (" AND channel = :on_channel" if with_channel else "") + besides + " ORDER BY sent_at, id LIMIT 1)")
 
 
-def _claimed_with_menu(lease_cte: str) -> str:
+# Rasa's SQL tracker store's table (SQLTrackerStore.SQLEvent, "events"): a conversation is with a person
+# while its last pause or resume event is a pause. Indexed by sender_id.
+LAST_PAUSE_OR_RESUME = ("SELECT type_name FROM events WHERE sender_id = {sender} AND type_name IN ('pause', 'resume')"
+                        " ORDER BY id DESC LIMIT 1")
+
+
+def _claimed_with_menu(lease_cte: str, with_pause: bool) -> str:
     """PostgreSQL: mark `next_row` processing when the `lease_cte` row came back, and return it with the
     stored menu, or one row of NULLs; `renewed` says whether the lease is held. The state is checked again
     in the UPDATE: a row finished since the statement's snapshot is re-read there (PostgreSQL re-checks an
-    UPDATE's conditions on a row changed meanwhile) and not claimed."""
+    UPDATE's conditions on a row changed meanwhile) and not claimed. `with_pause`: Rasa's tracker store is
+    in this database, and `last_pause` answers the read receipt's question (typing or not) in this round trip."""
+    pause = f", ({LAST_PAUSE_OR_RESUME.format(sender='claimed.conversation_id')}) AS last_pause" if with_pause else ""
     return (f" claimed AS (UPDATE {inbox.name} SET state = '{PROCESSING}', attempts = {inbox.name}.attempts + 1,"
             f" updated_at = :now FROM next_row WHERE {inbox.name}.id = next_row.id AND {inbox.name}.{_UNFINISHED}"
             f" AND EXISTS (SELECT 1 FROM {lease_cte}) RETURNING {inbox.name}.*)"
-            f" SELECT (SELECT count(*) FROM {lease_cte}) AS renewed, {menus.name}.menu AS stored_menu, claimed.*"
+            f" SELECT (SELECT count(*) FROM {lease_cte}) AS renewed, {menus.name}.menu AS stored_menu{pause}, claimed.*"
             f" FROM (SELECT 1) AS one LEFT JOIN claimed ON true LEFT JOIN {menus.name}"
             f" ON {menus.name}.conversation_id = claimed.conversation_id AND {menus.name}.channel = claimed.channel")
 
@@ -119,15 +127,16 @@ _NOT_FINISHED = " AND id <> ALL(CAST(:finished AS integer[]))"
 # it (whatever became of the lease). The lease was held all along, so nobody else
 # changed the conversation's rows; a row stored after the statement's snapshot is left to the next look,
 # as when it is stored just after the transaction. Names are our own, never input.
+# {(with a channel filter?, with the receipt's pause question?): the statement}
 ADVANCE_ON_POSTGRESQL = {
-    with_channel: text(
+    (with_channel, with_pause): text(
         f"WITH {_FINISHED} renewed AS (UPDATE {leases.name} SET expires_at = :lease_until"
         " WHERE channel = :lease_channel AND conversation_id = :conversation AND owner = :lease_owner RETURNING 1), "
         + _next_row(with_channel, " AND id <> ALL(CAST(:besides AS integer[]))" + _NOT_FINISHED
                     + " AND EXISTS (SELECT 1 FROM renewed)")
-        + "," + _claimed_with_menu("renewed")
+        + "," + _claimed_with_menu("renewed", with_pause)
     )
-    for with_channel in (False, True)
+    for with_channel in (False, True) for with_pause in (False, True)
 }
 # PostgreSQL: `Inbox.claim_next` in one statement instead of five or six round trips (BEGIN, lease,
 # look-up, mark, menu or lease given back, COMMIT). The look comes first, from the statement's snapshot:
@@ -139,7 +148,7 @@ ADVANCE_ON_POSTGRESQL = {
 # the worker, whose drain then starts again, as when it is stored just after the transaction. The rows
 # in `finished` are marked done with it: a drain's last claim ends its last turn and gives the lease back.
 CLAIM_ON_POSTGRESQL = {
-    with_channel: text(
+    (with_channel, with_pause): text(
         f"WITH {_FINISHED} " + _next_row(with_channel, _NOT_FINISHED) + ","
         f" taken AS (INSERT INTO {leases.name} (channel, conversation_id, owner, expires_at)"
         " SELECT CAST(:lease_channel AS varchar), CAST(:conversation AS varchar), CAST(:lease_owner AS varchar),"
@@ -149,9 +158,9 @@ CLAIM_ON_POSTGRESQL = {
         f" OR {leases.name}.owner = :lease_owner RETURNING 1),"
         f" given_back AS (DELETE FROM {leases.name} WHERE channel = :lease_channel"
         " AND conversation_id = :conversation AND owner = :lease_owner AND NOT EXISTS (SELECT 1 FROM next_row)),"
-        + _claimed_with_menu("taken")
+        + _claimed_with_menu("taken", with_pause)
     )
-    for with_channel in (False, True)
+    for with_channel in (False, True) for with_pause in (False, True)
 }
 MARK_PROCESSING = (
     update(inbox)

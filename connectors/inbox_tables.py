@@ -109,6 +109,7 @@ class InboxRow(InboxItem):
     attempts: int
     menu: dict[str, str] = field(default_factory=dict)  # numbered options of the last reply: "1" → payload
     claimed_on: str | None = None  # the channel filter (and lease key) it was claimed with; None: any
+    paused: bool | None = None  # with a person when claimed (Inbox.pauses_in_this_database); None: not asked
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,76 @@ async def test_receipt_without_typing_while_paused(tmp_path: Path) -> None:
     (message,) = parse_webhook(json.loads((DATA / "text_message.json").read_text())).messages
     item = to_inbox_item(message)
     row: Any = type("Row", (), {"business_id": item.business_id, "message_id": item.message_id,
-                                "reply_to": item.reply_to, "conversation_id": item.conversation_id})()
+                                "reply_to": item.reply_to, "conversation_id": item.conversation_id,
+                                "paused": None})()  # the claim did not answer: the receipt asks
     await channel._receipt(row)
     await save(store, item.conversation_id, ConversationPaused())
     await channel._receipt(row)
     assert receipts.calls == [(item.message_id, True), (item.message_id, False)]
+
+
+async def test_the_claim_answers_the_receipts_question_when_the_tracker_store_shares_the_database(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Production topology (inbox and tracker store in one PostgreSQL database): the claim's one statement
+    also says whether a person has the conversation, and the receipt asks nothing more."""
+    from connectors.inbox import Inbox, create_inbox_engine
+    from connectors.inbox_channel import tracker_store_shares
+    from tests.rasa_env.conftest import watch_statements
+    from tests.rasa_env.test_inbox_and_worker import item
+
+    with temporary_database(POSTGRES_ADMIN_URL, "voltbay_paused_claim") as url:
+        parsed = make_url(url)
+        store = SQLTrackerStore(Domain.empty(), dialect="postgresql", host=parsed.host, port=parsed.port,
+                                db=parsed.database, username=parsed.username)
+        agent = Agent(AwaitableTrackerStore(FailSafeTrackerStore(store)))  # wrapped as Rasa wraps it
+        inbox = Inbox(create_inbox_engine(url.replace("postgresql://", "postgresql+psycopg2://")), calls=ON_EVENTS)
+        try:
+            assert tracker_store_shares(agent, inbox.engine)  # another driver, same database
+            monkeypatch.setenv("POSTGRESQL_SCHEMA", "rasa")  # Rasa's tables in a schema only its engine sees
+            assert not tracker_store_shares(agent, inbox.engine)
+            monkeypatch.delenv("POSTGRESQL_SCHEMA")
+            inbox.pauses_in_this_database = tracker_store_shares(agent, inbox.engine)
+            inbox.add([item("m1", "c1", 1), item("m2", "c1", 2), item("n1", "c2", 1)])
+            await save(store, "c1", UserUttered("hi"), ConversationPaused())
+            first = await inbox.call(inbox.claim_next, "c1", "whatsapp")  # on asyncpg, as the worker runs it
+            assert first is not None and first.message_id == "m1" and first.paused is True
+            await save(store, "c1", ConversationResumed())
+            second = await inbox.call(inbox.advance, first, None, [first.id])
+            assert second is not None and second.message_id == "m2" and second.paused is False
+            statements: list[str] = []
+            watch_statements(inbox, statements.append)
+            other = inbox.claim_next("c2", "whatsapp")  # psycopg2 (threads, tools): the same statement
+            assert other is not None and other.paused is False  # no events at all: the bot answers
+            assert len(statements) == 1 and "last_pause" in statements[0]
+
+            channel = WhatsAppInput(settings(tmp_path))
+            receipts = Receipts()
+            channel.client = receipts  # type: ignore[assignment]
+            channel._agent = Agent(InMemoryTrackerStore(Domain.empty()))  # would say "not paused": not asked
+            await channel._receipt(dataclasses.replace(first, paused=True))
+            assert receipts.calls == [("m1", False)]
+        finally:
+            await inbox.close()
+            store.engine.dispose()
+
+
+def test_the_receipts_question_stays_with_the_receipt_elsewhere(tmp_path: Path) -> None:
+    """SQLite, or the tracker store in another database: the claim does not ask (rows say None)."""
+    from connectors.inbox import Inbox, create_inbox_engine
+    from connectors.inbox_channel import tracker_store_shares
+    from tests.rasa_env.test_inbox_and_worker import item
+
+    store = SQLTrackerStore(Domain.empty(), dialect="sqlite", db=str(tmp_path / "tracker.db"))
+    inbox = Inbox(create_inbox_engine(f"sqlite:///{tmp_path / 'tracker.db'}"))
+    assert tracker_store_shares(Agent(store), inbox.engine)
+    inbox.pauses_in_this_database = True  # SQLite claims in a transaction: nothing to fold into
+    assert not inbox.pauses_in_this_database
+    inbox.add([item("m1", "c1", 1)])
+    row = inbox.claim_next("c1", "whatsapp")
+    assert row is not None and row.paused is None
+    elsewhere = sqlalchemy.create_engine("postgresql://postgres@127.0.0.1:5432/another", future=True)
+    assert not tracker_store_shares(Agent(store), elsewhere)
+    assert not tracker_store_shares(Agent(InMemoryTrackerStore(Domain.empty())), elsewhere)
+    assert not tracker_store_shares(None, elsewhere)
+    inbox.dispose()
+    store.engine.dispose()

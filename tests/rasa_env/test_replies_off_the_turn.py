@@ -233,3 +233,50 @@ async def test_stopping_with_replies_not_recorded_leaves_the_row_to_be_taken_up_
     running.cancel()
     assert sqlite_inbox.states() == {PROCESSING: 1}  # not done: Rasa knows it, its sends are settled on restart
     assert "replies to inbox message m1 were not all recorded" in caplog.text  # said, not an escaped exception
+
+
+class LoopIterations:
+    """Counts the event loop's iterations: a callback that puts itself back on the ready queue runs once in each."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._handle = asyncio.get_running_loop().call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self.count += 1
+        self._handle = asyncio.get_running_loop().call_soon(self._tick)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+
+async def test_a_message_announced_while_the_replies_go_out_reaches_the_handler_on_the_next_iteration(
+        sqlite_inbox: Inbox) -> None:
+    """The customer's next message, posted once the first reply showed, while the turn's other replies
+    still go out. Under load each loop iteration runs every other turn's step (tens of ms), so every
+    iteration between the announcement and Rasa's turn is latency the customer sees. SQLite's statements
+    run inline: nothing but the drain's own wake-up is left between them (it was four iterations)."""
+    sends_out = asyncio.Event()
+    handled: list[tuple[str, int]] = []
+    iterations = LoopIterations()
+
+    async def handler(row: InboxRow) -> Answered:
+        handled.append((row.message_id, iterations.count))
+        return Answered({}, sends_out.wait())  # the replies are still going out
+
+    worker = make_worker(sqlite_inbox, handler, poll_interval=30.0, channel="whatsapp")
+    running = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.05)  # the start-up look is over
+    sqlite_inbox.add([item("m1", "c1", 1_001)])
+    worker.notify("c1")
+    await wait_until(lambda: "c1" in worker._news)  # m1 handled, its drain waits for its replies or news
+    sqlite_inbox.add([item("m2", "c1", 1_002)])
+    announced = iterations.count
+    worker.notify("c1")
+    await wait_until(lambda: len(handled) == 2)
+    assert handled[1][0] == "m2" and handled[1][1] - announced <= 1
+    sends_out.set()
+    await wait_until(lambda: sqlite_inbox.states() == {DONE: 2})
+    iterations.stop()
+    await worker.stop()
+    running.cancel()
