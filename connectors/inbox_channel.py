@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from rasa.core.channels.channel import InputChannel, UserMessage
+from rasa.shared.core.events import BotUttered, UserUttered
 from sanic import Blueprint
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
@@ -52,12 +53,27 @@ class WorkerSettings(Protocol):
 
 async def already_handled(agent: Any, row: InboxRow) -> bool:
     """Did Rasa already store this message (crash after the turn, before the row was marked done)?"""
+    return await replies_of_handled_turn(agent, row) is not None
+
+
+async def replies_of_handled_turn(agent: Any, row: InboxRow) -> list[dict[str, Any]] | None:
+    """What Rasa said in its turn on this message, as it gave each to the output channel (a bot event's
+    `message()`, as Rasa's processor sends it); None: Rasa has not stored the message (no turn to repair)."""
     if agent is None or getattr(agent, "tracker_store", None) is None:
-        return False
+        return None
     tracker = await agent.tracker_store.retrieve_full_tracker(row.conversation_id)
     if tracker is None:
-        return False
-    return any(getattr(event, "message_id", None) == row.message_id for event in tracker.events)
+        return None
+    replies: list[dict[str, Any]] | None = None
+    for event in tracker.events:
+        if isinstance(event, UserUttered):
+            if replies is not None:
+                break  # the next message's turn
+            if event.message_id == row.message_id:
+                replies = []
+        elif replies is not None and isinstance(event, BotUttered):
+            replies.append(event.message())
+    return replies
 
 
 def _rasa_sql_engine(agent: Any) -> Any:
@@ -180,9 +196,10 @@ class InboxChannel(InputChannel):
     async def handle_row(self, row: InboxRow, on_new_message: OnNewMessage) -> Answered | None:
         """Hand one stored message to Rasa; returns once Rasa handled it, with the options the reply
         offered (saved by the worker) and its sends, which go on in the conversation's send chain."""
-        if row.attempts > 1 and await already_handled(self._agent, row):
+        replies = await replies_of_handled_turn(self._agent, row) if row.attempts > 1 else None
+        if replies is not None:
             logger.info("inbox message %s was handled before a restart; not answering twice", row.message_id)
-            await self.output_for(row).resend_unfinished()  # a send its turn queued may not have gone out
+            await self.output_for(row).resend_unfinished(replies)  # a send its turn queued may not have gone out
             return None
         text = apply_menu(row.message["text"], row.menu)
         # Read receipt + typing while Rasa works; the turn does not wait for it.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from rasa.core.channels.channel import OutputChannel
@@ -80,12 +81,24 @@ class WhatsAppOutput(OutputChannel):
                 return
             if earlier == SENDING and await self._went_out_before_cut_off(turn_key):
                 return
-        row_id = await self._begin(payload, turn_key)  # recorded before the turn goes on: a crash cannot lose it
+        if self.send_chains is not None and turn_key is not None:
+            # A worker's turn: recorded and sent off the turn, in the conversation's chain. Awaited here, the
+            # record cost the turn an event-loop iteration per reply on a database server (~70 ms each under
+            # load, measured with bench/latency_parts.py), and the customer's next message waited for the
+            # turn's end. A crash after Rasa saved the turn and before this record is repaired from the
+            # tracker, which holds every reply the turn made (`resend_unfinished`).
+            self._queued.append(self.send_chains.then(
+                self.conversation_id, lambda: self._record_and_transmit(payload, turn_key)))
+            return
+        row_id = await self._begin(payload, turn_key)  # recorded before the caller goes on: a crash cannot lose it
         if self.send_chains is None:
             await self._transmit(row_id, payload, turn_key)
-        else:
+        else:  # an agent's reply (no turn in the tracker to repair it from): recorded first, sent in the chain
             self._queued.append(self.send_chains.then(
                 self.conversation_id, lambda: self._transmit(row_id, payload, turn_key)))
+
+    async def _record_and_transmit(self, payload: dict[str, Any], turn_key: str) -> None:
+        await self._transmit(await self._begin(payload, turn_key), payload, turn_key)
 
     async def _transmit(self, row_id: int, payload: dict[str, Any], turn_key: str | None) -> None:
         result = await self.client.send(self.phone_number_id, payload)
@@ -104,14 +117,25 @@ class WhatsAppOutput(OutputChannel):
         if cut:
             raise RuntimeError(f"{len(cut)} of {len(outcomes)} send(s) were not recorded") from cut[0]
 
-    async def resend_unfinished(self) -> None:
+    async def resend_unfinished(self, replies: Sequence[dict[str, Any]] = ()) -> None:
         """The turn was handled before a restart, some of its queued sends maybe not: each one still
-        "sending" is settled by the platform's status webhook when one came, else sent again."""
+        "sending" is settled by the platform's status webhook when one came, else sent again; then the
+        sends never recorded (the chain records each just before it goes out, so they are the last ones)
+        go out, rendered from `replies`, what the turn said (its messages in Rasa's tracker)."""
         if not self.turn_id:
             return
         for turn_key, payload in await self.inbox.call(self.inbox.unfinished_sends, self.turn_id):
             if not await self._went_out_before_cut_off(turn_key):
-                await self._transmit(await self._begin(payload, turn_key), payload, turn_key)
+                await self._record_and_transmit(payload, turn_key)
+        recorded = await self.inbox.call(self.inbox.outbound_states, self.turn_id) if replies else {}
+        count = 0
+        for reply in replies:
+            for payload in render_response(self.reply_to, reply, self.numbered_options).payloads:
+                count += 1
+                turn_key = f"{self.turn_id}#{count}"
+                if turn_key not in recorded:
+                    logger.warning("send %s was never recorded before a restart; sending it now", turn_key)
+                    await self._record_and_transmit(payload, turn_key)
 
     async def _went_out_before_cut_off(self, turn_key: str) -> bool:
         """A send a restart cut off: True when the platform's status webhook proves it went out;

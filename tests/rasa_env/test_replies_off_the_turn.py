@@ -63,8 +63,9 @@ async def test_the_turn_returns_before_graph_answers_and_the_sends_keep_their_or
     await following.send_text_message("US.123", "three")
     await asyncio.sleep(0.2)
     assert [p["text"]["body"] for p in graph.sent()] == ["one"]  # "two" and "three" wait for "one" to end
-    # Each recorded before its turn went on: a crash now loses none of them.
-    assert [row["state"] for row in sqlite_inbox.outbound_for("US.123")] == ["sending"] * 3
+    # Each is recorded in the chain, just before it goes out; a crash before then is repaired from Rasa's
+    # tracker, which holds the turn's replies (test_a_handled_turns_never_recorded_sends_go_out_on_restart).
+    assert [row["state"] for row in sqlite_inbox.outbound_for("US.123")] == ["sending"]
     graph.answer_when.set()
     await turn.sends_finished()
     await following.sends_finished()
@@ -107,6 +108,61 @@ async def test_a_handled_turns_cut_off_sends_are_settled_on_restart(graph: Graph
     assert [p["text"]["body"] for p in graph.sent()] == ["two"]  # "one" is settled by its evidence
     states = [(row["state"], row["message_id"]) for row in sqlite_inbox.outbound_for("US.123")]
     assert states == [("sent", "wamid.ONE"), ("interrupted", None), ("sent", "wamid.OUT1")]
+
+
+async def test_a_handled_turns_never_recorded_sends_go_out_on_restart(graph: GraphStandIn, sqlite_inbox: Inbox) -> None:
+    """Rasa saved the turn (its three replies in the tracker); the crash came while the chain was at the
+    second: "one" recorded sent, "two" recorded sending (no status webhook came), "three" never recorded.
+    On restart "two" goes again and "three" goes out, once each, in order; "one" does not."""
+    for n, (text, state) in enumerate((("one", "sent"), ("two", "sending")), start=1):
+        payload = {"messaging_product": "whatsapp", "type": "text", "to": "34600111222", "text": {"body": text}}
+        row_id = sqlite_inbox.begin_outbound({"channel": "whatsapp", "conversation_id": "US.123",
+                                              "business_id": "PNID-B", "turn_key": f"wamid.IN1#{n}",
+                                              "payload": json.dumps(payload)})
+        if state == "sent":
+            sqlite_inbox.finish_outbound(row_id, "sent", "wamid.ONE", None, None)
+    replies = [{"text": text, "timestamp": 1.0, "attachment": None} for text in ("one", "two", "three")]
+    again = output(graph, sqlite_inbox, rerun=True)
+    again.status_grace_seconds = 0.2
+    await again.resend_unfinished(replies)
+    await again.resend_unfinished(replies)  # a second restart: everything is recorded now, nothing goes twice
+    await again.client.close()
+    assert [p["text"]["body"] for p in graph.sent()] == ["two", "three"]
+    states = [(row["state"], row["turn_key"]) for row in sqlite_inbox.outbound_for("US.123")]
+    assert states == [("sent", "wamid.IN1#1"), ("interrupted", None), ("sent", "wamid.IN1#2"),
+                      ("sent", "wamid.IN1#3")]
+
+
+async def test_the_turns_replies_are_read_back_from_rasas_tracker() -> None:
+    """What the restart repairs a handled turn from: the bot messages between its user message and the next,
+    each as Rasa's processor gave it to the output channel."""
+    from rasa.core.tracker_store import InMemoryTrackerStore
+    from rasa.shared.core.domain import Domain
+    from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
+
+    from connectors.inbox_channel import replies_of_handled_turn
+
+    store = InMemoryTrackerStore(Domain.empty())
+    tracker = await store.get_or_create_tracker("c1")
+    buttons = {"buttons": [{"title": "Yes", "payload": "/affirm"}]}
+    for event in (UserUttered("hi", message_id="m0"), BotUttered("hello"), UserUttered("order?", message_id="m1"),
+                  BotUttered("Which one?", buttons), ActionExecuted("action_listen"), BotUttered("Or call us."),
+                  UserUttered("ok", message_id="m2")):
+        tracker.update(event)
+    await store.save(tracker)
+    agent = type("Agent", (), {"tracker_store": store})()
+
+    def row(message_id: str, conversation: str = "c1") -> InboxRow:
+        return InboxRow(id=1, message_id=message_id, channel="whatsapp", conversation_id=conversation,
+                        reply_to=conversation, business_id="PNID", sent_at=1, message={}, attempts=2)
+
+    said = await replies_of_handled_turn(agent, row("m1"))
+    assert said is not None and [(m["text"], m.get("buttons")) for m in said] == \
+        [("Which one?", buttons["buttons"]), ("Or call us.", None)]
+    assert await replies_of_handled_turn(agent, row("m2")) == []  # handled, nothing said (yet)
+    assert await replies_of_handled_turn(agent, row("m9")) is None  # not stored: the turn runs again
+    assert await replies_of_handled_turn(agent, row("m1", "c2")) is None  # no such conversation
+    assert await replies_of_handled_turn(None, row("m1")) is None
 
 
 async def test_the_next_message_starts_while_the_previous_replies_go_out(inbox: Inbox) -> None:
