@@ -91,6 +91,7 @@ async def run(args: argparse.Namespace, inbox_url: str, graph_url: str) -> list[
     store = SQLTrackerStore(Domain.empty(), dialect=url.get_backend_name(), host=url.host, port=url.port,
                             db=url.database, username=url.username, password=url.password)
     channel.use_agent(SimpleNamespace(tracker_store=store))
+    print(f"the claim answers the read receipt's question: {channel.inbox.pauses_in_this_database}", flush=True)
     replies = [f"Reply {n + 1}: orders ship within 2 working days." for n in range(args.replies)]
 
     async def turn(user_message: UserMessage) -> None:  # Rasa's turn, without Rasa

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -127,6 +128,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--postgres", default="", help="Rasa's tracker store and the inbox in this empty database")
+    parser.add_argument("--out", type=Path, default=None, help="write every message's parts here (JSON)")
     args = parser.parse_args()
     if args.postgres and rows_left_in(args.postgres):
         print(f"error: {args.postgres} holds rows of an earlier run; give an empty database", file=sys.stderr)
@@ -143,6 +145,8 @@ def main() -> int:
         print(f"{kind} ({len(split['total'])} messages)")
         for part, values in split.items():
             print(f"  {part:22} {line(values)}")
+    if args.out:
+        args.out.write_text(json.dumps(pooled))
     return 0
 
 

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from rasa.core.channels.channel import InputChannel, UserMessage
-from rasa.shared.core.events import BotUttered, UserUttered
+from rasa.shared.core.constants import ACTION_LISTEN_NAME
+from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
 from sanic import Blueprint
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
@@ -58,7 +59,9 @@ async def already_handled(agent: Any, row: InboxRow) -> bool:
 
 async def replies_of_handled_turn(agent: Any, row: InboxRow) -> list[dict[str, Any]] | None:
     """What Rasa said in its turn on this message, as it gave each to the output channel (a bot event's
-    `message()`, as Rasa's processor sends it); None: Rasa has not stored the message (no turn to repair)."""
+    `message()`, as Rasa's processor sends it); None: Rasa has not stored the message (no turn to repair).
+    The turn ends at its `action_listen`; an agent's message (the console's, `metadata.agent`) is never
+    the turn's, even in a paused conversation whose turns run no action."""
     if agent is None or getattr(agent, "tracker_store", None) is None:
         return None
     tracker = await agent.tracker_store.retrieve_full_tracker(row.conversation_id)
@@ -71,8 +74,11 @@ async def replies_of_handled_turn(agent: Any, row: InboxRow) -> list[dict[str, A
                 break  # the next message's turn
             if event.message_id == row.message_id:
                 replies = []
-        elif replies is not None and isinstance(event, BotUttered):
-            replies.append(event.message())
+        elif replies is not None:
+            if isinstance(event, ActionExecuted) and event.action_name == ACTION_LISTEN_NAME:
+                break
+            if isinstance(event, BotUttered) and not (event.metadata or {}).get("agent"):
+                replies.append(event.message())
     return replies
 
 

@@ -145,9 +145,13 @@ async def test_the_turns_replies_are_read_back_from_rasas_tracker() -> None:
     store = InMemoryTrackerStore(Domain.empty())
     tracker = await store.get_or_create_tracker("c1")
     buttons = {"buttons": [{"title": "Yes", "payload": "/affirm"}]}
-    for event in (UserUttered("hi", message_id="m0"), BotUttered("hello"), UserUttered("order?", message_id="m1"),
-                  BotUttered("Which one?", buttons), ActionExecuted("action_listen"), BotUttered("Or call us."),
-                  UserUttered("ok", message_id="m2")):
+    for event in (UserUttered("hi", message_id="m0"), BotUttered("hello"), ActionExecuted("action_listen"),
+                  UserUttered("order?", message_id="m1"), ActionExecuted("utter_which"),
+                  BotUttered("Which one?", buttons),
+                  ActionExecuted("action_help"), BotUttered("Or call us."), ActionExecuted("action_listen"),
+                  BotUttered("From the console", metadata={"agent": "ana"}),  # after the turn's end
+                  UserUttered("ok", message_id="m2"),  # a paused conversation: no action runs, an agent answers
+                  BotUttered("Agent here", metadata={"agent": "ana"})):
         tracker.update(event)
     await store.save(tracker)
     agent = type("Agent", (), {"tracker_store": store})()
