@@ -96,6 +96,17 @@ async def test_a_tracker_store_url_asyncpg_cannot_take_falls_back_to_rasas_engin
         "option(s) keepalives: drop them or set WHATSAPP_INBOX_CALLS=loop") == 1  # said once
 
 
+async def test_a_tracker_store_in_its_own_schema_is_asked_through_rasas_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """POSTGRESQL_SCHEMA: Rasa's tables are in a schema only its engine's connections put on their
+    search_path; a connection of ours would not find `events` there (or find another one)."""
+    engine = sqlalchemy.create_engine("postgresql://u@127.0.0.1:1/rasa", future=True)
+    agent = Agent(type("Store", (), {"engine": engine})())
+    monkeypatch.setenv("POSTGRESQL_SCHEMA", "rasa")
+    assert _sql_tracker_engine(agent, ON_EVENTS) is engine
+    monkeypatch.delenv("POSTGRESQL_SCHEMA")
+    assert isinstance(_sql_tracker_engine(agent, ON_EVENTS), KeptAsyncpg)
+
+
 async def test_paused_from_other_stores_and_no_store() -> None:
     store = InMemoryTrackerStore(Domain.empty())
     await save(store, "b", ConversationPaused())
