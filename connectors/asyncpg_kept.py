@@ -17,8 +17,10 @@ that mode); connections belong to the loop that opened them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import re
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -33,6 +35,13 @@ from connectors.sqlite_kept import CompiledStatement, KeptResult, compiled_once
 
 # Idle connections kept per event loop: one per turn in flight (a worker's 16 by default).
 MAX_IDLE = 16
+# Connections open at once per event loop (in use or idle). Sends, receipts and claims of many
+# conversations run their statements at the same time, beyond the worker's slots: without a bound a burst
+# of a few hundred conversations would open as many server connections and meet PostgreSQL's
+# max_connections (100 by default) for every replica at once. Beyond it a statement waits for a free one,
+# for at most FREE_CONNECTION_WAIT_SECONDS (then an error, as SQLAlchemy's pool gives after its timeout).
+MAX_OPEN = 32
+FREE_CONNECTION_WAIT_SECONDS = 30.0
 _PLACEHOLDER = re.compile(r"%%|%s")  # the dialect's "format" paramstyle: %s, and %% for a literal %
 
 
@@ -143,6 +152,9 @@ class KeptAsyncpg:
         _, options = engine.dialect.create_connect_args(engine.url)
         self._connect_kwargs = {**options, "timeout": connect_timeout}
         self._idle: list[Any] = []
+        self._open = 0  # connections of this loop, idle or in use
+        self._opened: weakref.WeakSet[Any] = weakref.WeakSet()  # those connections themselves
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()  # statements without one
         self._loop: asyncio.AbstractEventLoop | None = None
         self._compiled: dict[tuple[ClauseElement, tuple[str, ...] | None], PgCompiled] = {}
         self._compiled_many: dict[tuple[ClauseElement, tuple[str, ...] | None], PgCompiled] = {}
@@ -172,24 +184,71 @@ class KeptAsyncpg:
     def _acquire(self) -> Any:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a connection works only on the loop it was opened on (tests run several)
-            self._idle, self._loop = [], loop
-        while self._idle:
-            connection = self._idle.pop()
-            if not connection.is_closed():
-                return connection
+            self._idle, self._loop, self._open, self._waiting = [], loop, 0, collections.deque()
+            self._opened = weakref.WeakSet()
+        while True:
+            while self._idle:
+                connection = self._idle.pop()
+                if not connection.is_closed():
+                    return connection
+                self._open -= 1
+            if self._open < MAX_OPEN:
+                break
+            self._wait_for_a_free_connection(loop)
         import asyncpg  # installed with the Rasa env's PostgreSQL extras; needed only in this mode
 
+        self._open += 1
         try:
-            return await_only(asyncpg.connect(**self._connect_kwargs))
-        except Exception as error:
-            raise self.as_sqlalchemy_error("connect", (), error, None) from error
+            connection = await_only(asyncpg.connect(**self._connect_kwargs))
+        except BaseException as error:
+            self._closed_one()
+            if isinstance(error, Exception):
+                raise self.as_sqlalchemy_error("connect", (), error, None) from error
+            raise
+        self._opened.add(connection)
+        return connection
+
+    def _wait_for_a_free_connection(self, loop: asyncio.AbstractEventLoop) -> None:
+        freed = loop.create_future()
+        self._waiting.append(freed)
+        try:
+            await_only(asyncio.wait_for(freed, FREE_CONNECTION_WAIT_SECONDS))
+        except BaseException as error:
+            if freed in self._waiting:
+                self._waiting.remove(freed)
+            elif freed.done() and not freed.cancelled():
+                self._free_one()  # woken, but leaving (cancelled): the next one in line takes it
+            if isinstance(error, asyncio.TimeoutError):
+                raise self.as_sqlalchemy_error(
+                    "connect", (), OSError(f"no free connection within {FREE_CONNECTION_WAIT_SECONDS:g}s: "
+                                           f"{MAX_OPEN} in use"), None) from error
+            raise
+
+    def _free_one(self) -> None:
+        """A connection went back (or away): the longest-waiting statement takes it."""
+        while self._waiting:
+            freed = self._waiting.popleft()
+            if not freed.done():
+                freed.set_result(None)
+                return
+
+    def _closed_one(self) -> None:
+        self._open -= 1
+        self._free_one()
 
     def _release(self, connection: Any, reusable: bool) -> None:
+        if connection not in self._opened:  # opened on a finished loop (tests): not counted here
+            if not connection.is_closed():
+                connection.terminate()
+            return
         if reusable and not connection.is_closed() and not connection.is_in_transaction() \
                 and len(self._idle) < MAX_IDLE:
             self._idle.append(connection)
-        elif not connection.is_closed():
+            self._free_one()
+            return
+        if not connection.is_closed():
             connection.terminate()  # mid-statement (cancelled) or surplus: never handed out again
+        self._closed_one()
 
     @contextmanager
     def begin(self) -> Iterator[KeptAsyncpgConnection]:
@@ -230,6 +289,7 @@ class KeptAsyncpg:
         idle, self._idle = self._idle, []
         if self._loop is not asyncio.get_running_loop():
             return
+        self._open -= len(idle)
         for connection in idle:
             if not connection.is_closed():
                 await connection.close(timeout=5)

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import bindparam, event, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from connectors import inbox_statements as sql
 from connectors.asyncpg_kept import MAX_IDLE, KeptAsyncpg
@@ -231,6 +231,60 @@ async def test_connections_kept_are_bounded_and_belong_to_their_loop(box: Inbox)
 
     assert await asyncio.to_thread(latest_on_another_loop) == MAX_IDLE + 4
     assert kept._loop is not loop_before and len(kept._idle) == 1
+
+
+async def test_a_burst_of_statements_opens_at_most_max_open_connections(
+        box: Inbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sends, receipts and claims of many conversations at once: each waits for a free connection beyond
+    MAX_OPEN (a burst would otherwise open as many server connections as statements), in the order they
+    came; one that waits too long fails as SQLAlchemy's pool does, and a cancelled one leaves the line."""
+    import asyncpg
+
+    from connectors import asyncpg_kept
+
+    monkeypatch.setattr(asyncpg_kept, "MAX_OPEN", 3)
+    opened: list[Any] = []
+    connect = asyncpg.connect
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        connection = await connect(*args, **kwargs)
+        opened.append(connection)
+        return connection
+
+    monkeypatch.setattr(asyncpg, "connect", counted)
+    kept = kept_of(box)
+    live: list[int] = []
+
+    def slow_statement() -> int:
+        with kept.connect() as conn:
+            live.append(sum(not c.is_closed() for c in opened))
+            return int(conn.execute(text("SELECT 1 FROM pg_sleep(0.02)")).rowcount)
+
+    assert await asyncio.gather(*(in_greenlet(slow_statement) for _ in range(40))) == [1] * 40
+    assert len(opened) == 3 and max(live) <= 3 and kept._open == 3 and not kept._waiting
+
+    gate = asyncio.Event()
+
+    def held() -> None:
+        with kept.connect():
+            await_only(gate.wait())
+
+    holders = [asyncio.create_task(in_greenlet(held)) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    monkeypatch.setattr(asyncpg_kept, "FREE_CONNECTION_WAIT_SECONDS", 0.2)
+    with pytest.raises(DBAPIError, match=r"no free connection within 0\.2s: 3 in use"):
+        await in_greenlet(slow_statement)
+    cancelled = asyncio.create_task(in_greenlet(slow_statement))
+    monkeypatch.setattr(asyncpg_kept, "FREE_CONNECTION_WAIT_SECONDS", 5.0)
+    waiting = asyncio.create_task(in_greenlet(slow_statement))
+    await asyncio.sleep(0.05)
+    cancelled.cancel()
+    gate.set()
+    assert await waiting == 1
+    await asyncio.gather(*holders)
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert len(opened) == 3 and kept._open == 3 and not kept._waiting
 
 
 async def test_a_webhooks_messages_and_statuses_are_stored_on_kept_connections(box: Inbox) -> None:
