@@ -52,14 +52,10 @@ class WorkerSettings(Protocol):
     inbox_calls: str
 
 
-async def already_handled(agent: Any, row: InboxRow) -> bool:
-    """Did Rasa already store this message (crash after the turn, before the row was marked done)?"""
-    return await replies_of_handled_turn(agent, row) is not None
-
-
 async def replies_of_handled_turn(agent: Any, row: InboxRow) -> list[dict[str, Any]] | None:
     """What Rasa said in its turn on this message, as it gave each to the output channel (a bot event's
-    `message()`, as Rasa's processor sends it); None: Rasa has not stored the message (no turn to repair).
+    `message()`, as Rasa's processor sends it); None: Rasa has not stored the message (a crash before the
+    turn was saved: it runs again). Not None: a crash after the turn, before the row was marked done.
     The turn ends at its `action_listen`; an agent's message (the console's, `metadata.agent`) is never
     the turn's, even in a paused conversation whose turns run no action."""
     if agent is None or getattr(agent, "tracker_store", None) is None:
@@ -103,9 +99,11 @@ def tracker_store_shares(agent: Any, engine: Engine) -> bool:
     tracker_engine = _rasa_sql_engine(agent)
     if tracker_engine is None or _in_own_schema():
         return False
-    ours, theirs = engine.url, tracker_engine.url
-    return (ours.get_backend_name(), ours.host or "localhost", ours.port or 5432, ours.database, ours.username) == \
-        (theirs.get_backend_name(), theirs.host or "localhost", theirs.port or 5432, theirs.database, theirs.username)
+
+    def database(url: Any) -> tuple[Any, ...]:
+        return url.get_backend_name(), url.host or "localhost", url.port or 5432, url.database, url.username
+
+    return database(engine.url) == database(tracker_engine.url)
 
 
 def _sql_tracker_engine(agent: Any, calls: str = ON_EVENTS) -> Any:

@@ -17,13 +17,13 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from connectors.inbox import InboxRow
-from connectors.inbox_channel import InboxChannel, already_handled
+from connectors.inbox_channel import InboxChannel
 from connectors.settings import WhatsAppSettings
 from connectors.whatsapp.graph_api import GraphClient
 from connectors.whatsapp.output import CHANNEL, WhatsAppOutput
 from connectors.whatsapp.webhook import receive_webhook, verify_subscription
 
-__all__ = ["WhatsAppInput", "already_handled"]
+__all__ = ["WhatsAppInput"]
 
 logger = logging.getLogger(__name__)
 

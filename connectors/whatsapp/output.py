@@ -73,7 +73,7 @@ class WhatsAppOutput(OutputChannel):
 
     async def _deliver(self, payload: dict[str, Any]) -> None:
         self._count += 1
-        turn_key = f"{self.turn_id}#{self._count}" if self.turn_id else None
+        turn_key = self._turn_key(self._count) if self.turn_id else None
         if turn_key:
             earlier = (await self._earlier_sends()).get(turn_key)
             if earlier == SENT:
@@ -96,6 +96,10 @@ class WhatsAppOutput(OutputChannel):
         else:  # an agent's reply (no turn in the tracker to repair it from): recorded first, sent in the chain
             self._queued.append(self.send_chains.then(
                 self.conversation_id, lambda: self._transmit(row_id, payload, turn_key)))
+
+    def _turn_key(self, n: int) -> str:
+        """The key of the turn's n-th send (from 1), the same when a restart renders the turn's replies again."""
+        return f"{self.turn_id}#{n}"
 
     async def _record_and_transmit(self, payload: dict[str, Any], turn_key: str) -> None:
         await self._transmit(await self._begin(payload, turn_key), payload, turn_key)
@@ -132,7 +136,7 @@ class WhatsAppOutput(OutputChannel):
         for reply in replies:
             for payload in render_response(self.reply_to, reply, self.numbered_options).payloads:
                 count += 1
-                turn_key = f"{self.turn_id}#{count}"
+                turn_key = self._turn_key(count)
                 if turn_key not in recorded:
                     logger.warning("send %s was never recorded before a restart; sending it now", turn_key)
                     await self._record_and_transmit(payload, turn_key)
