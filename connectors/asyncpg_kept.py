@@ -143,6 +143,12 @@ class KeptAsyncpgConnection:
         self._run("RELEASE SAVEPOINT kept_nested")
 
 
+def _terminate_all(connections: list[Any]) -> None:
+    for connection in connections:
+        if not connection.is_closed():
+            connection.terminate()
+
+
 class KeptAsyncpg:
     """asyncpg connections on an asyncpg engine's database, kept per event loop, for the hot statements."""
 
@@ -184,6 +190,7 @@ class KeptAsyncpg:
     def _acquire(self) -> Any:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a connection works only on the loop it was opened on (tests run several)
+            self._let_go_of_another_loops(self._loop, self._idle)
             self._idle, self._loop, self._open, self._waiting = [], loop, 0, collections.deque()
             self._opened = weakref.WeakSet()
         while True:
@@ -207,6 +214,14 @@ class KeptAsyncpg:
             raise
         self._opened.add(connection)
         return connection
+
+    @staticmethod
+    def _let_go_of_another_loops(loop: asyncio.AbstractEventLoop | None, idle: list[Any]) -> None:
+        """The idle connections of a loop still open go back to it to be closed there: freed from this
+        thread while that loop runs in its own, their transports crashed the process now and then (uvloop,
+        a test's second loop in a thread: one run in 5-10 segfaulted)."""
+        if idle and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(_terminate_all, idle)
 
     def _wait_for_a_free_connection(self, loop: asyncio.AbstractEventLoop) -> None:
         freed = loop.create_future()
