@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import time
@@ -35,6 +34,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy import inspect, text
 
+from bench.process_cpu import cpu_by_process, main_thread_cpu_seconds
 from connectors.inbox import PENDING, PROCESSING, Inbox, create_inbox_engine
 from connectors.inbox_tables import inbox as inbox_table
 from connectors.rasa_serving import SERVING_DEFAULTS
@@ -239,12 +239,15 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             "whatsapp_server": lambda n=n: whatsapp_throughput(stack, args.users, args.turns, f"2{n}"),
         }
         order = ["whatsapp", "rest", "whatsapp_server"] if n % 2 == 0 else ["whatsapp", "whatsapp_server", "rest"]
-        done, cpu_ms = {}, {}
+        done, cpu_ms, where = {}, {}, {}
         for name in order:
             await asyncio.sleep(SETTLE_SECONDS)
-            before = main_thread_cpu_seconds(rasa_pid)
+            before, before_all = main_thread_cpu_seconds(rasa_pid), cpu_by_process(stack.procs)
             done[name] = await phases[name]()
             cpu_ms[name] = (main_thread_cpu_seconds(rasa_pid) - before) * 1000 / done[name]["n"]
+            after_all = cpu_by_process(stack.procs)
+            where[name] = {key: (after_all[key] - before_all.get(key, 0.0)) * 1000 / done[name]["n"]
+                           for key in after_all}
         rest, whatsapp, whatsapp_server = done["rest"], done["whatsapp"], done["whatsapp_server"]
         rounds.append({"rest": rest, "whatsapp": whatsapp, "whatsapp_server_side": whatsapp_server,
                        "throughput_ratio": whatsapp_server["throughput_msg_s"] / rest["throughput_msg_s"],
@@ -253,6 +256,9 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
                        # Rasa's main thread per message: the channel's own cost, less swayed by the machine's drift
                        # in wall-clock time (the REST phase's includes Sanic serving the REST requests).
                        "rasa_main_thread_ms_per_msg": cpu_ms,
+                       # Every process's CPU per message (the machine has 2 cores: what the stand-ins, the
+                       # ingest process and PostgreSQL take, Rasa's turns wait for).
+                       "cpu_ms_per_msg_by_process": where,
                        "rasa_main_thread_ratio": cpu_ms["whatsapp_server"] / cpu_ms["rest"]})
     middle = sorted(rounds, key=lambda r: r["throughput_ratio"])[len(rounds) // 2]
     rest, whatsapp, whatsapp_server = middle["rest"], middle["whatsapp"], middle["whatsapp_server_side"]
@@ -296,12 +302,6 @@ def rows_left_in(url: str) -> str:
     return ", ".join(f"{count} rows in {table}" for table, count in counts.items() if count)
 
 
-def main_thread_cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process's main thread so far: Rasa runs its turns there."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def pooled_rate(rounds: list[dict[str, Any]], phase: str) -> float:
     return sum(r[phase]["n"] for r in rounds) / sum(r[phase]["seconds"] for r in rounds)
 
@@ -321,6 +321,11 @@ def report(result: dict[str, Any]) -> bool:
     print("Rasa's main thread per message, REST / WhatsApp (server-side phase): "
           + ", ".join(f"{c['rest']:.1f}/{c['whatsapp_server']:.1f}" for c in cpu)
           + f" ms; ratio, median {result['rasa_main_thread_ratio']:.3f} (a figure, not a target)")
+    names = sorted({key for r in rounds for key in r["cpu_ms_per_msg_by_process"]["rest"]})
+    print("CPU per message by process, median of rounds, REST / WhatsApp server-side phase: " + ", ".join(
+        f"{key} {statistics.median(r['cpu_ms_per_msg_by_process']['rest'].get(key, 0) for r in rounds):.1f}/"
+        f"{statistics.median(r['cpu_ms_per_msg_by_process']['whatsapp_server'].get(key, 0) for r in rounds):.1f}"
+        for key in names) + " ms")
     server = result["whatsapp_server_side"]
     print(f"WhatsApp, all {server['n']} stored up front (server-side throughput): "
           f"{server['throughput_msg_s']:.1f} msg/s; closed-loop ratio {result['throughput_ratio_closed_loop']:.2f}; "

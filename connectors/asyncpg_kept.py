@@ -33,8 +33,13 @@ from sqlalchemy.util import await_only
 
 from connectors.sqlite_kept import CompiledStatement, KeptResult, compiled_once
 
-# Idle connections kept per event loop: one per turn in flight (a worker's 16 by default).
+# Idle connections kept per event loop however long they wait: one per turn in flight (a worker's 16).
 MAX_IDLE = 16
+# The connections a burst opened beyond MAX_IDLE stay idle this long before they are closed: closing each
+# as soon as it went back made a busy worker (16 turns, their sends' records and receipts beside them)
+# open a server connection — a TLS attempt and a backend's start-up — for most of its statements
+# (bench.channel_cost on PostgreSQL: 2.9 → 1.8 ms of the loop's CPU a message once they were kept).
+SURPLUS_IDLE_SECONDS = 60.0
 # Connections open at once per event loop (in use or idle). Sends, receipts and claims of many
 # conversations run their statements at the same time, beyond the worker's slots: without a bound a burst
 # of a few hundred conversations would open as many server connections and meet PostgreSQL's
@@ -157,7 +162,9 @@ class KeptAsyncpg:
         self.dbapi = engine.dialect.dbapi
         _, options = engine.dialect.create_connect_args(engine.url)
         self._connect_kwargs = {**options, "timeout": connect_timeout}
-        self._idle: list[Any] = []
+        self._idle: list[Any] = []  # the most recently used last
+        self._idle_since: list[float] = []  # when each of them went back (loop time)
+        self._pruning: asyncio.TimerHandle | None = None
         self._open = 0  # connections of this loop, idle or in use
         self._opened: weakref.WeakSet[Any] = weakref.WeakSet()  # those connections themselves
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()  # statements without one
@@ -191,11 +198,13 @@ class KeptAsyncpg:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a connection works only on the loop it was opened on (tests run several)
             self._let_go_of_another_loops(self._loop, self._idle)
-            self._idle, self._loop, self._open, self._waiting = [], loop, 0, collections.deque()
+            self._idle, self._idle_since, self._loop, self._open = [], [], loop, 0
+            self._waiting, self._pruning = collections.deque(), None  # (a prune due on the other loop does nothing)
             self._opened = weakref.WeakSet()
         while True:
             while self._idle:
                 connection = self._idle.pop()
+                self._idle_since.pop()
                 if not connection.is_closed():
                     return connection
                 self._open -= 1
@@ -256,14 +265,33 @@ class KeptAsyncpg:
             if not connection.is_closed():
                 connection.terminate()
             return
-        if reusable and not connection.is_closed() and not connection.is_in_transaction() \
-                and len(self._idle) < MAX_IDLE:
+        if reusable and not connection.is_closed() and not connection.is_in_transaction():
             self._idle.append(connection)
+            self._idle_since.append(self._loop.time() if self._loop else 0.0)
             self._free_one()
+            if len(self._idle) > MAX_IDLE and self._pruning is None and self._loop is not None:
+                self._pruning = self._loop.call_later(SURPLUS_IDLE_SECONDS, self._close_surplus, self._loop)
             return
         if not connection.is_closed():
-            connection.terminate()  # mid-statement (cancelled) or surplus: never handed out again
+            connection.terminate()  # mid-statement (cancelled): never handed out again
         self._closed_one()
+
+    def _close_surplus(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Idle connections beyond MAX_IDLE, unused for SURPLUS_IDLE_SECONDS, are closed (the least recently
+        used first); while surplus ones are younger than that, this looks again when the oldest comes of age."""
+        if loop is not self._loop:  # due on a loop the connections have since left (tests): theirs now
+            return
+        self._pruning = None
+        now = loop.time()
+        while len(self._idle) > MAX_IDLE and now - self._idle_since[0] >= SURPLUS_IDLE_SECONDS:
+            connection = self._idle.pop(0)
+            self._idle_since.pop(0)
+            if not connection.is_closed():
+                connection.terminate()
+            self._closed_one()
+        if len(self._idle) > MAX_IDLE:
+            self._pruning = loop.call_later(SURPLUS_IDLE_SECONDS - (now - self._idle_since[0]),
+                                            self._close_surplus, loop)
 
     @contextmanager
     def begin(self) -> Iterator[KeptAsyncpgConnection]:
@@ -301,7 +329,10 @@ class KeptAsyncpg:
 
     async def close(self) -> None:
         """Close the kept connections; those of another (finished) loop are only let go."""
-        idle, self._idle = self._idle, []
+        idle, self._idle, self._idle_since = self._idle, [], []
+        if self._pruning is not None:
+            self._pruning.cancel()
+            self._pruning = None
         if self._loop is not asyncio.get_running_loop():
             return
         self._open -= len(idle)
