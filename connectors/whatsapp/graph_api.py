@@ -1,8 +1,13 @@
-"""The Cloud API over one aiohttp session: send messages, mark read + typing, retry by error code."""
+"""The Cloud API: send messages, mark read + typing, download media; retry by error code.
+
+The per-message calls (/messages: sends and read receipts) go on kept HTTP/1.1 connections of our own
+(connectors/http_kept.py: a third of aiohttp's cost on Rasa's loop); a media download, rare, large and
+redirected, on an aiohttp session."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -11,6 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from connectors.http_kept import HttpError, KeptHttp
 from connectors.sending import MAX_ATTEMPTS, MAX_MEDIA_BYTES, MediaTooLarge, RetryingSender, SendResult
 from connectors.whatsapp.errors import GraphError, Verdict, verdict
 
@@ -38,12 +44,17 @@ class GraphClient(RetryingSender):
         self._base = base_url.rstrip("/")
         self._version = api_version.strip("/")
         self._session: aiohttp.ClientSession | None = None
+        try:
+            self._http = KeptHttp(self._base, {"Authorization": f"Bearer {access_token}"}, REQUEST_TIMEOUT_SECONDS)
+        except ValueError as error:  # (never the token itself in the message)
+            raise ValueError(f"WHATSAPP_GRAPH_API_URL / WHATSAPP_ACCESS_TOKEN: {error}") from None
 
-    def _url(self, phone_number_id: str) -> str:
-        return f"{self._base}/{self._version}/{phone_number_id}/messages"
+    def _path(self, phone_number_id: str) -> str:
+        # Ids come from webhooks: quoted, so none can reach another path (or end the request line).
+        return f"/{quote(self._version, safe='')}/{quote(phone_number_id, safe='')}/messages"
 
     async def _client(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the running loop (never at import or construction).
+        # For media only. Created on first use, inside the running loop (never at import or construction).
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
@@ -52,23 +63,24 @@ class GraphClient(RetryingSender):
         return self._session
 
     async def close(self) -> None:
+        await self._http.close()
         if self._session is not None and not self._session.closed:
             await self._session.close()
 
     async def post(self, phone_number_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         """One POST to /messages; GraphError for anything but a 2xx JSON answer."""
-        session = await self._client()
+        request = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         try:
-            async with session.post(self._url(phone_number_id), json=payload) as response:
-                try:
-                    body = await response.json(content_type=None)
-                except (aiohttp.ContentTypeError, ValueError):
-                    body = None
-                if response.status >= 400 or not isinstance(body, dict):
-                    raise GraphError.from_response(response.status, body)
-                return body
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise GraphError(0, None, f"network error: {type(error).__name__}") from error
+            response = await self._http.request("POST", self._path(phone_number_id), request)
+        except HttpError as error:
+            raise GraphError(0, None, f"network error: {error}") from error
+        try:
+            body = json.loads(response.body)
+        except ValueError:  # (UnicodeDecodeError too)
+            body = None
+        if response.status >= 400 or not isinstance(body, dict):
+            raise GraphError.from_response(response.status, body)
+        return body  # type: ignore[no-any-return]
 
     async def download_media(self, business_id: str, media_id: str,
                              max_bytes: int = MAX_MEDIA_BYTES) -> tuple[bytes, str]:

@@ -96,6 +96,34 @@ async def test_unreachable_graph_is_a_network_error() -> None:
     assert not result.ok and result.error.http_status == 0  # type: ignore[union-attr]
 
 
+async def test_a_hostile_phone_number_id_stays_one_path_segment(graph: GraphStandIn) -> None:
+    """The id comes from a webhook's metadata: quoted, it can neither reach another path nor end the request line."""
+    graph_client = client(graph, [])
+    hostile = "PNID/../../v1/x y\r\nX-Evil: 1?q=#"
+    result = await graph_client.send(hostile, {"to": "1", "text": {"body": "ñ 👍"}})
+    await graph_client.close()
+    assert result.ok and graph.received == [(hostile, {"to": "1", "text": {"body": "ñ 👍"}})]
+
+
+async def test_an_answer_that_is_not_a_json_object_is_a_graph_error(graph: GraphStandIn) -> None:
+    graph.failures = [(502, "<html>Bad Gateway</html>"), (200, ["not", "an", "object"])]  # type: ignore[list-item]
+    graph_client = GraphClient("test-token", graph.url, "v23.0", sleep=lambda s: _noop(), rand=lambda: 0.0)
+    with pytest.raises(GraphError) as first:
+        await graph_client.post("PNID", {"to": "1"})
+    with pytest.raises(GraphError) as second:
+        await graph_client.post("PNID", {"to": "1"})
+    await graph_client.close()
+    assert (first.value.http_status, second.value.http_status) == (502, 200)
+
+
+def test_a_token_that_would_split_a_header_is_refused_at_start_without_showing_it() -> None:
+    with pytest.raises(ValueError, match="WHATSAPP_ACCESS_TOKEN") as refused:
+        GraphClient("s3cret\n", "https://graph.facebook.com")
+    assert "s3cret" not in str(refused.value)
+    with pytest.raises(ValueError, match="WHATSAPP_GRAPH_API_URL"):
+        GraphClient("t", "graph.facebook.com")
+
+
 async def _noop() -> None:
     return None
 

@@ -1,0 +1,361 @@
+"""connectors/http_kept.py against scripted HTTP servers on the test's own loop (plain and TLS)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httptools
+import pytest
+
+from connectors import http_kept
+from connectors.http_kept import HttpError, KeptHttp
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"
+
+
+@dataclass
+class Seen:
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+    transport: asyncio.Transport
+
+
+Answer = Callable[[Seen], bytes | None]
+
+
+@dataclass
+class Server:
+    """Parses each request with httptools and writes what `answer` gives for it (None: nothing, yet)."""
+
+    answer: Answer
+    connections: int = 0
+    seen: list[Seen] = field(default_factory=list)
+    transports: list[asyncio.Transport] = field(default_factory=list)
+    port: int = 0
+
+    def protocol(self) -> asyncio.Protocol:
+        server = self
+
+        class Handler(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                server.connections += 1
+                server.transports.append(transport)  # type: ignore[arg-type]
+                self.transport = transport
+                self.parser = httptools.HttpRequestParser(self)
+                self.headers: dict[str, str] = {}
+                self.body = b""
+
+            def data_received(self, data: bytes) -> None:
+                self.parser.feed_data(data)
+
+            def on_url(self, url: bytes) -> None:
+                self.url = url.decode()
+
+            def on_header(self, name: bytes, value: bytes) -> None:
+                self.headers[name.decode().lower()] = value.decode()
+
+            def on_body(self, body: bytes) -> None:
+                self.body += body
+
+            def on_message_complete(self) -> None:
+                seen = Seen(self.parser.get_method().decode(), self.url, self.headers, self.body, self.transport)
+                self.headers, self.body = {}, b""
+                server.seen.append(seen)
+                reply = server.answer(seen)
+                if reply is not None:
+                    self.transport.write(reply)  # type: ignore[attr-defined]
+
+        return Handler()
+
+    async def start(self, context: ssl.SSLContext | None = None) -> asyncio.AbstractServer:
+        listening = await asyncio.get_running_loop().create_server(self.protocol, "127.0.0.1", 0, ssl=context)
+        self.port = listening.sockets[0].getsockname()[1]
+        return listening
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Any]]:
+    started: list[asyncio.AbstractServer] = []
+
+    async def start(answer: Answer, context: ssl.SSLContext | None = None) -> Server:
+        server = Server(answer)
+        started.append(await server.start(context))
+        return server
+
+    yield start
+    for listening in started:
+        listening.close()
+
+
+def client(server: Server, scheme: str = "http", **options: Any) -> KeptHttp:
+    return KeptHttp(f"{scheme}://127.0.0.1:{server.port}/base", {"Authorization": "Bearer t0ken"}, **options)
+
+
+async def test_requests_go_out_whole_and_share_one_kept_connection(serve: Any) -> None:
+    server = await serve(lambda seen: OK)
+    http = client(server)
+    for n in range(20):
+        response = await http.request("POST", f"/v23.0/PNID/messages?n={n}", b'{"to":"1"}')
+        assert (response.status, response.body, response.headers["content-type"]) == (200, b'{"ok":true}',
+                                                                                      "application/json")
+    assert server.connections == 1 and len(server.seen) == 20
+    first = server.seen[0]
+    assert (first.method, first.target, first.body) == ("POST", "/base/v23.0/PNID/messages?n=0", b'{"to":"1"}')
+    assert first.headers == {"host": f"127.0.0.1:{server.port}", "authorization": "Bearer t0ken",
+                             "content-type": "application/json", "content-length": "10"}
+    results = await asyncio.gather(*(http.request("GET", "/x") for _ in range(8)))
+    assert all(r.status == 200 for r in results) and server.connections <= 8
+    before = server.connections
+    await asyncio.gather(*(http.request("GET", "/x") for _ in range(8)))
+    assert server.connections == before  # the second wave found them all kept
+    await http.close()
+
+
+@pytest.mark.parametrize(("answer", "body", "reused"), [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n", b'{"a":1}', True),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}", b"{}", False),
+    (b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n[]", b"[]", True),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", b"", False),
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi", b"hi", False),
+])
+async def test_answers_framed_every_way_http_allows(serve: Any, answer: bytes, body: bytes, reused: bool) -> None:
+    server = await serve(lambda seen: answer)
+    http = client(server)
+    assert (await http.request("POST", "/m", b"{}")).body == body
+    assert (await http.request("POST", "/m", b"{}")).body == body
+    assert server.connections == (1 if reused else 2)
+
+
+async def test_an_answer_delimited_by_the_servers_close_is_read_whole(serve: Any) -> None:
+    def answer(seen: Seen) -> bytes:
+        seen.transport.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n{\"error\":")
+        seen.transport.write(b"{\"code\":1}}")
+        seen.transport.close()
+        return b""
+
+    server = await serve(answer)
+    response = await client(server).request("POST", "/m", b"{}")
+    assert (response.status, response.body) == (500, b'{"error":{"code":1}}')
+
+
+@pytest.mark.parametrize(("answer", "problem"), [
+    (b"HTTX/1.1 200 OK\r\n\r\n", "malformed answer"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n", "answer of 2000000 bytes, over 1048576"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"100000\r\n" + b"x" * 0x100000 + b"\r\n"
+     + b"10\r\n" + b"y" * 16 + b"\r\n0\r\n\r\n", "answer over 1048576 bytes"),
+    (b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * 70000 + b"\r\nContent-Length: 0\r\n\r\n", "headers over 65536"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "closed before a whole answer"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n", "switched protocols"),
+])
+async def test_a_bad_answer_is_an_error_and_its_connection_is_not_reused(
+        serve: Any, answer: bytes, problem: str) -> None:
+    def reply(seen: Seen) -> bytes:
+        if seen.target.endswith("/bad"):
+            seen.transport.write(answer)
+            if b"short" in answer:
+                seen.transport.close()
+            return b""
+        return OK
+
+    server = await serve(reply)
+    http = client(server)
+    with pytest.raises(HttpError, match=problem):
+        await http.request("POST", "/bad", b"{}")
+    assert (await http.request("POST", "/good", b"{}")).status == 200
+    assert server.connections == 2 and http._open == 1
+
+
+async def test_refused_reset_and_silent_servers_are_errors_within_the_deadline(serve: Any) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    refused = KeptHttp(f"http://127.0.0.1:{port}", timeout=2)
+    with pytest.raises(HttpError, match=f"could not connect to 127.0.0.1:{port}: ConnectionRefusedError"):
+        await refused.request("GET", "/")
+    assert refused._open == 0
+
+    def reset(seen: Seen) -> None:
+        seen.transport.abort()
+
+    http = client(await serve(reset))
+    with pytest.raises(HttpError, match="closed before a whole answer"):
+        await http.request("POST", "/m", b"{}")
+    assert http._open == 0
+
+    silent = await serve(lambda seen: None)
+    http = client(silent, timeout=0.3)
+    with pytest.raises(HttpError, match=r"no whole answer within 0\.3s"):
+        await http.request("POST", "/m", b"{}")
+    assert http._open == 0 and http._idle == []
+    await asyncio.sleep(0.05)
+    assert silent.transports[0].is_closing()  # aborted on our side: the server saw it go
+
+
+async def test_a_connection_closed_by_the_server_while_idle_is_not_written_to(serve: Any) -> None:
+    server = await serve(lambda seen: OK)
+    http = client(server)
+    await http.request("GET", "/a")
+    server.transports[0].close()  # the server's keep-alive timeout
+    await asyncio.sleep(0.05)
+    assert (await http.request("GET", "/b")).status == 200
+    assert server.connections == 2 and http._open == 1
+
+
+async def test_a_connection_idle_for_longer_than_keepalive_is_closed_not_reused(
+        serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_kept, "KEEPALIVE_SECONDS", 0.1)
+    server = await serve(lambda seen: OK)
+    http = client(server)
+    await http.request("GET", "/a")
+    await asyncio.sleep(0.15)
+    await http.request("GET", "/b")
+    assert server.connections == 2 and http._open == 1
+    await asyncio.sleep(0.05)
+    assert server.transports[0].is_closing()
+
+
+async def test_bytes_nobody_asked_for_drop_the_connection(serve: Any) -> None:
+    server = await serve(lambda seen: OK + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")  # two answers to one
+    http = client(server)
+    await http.request("GET", "/a")
+    await asyncio.sleep(0.05)
+    assert (await http.request("GET", "/b")).status == 200
+    assert server.connections == 2
+
+
+async def test_a_cancelled_request_never_hands_its_late_answer_to_the_next(serve: Any) -> None:
+    held: list[Seen] = []
+
+    def answer(seen: Seen) -> bytes | None:
+        if seen.target == "/base/slow":
+            held.append(seen)
+            return None
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfast"
+
+    server = await serve(answer)
+    http = client(server)
+    slow = asyncio.create_task(http.request("GET", "/slow"))
+    await asyncio.sleep(0.05)
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    if not held[0].transport.is_closing():  # (the connection was dropped: this goes nowhere)
+        held[0].transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+    assert (await http.request("GET", "/fast")).body == b"fast"
+    assert http._open == 1
+
+
+async def test_at_most_max_connections_open_and_the_rest_wait_their_turn(serve: Any) -> None:
+    def answer(seen: Seen) -> None:
+        asyncio.get_running_loop().call_later(0.02, seen.transport.write, OK)
+
+    server = await serve(answer)
+    http = client(server, max_connections=3)
+    assert [r.status for r in await asyncio.gather(*(http.request("GET", "/x") for _ in range(30)))] == [200] * 30
+    assert server.connections == 3 and http._open == 3 and not http._waiting
+
+    blocked = client(await serve(lambda seen: None), max_connections=1, timeout=0.3)
+    first = asyncio.create_task(blocked.request("GET", "/x", timeout=5))
+    await asyncio.sleep(0.05)
+    with pytest.raises(HttpError, match=r"no free connection within 0\.3s: 1 in use"):
+        await blocked.request("GET", "/y")
+    assert not blocked._waiting
+    second = asyncio.create_task(blocked.request("GET", "/y", timeout=0.5))
+    await asyncio.sleep(0.05)
+    first.cancel()  # its connection is dropped: the one waiting opens another
+    with pytest.raises(HttpError, match=r"no whole answer within 0\.5s"):
+        await second
+    assert blocked._open == 0 and not blocked._waiting
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/a b"), ("POST", "/a\r\nX-Evil: 1"), ("POST", "a"),
+                                              ("PO ST", "/a"), ("POST", "/ü")])
+async def test_a_request_line_that_could_be_split_is_refused_before_anything_is_sent(
+        serve: Any, method: str, path: str) -> None:
+    server = await serve(lambda seen: OK)
+    with pytest.raises(ValueError, match="not a request"):
+        await client(server).request(method, path, b"{}")
+    assert server.connections == 0
+
+
+@pytest.mark.parametrize(("url", "headers"), [("ftp://h/", {}), ("http:///x", {}), ("http://h/?q=1", {}),
+                                              ("http://u:p@h/", {}), ("http://h/a b", {}),
+                                              ("http://h", {"Authorization": "Bearer x\r\nX-Evil: 1"}),
+                                              ("http://h", {"Bad Name": "v"})])
+def test_a_bad_base_url_or_header_is_refused_at_construction(url: str, headers: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        KeptHttp(url, headers)
+
+
+def certificates(tmp: Path, name: str = "127.0.0.1") -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A CA and a server certificate for `name` signed by it: (server context, client context trusting the CA)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    try:
+        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        san = x509.DNSName(name)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([san]), critical=False).sign(ca_key, hashes.SHA256()))
+    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
+    trusting = ssl.create_default_context(cadata=ca.public_bytes(serialization.Encoding.PEM).decode())
+    return server, trusting
+
+
+async def test_https_checks_the_certificate_and_keeps_its_connection(serve: Any, tmp_path: Path) -> None:
+    server_context, trusting = certificates(tmp_path)
+    server = await serve(lambda seen: OK, server_context)
+    http = client(server, "https", ssl_context=trusting)
+    for _ in range(5):
+        assert (await http.request("POST", "/m", b"{}")).body == b'{"ok":true}'
+    assert server.connections == 1
+    with pytest.raises(HttpError, match="CERTIFICATE_VERIFY_FAILED"):  # the system's CAs do not know this one
+        await client(server, "https").request("POST", "/m", b"{}")
+    other_name, _ = certificates(tmp_path, "graph.example")
+    elsewhere = await serve(lambda seen: OK, other_name)
+    with pytest.raises(HttpError, match=r"CERTIFICATE_VERIFY_FAILED|match"):
+        await client(elsewhere, "https", ssl_context=trusting).request("POST", "/m", b"{}")
+    await http.close()
+    assert http._open == 0
+
+
+async def test_another_event_loop_gets_its_own_connections(serve: Any) -> None:
+    server = await serve(lambda seen: OK)
+    http = client(server)
+    await http.request("GET", "/a")
+    first_loop = http._loop
+
+    def on_another_loop() -> int:
+        async def ask() -> int:
+            return (await http.request("GET", "/b")).status
+        return asyncio.run(ask())
+
+    assert await asyncio.to_thread(on_another_loop) == 200
+    assert http._loop is not first_loop and server.connections == 2
+    assert (await http.request("GET", "/c")).status == 200
