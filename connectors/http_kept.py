@@ -199,6 +199,13 @@ class KeptHttp:
                       timeout: float | None = None) -> HttpResponse:
         """One request, its answer read whole within `timeout` (default: the client's); HttpError when none came
         (ValueError for a bad method, path or content type)."""
+        return await self.start(method, path, body, content_type, timeout)
+
+    def start(self, method: str, path: str, body: bytes = b"", content_type: str = "application/json",
+              timeout: float | None = None) -> asyncio.Future[HttpResponse]:
+        """`request`, begun at once: on a kept connection the request is written before this returns (no
+        event-loop iteration in between, as a task's first step would cost); the future gives the answer. Its
+        connection goes back when it is done, awaited or not; cancelling it drops the connection."""
         target = self._prefix + path
         if not _TOKEN.fullmatch(method) or not path.startswith("/") or not _TARGET.fullmatch(target) \
                 or any(c in content_type for c in "\r\n\0"):
@@ -212,20 +219,32 @@ class KeptHttp:
             self._adopt(loop)
         seconds = self._timeout if timeout is None else timeout
         deadline = loop.time() + seconds
-        connection = self._idle_connection(loop) or await self._new_connection(loop, deadline, seconds)
+        connection = self._idle_connection(loop)
+        if connection is None:
+            return asyncio.ensure_future(self._on_a_new_connection(loop, head + body, deadline, seconds))
+        return self._write(connection, loop, head + body, deadline, seconds)
+
+    async def _on_a_new_connection(self, loop: asyncio.AbstractEventLoop, request: bytes, deadline: float,
+                                   seconds: float) -> HttpResponse:
+        connection = await self._new_connection(loop, deadline, seconds)
+        return await self._write(connection, loop, request, deadline, seconds)
+
+    def _write(self, connection: _Connection, loop: asyncio.AbstractEventLoop, request: bytes, deadline: float,
+               seconds: float) -> asyncio.Future[HttpResponse]:
         waiter: asyncio.Future[HttpResponse] = loop.create_future()
         connection.expect(waiter)
         timer = loop.call_later(max(0.0, deadline - loop.time()), _expire, connection, waiter, seconds)
-        try:
-            assert connection.transport is not None
-            connection.transport.write(head + body if body else head)
-            return await waiter
-        except asyncio.CancelledError:
+        waiter.add_done_callback(lambda done: self._ended(connection, timer, done))
+        assert connection.transport is not None
+        connection.transport.write(request)
+        return waiter
+
+    def _ended(self, connection: _Connection, timer: asyncio.TimerHandle,
+               waiter: asyncio.Future[HttpResponse]) -> None:
+        timer.cancel()
+        if waiter.cancelled():
             connection.reusable = False  # the answer may still come: never read as the next request's
-            raise
-        finally:
-            timer.cancel()
-            self._release(connection)
+        self._release(connection)
 
     async def close(self) -> None:
         """Close the idle connections; those in use close when their request ends."""

@@ -33,6 +33,11 @@ class SendChains:
         task.add_done_callback(lambda done: self._forget(conversation_id, done))
         return task
 
+    def idle(self, conversation_id: str) -> bool:
+        """No send of the conversation is queued or on its way: one begun now keeps the order."""
+        tail = self._tails.get(conversation_id)
+        return tail is None or tail.done()
+
     def _forget(self, conversation_id: str, task: asyncio.Task[None]) -> None:
         if self._tails.get(conversation_id) is task:
             del self._tails[conversation_id]

@@ -50,19 +50,25 @@ class RetryingSender:
     async def post(self, business_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def start_post(self, business_id: str, payload: dict[str, Any]) -> Awaitable[dict[str, Any]]:
+        """`post`, begun now where the client can write its request at once (else when awaited)."""
+        return self.post(business_id, payload)
+
     def message_id_of(self, body: dict[str, Any]) -> str | None:
         raise NotImplementedError
 
     def decide(self, error: GraphError, server_errors: int) -> Verdict:
         raise NotImplementedError
 
-    async def send(self, business_id: str, payload: dict[str, Any]) -> SendResult:
-        """Send one message, retrying only what the error policy calls retryable."""
+    async def send(self, business_id: str, payload: dict[str, Any],
+                   first: Awaitable[dict[str, Any]] | None = None) -> SendResult:
+        """Send one message, retrying only what the error policy calls retryable; `first`: the first attempt,
+        already begun (`start_post`)."""
         server_errors = 0
         last: GraphError | None = None
         for attempt in range(1, self._max_attempts + 1):
             try:
-                body = await self.post(business_id, payload)
+                body = await (first if attempt == 1 and first is not None else self.post(business_id, payload))
             except GraphError as error:
                 last = error
                 decision = self.decide(error, server_errors)

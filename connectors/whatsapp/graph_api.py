@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from connectors.http_kept import HttpError, KeptHttp
+from connectors.http_kept import HttpError, HttpResponse, KeptHttp
 from connectors.sending import MAX_ATTEMPTS, MAX_MEDIA_BYTES, MediaTooLarge, RetryingSender, SendResult
 from connectors.whatsapp.errors import GraphError, Verdict, verdict
 
@@ -69,18 +69,12 @@ class GraphClient(RetryingSender):
 
     async def post(self, phone_number_id: str, payload: dict[str, Any]) -> dict[str, Any]:
         """One POST to /messages; GraphError for anything but a 2xx JSON answer."""
+        return await self.start_post(phone_number_id, payload)
+
+    def start_post(self, phone_number_id: str, payload: dict[str, Any]) -> Awaitable[dict[str, Any]]:
+        """`post`, its request written before this returns when a kept connection is free."""
         request = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        try:
-            response = await self._http.request("POST", self._path(phone_number_id), request)
-        except HttpError as error:
-            raise GraphError(0, None, f"network error: {error}") from error
-        try:
-            body = json.loads(response.body)
-        except ValueError:  # (UnicodeDecodeError too)
-            body = None
-        if response.status >= 400 or not isinstance(body, dict):
-            raise GraphError.from_response(response.status, body)
-        return body  # type: ignore[no-any-return]
+        return _graph_answer(self._http.start("POST", self._path(phone_number_id), request))
 
     async def download_media(self, business_id: str, media_id: str,
                              max_bytes: int = MAX_MEDIA_BYTES) -> tuple[bytes, str]:
@@ -126,3 +120,18 @@ class GraphClient(RetryingSender):
             await self.post(phone_number_id, payload)
         except GraphError as error:
             logger.info("could not mark %s read: %s", message_id, error)
+
+
+async def _graph_answer(answer: Awaitable[HttpResponse]) -> dict[str, Any]:
+    """The answer's JSON object; GraphError for anything but a 2xx JSON object (or for no answer)."""
+    try:
+        response = await answer
+    except HttpError as error:
+        raise GraphError(0, None, f"network error: {error}") from error
+    try:
+        body = json.loads(response.body)
+    except ValueError:  # (UnicodeDecodeError too)
+        body = None
+    if response.status >= 400 or not isinstance(body, dict):
+        raise GraphError.from_response(response.status, body)
+    return body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import select
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -359,3 +360,25 @@ async def test_another_event_loop_gets_its_own_connections(serve: Any) -> None:
     assert await asyncio.to_thread(on_another_loop) == 200
     assert http._loop is not first_loop and server.connections == 2
     assert (await http.request("GET", "/c")).status == 200
+
+
+async def test_a_started_request_is_on_the_wire_before_start_returns(serve: Any) -> None:
+    """No event-loop iteration between a reply's start and its bytes leaving (a task's first step costs one,
+    which under load waits behind every other turn's step)."""
+    server = await serve(lambda seen: OK)
+    http = client(server)
+    await http.request("GET", "/warm")  # a kept connection
+    server_socket = server.transports[0].get_extra_info("socket")
+    answer = http.start("POST", "/m", b'{"to":"1"}')
+    readable, _, _ = select.select([server_socket], [], [], 1.0)  # (blocking: the loop does not run meanwhile)
+    assert readable and not answer.done()
+    assert (await answer).status == 200 and server.connections == 1
+
+    unawaited = http.start("POST", "/m", b"{}")  # nobody awaits it: its connection still goes back
+    await asyncio.sleep(0.1)
+    assert unawaited.done() and len(http._idle) == 1 and http._open == 1
+    dropped = http.start("POST", "/m", b"{}")
+    dropped.cancel()
+    await asyncio.sleep(0.05)
+    assert http._idle == [] and http._open == 0
+    assert (await http.request("GET", "/after")).status == 200 and server.connections == 2

@@ -75,6 +75,33 @@ async def test_the_turn_returns_before_graph_answers_and_the_sends_keep_their_or
     assert [row["state"] for row in sqlite_inbox.outbound_for("US.123")] == ["sent"] * 3
 
 
+async def test_a_reply_with_nothing_ahead_of_it_is_recorded_and_on_its_way_before_the_turn_goes_on(
+        graph: GraphStandIn, sqlite_inbox: Inbox) -> None:
+    """On SQLite (a record costs no round trip) the turn's first reply does not wait for the chain's task to
+    start (an event-loop iteration behind every other turn's step); one queued behind another still does."""
+    chains = SendChains()
+    warm = output(graph, sqlite_inbox, turn_id="wamid.IN0")
+    warm.send_chains = chains
+    await warm.send_text_message("US.123", "warm")  # a kept connection to Graph
+    await warm.sends_finished()
+    turn = output(graph, sqlite_inbox)
+    turn.client = warm.client
+    turn.send_chains = chains
+    graph.answer_when = asyncio.Event()
+    await turn.send_text_message("US.123", "one")
+    # Not a single await has let the loop run: the row is recorded and the request written on the kept connection.
+    assert [row["state"] for row in sqlite_inbox.outbound_for("US.123")] == ["sent", "sending"]
+    http = warm.client._http  # type: ignore[attr-defined]
+    assert http._idle == [] and http._open == 1
+    await turn.send_text_message("US.123", "two")  # behind "one": in the chain, recorded when its turn comes
+    assert len(sqlite_inbox.outbound_for("US.123")) == 2
+    graph.answer_when.set()
+    await turn.sends_finished()
+    await warm.client.close()
+    assert [p["text"]["body"] for p in graph.sent()] == ["warm", "one", "two"]
+    assert [row["state"] for row in sqlite_inbox.outbound_for("US.123")] == ["sent"] * 3
+
+
 async def test_sends_finished_raises_when_a_send_was_not_recorded(graph: GraphStandIn, sqlite_inbox: Inbox) -> None:
     turn = output(graph, sqlite_inbox)
     turn.send_chains = SendChains()
