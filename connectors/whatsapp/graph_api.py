@@ -1,7 +1,7 @@
 """The Cloud API: send messages, mark read + typing, download media; retry by error code.
 
 The per-message calls (/messages: sends and read receipts) go on kept HTTP/1.1 connections of our own
-(connectors/http_kept.py: a third of aiohttp's cost on Rasa's loop); a media download, rare, large and
+(connectors/http_kept.py: about a sixth of aiohttp's CPU per request); a media download, rare, large and
 redirected, on an aiohttp session."""
 
 from __future__ import annotations
