@@ -234,14 +234,17 @@ class KeptHttp:
         waiter: asyncio.Future[HttpResponse] = loop.create_future()
         connection.expect(waiter)
         timer = loop.call_later(max(0.0, deadline - loop.time()), _expire, connection, waiter, seconds)
-        waiter.add_done_callback(lambda done: self._ended(connection, timer, done))
+        waiter.add_done_callback(lambda done: self._ended(connection, timer, done, loop))
         assert connection.transport is not None
         connection.transport.write(request)
         return waiter
 
-    def _ended(self, connection: _Connection, timer: asyncio.TimerHandle,
-               waiter: asyncio.Future[HttpResponse]) -> None:
+    def _ended(self, connection: _Connection, timer: asyncio.TimerHandle, waiter: asyncio.Future[HttpResponse],
+               loop: asyncio.AbstractEventLoop) -> None:
         timer.cancel()
+        if loop is not self._loop:  # another loop took the client over meanwhile (tests): not one of its own
+            connection.abort()
+            return
         if waiter.cancelled():
             connection.reusable = False  # the answer may still come: never read as the next request's
         self._release(connection)

@@ -15,6 +15,8 @@ from sqlalchemy import event
 from connectors.inbox import Inbox, create_inbox_engine
 from tests.postgres import temporary_database
 
+from .scripted_http import scripted_servers
+
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL_RASA", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -113,3 +115,10 @@ async def graph() -> AsyncIterator[GraphStandIn]:
     runner, stand_in.url = await start_web(app)
     yield stand_in
     await runner.cleanup()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Any]]:
+    """Scripted HTTP servers on the test's loop (tests/rasa_env/scripted_http.py)."""
+    async with scripted_servers() as start:
+        yield start

@@ -1,104 +1,18 @@
-"""connectors/http_kept.py against scripted HTTP servers on the test's own loop (plain and TLS)."""
+"""connectors/http_kept.py against scripted HTTP servers on the test's own loop (https: test_http_kept_tls.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import select
 import socket
-import ssl
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import httptools
 import pytest
 
 from connectors import http_kept
 from connectors.http_kept import HttpError, KeptHttp
 
-OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"
-
-
-@dataclass
-class Seen:
-    method: str
-    target: str
-    headers: dict[str, str]
-    body: bytes
-    transport: asyncio.Transport
-
-
-Answer = Callable[[Seen], bytes | None]
-
-
-@dataclass
-class Server:
-    """Parses each request with httptools and writes what `answer` gives for it (None: nothing, yet)."""
-
-    answer: Answer
-    connections: int = 0
-    seen: list[Seen] = field(default_factory=list)
-    transports: list[asyncio.Transport] = field(default_factory=list)
-    port: int = 0
-
-    def protocol(self) -> asyncio.Protocol:
-        server = self
-
-        class Handler(asyncio.Protocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                server.connections += 1
-                server.transports.append(transport)  # type: ignore[arg-type]
-                self.transport = transport
-                self.parser = httptools.HttpRequestParser(self)
-                self.headers: dict[str, str] = {}
-                self.body = b""
-
-            def data_received(self, data: bytes) -> None:
-                self.parser.feed_data(data)
-
-            def on_url(self, url: bytes) -> None:
-                self.url = url.decode()
-
-            def on_header(self, name: bytes, value: bytes) -> None:
-                self.headers[name.decode().lower()] = value.decode()
-
-            def on_body(self, body: bytes) -> None:
-                self.body += body
-
-            def on_message_complete(self) -> None:
-                seen = Seen(self.parser.get_method().decode(), self.url, self.headers, self.body, self.transport)
-                self.headers, self.body = {}, b""
-                server.seen.append(seen)
-                reply = server.answer(seen)
-                if reply is not None:
-                    self.transport.write(reply)  # type: ignore[attr-defined]
-
-        return Handler()
-
-    async def start(self, context: ssl.SSLContext | None = None) -> asyncio.AbstractServer:
-        listening = await asyncio.get_running_loop().create_server(self.protocol, "127.0.0.1", 0, ssl=context)
-        self.port = listening.sockets[0].getsockname()[1]
-        return listening
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[..., Any]]:
-    started: list[asyncio.AbstractServer] = []
-
-    async def start(answer: Answer, context: ssl.SSLContext | None = None) -> Server:
-        server = Server(answer)
-        started.append(await server.start(context))
-        return server
-
-    yield start
-    for listening in started:
-        listening.close()
-
-
-def client(server: Server, scheme: str = "http", **options: Any) -> KeptHttp:
-    return KeptHttp(f"{scheme}://127.0.0.1:{server.port}/base", {"Authorization": "Bearer t0ken"}, **options)
+from .scripted_http import OK, Seen, client
 
 
 async def test_requests_go_out_whole_and_share_one_kept_connection(serve: Any) -> None:
@@ -297,57 +211,6 @@ def test_a_bad_base_url_or_header_is_refused_at_construction(url: str, headers: 
         KeptHttp(url, headers)
 
 
-def certificates(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext, ssl.SSLContext]:
-    """A CA and two server certificates it signed, for 127.0.0.1 and for another name: (server context,
-    server context with the other name, client context trusting the CA)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
-
-    def server(name: str, san: x509.GeneralName, serial: int) -> ssl.SSLContext:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-                .issuer_name(ca_name).public_key(key.public_key()).serial_number(serial).not_valid_before(now)
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.SubjectAlternativeName([san]), critical=False).sign(ca_key, hashes.SHA256()))
-        (tmp / f"{serial}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (tmp / f"{serial}.key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(tmp / f"{serial}.pem", tmp / f"{serial}.key")
-        return context
-
-    trusting = ssl.create_default_context(cadata=ca.public_bytes(serialization.Encoding.PEM).decode())
-    return (server("127.0.0.1", x509.IPAddress(ipaddress.ip_address("127.0.0.1")), 2),
-            server("graph.example", x509.DNSName("graph.example"), 3), trusting)
-
-
-async def test_https_checks_the_certificate_and_keeps_its_connection(serve: Any, tmp_path: Path) -> None:
-    server_context, other_name, trusting = certificates(tmp_path)
-    server = await serve(lambda seen: OK, server_context)
-    http = client(server, "https", ssl_context=trusting)
-    for _ in range(5):
-        assert (await http.request("POST", "/m", b"{}")).body == b'{"ok":true}'
-    assert server.connections == 1
-    with pytest.raises(HttpError, match="CERTIFICATE_VERIFY_FAILED"):  # the system's CAs do not know this one
-        await client(server, "https").request("POST", "/m", b"{}")
-    elsewhere = await serve(lambda seen: OK, other_name)  # signed by the trusted CA, for another host
-    with pytest.raises(HttpError, match="IP address mismatch"):
-        await client(elsewhere, "https", ssl_context=trusting).request("POST", "/m", b"{}")
-    await http.close()
-    assert http._open == 0
-
-
 async def test_another_event_loop_gets_its_own_connections(serve: Any) -> None:
     server = await serve(lambda seen: OK)
     http = client(server)
@@ -384,3 +247,30 @@ async def test_a_started_request_is_on_the_wire_before_start_returns(serve: Any)
     await asyncio.sleep(0.05)
     assert http._idle == [] and http._open == 0
     assert (await http.request("GET", "/after")).status == 200 and server.connections == 2
+
+
+async def test_a_request_that_ends_after_another_loop_took_over_is_not_kept_for_it(serve: Any) -> None:
+    held: list[Seen] = []
+
+    def answer(seen: Seen) -> bytes | None:
+        if seen.target == "/base/slow":
+            held.append(seen)
+            return None
+        return OK
+
+    server = await serve(answer)
+    http = client(server)
+    slow = http.start("GET", "/slow")
+    await asyncio.sleep(0.05)
+
+    def on_another_loop() -> int:
+        async def ask() -> int:
+            return (await http.request("GET", "/x")).status
+        return asyncio.run(ask())
+
+    assert await asyncio.to_thread(on_another_loop) == 200
+    idle_of_the_other_loop = list(http._idle)
+    held[0].transport.write(OK)
+    assert (await slow).status == 200
+    await asyncio.sleep(0.01)
+    assert http._idle == idle_of_the_other_loop  # this loop's connection was not handed to the other's list
