@@ -17,7 +17,6 @@ that mode); connections belong to the loop that opened them.
 from __future__ import annotations
 
 import asyncio
-import collections
 import re
 import threading
 import weakref
@@ -32,6 +31,7 @@ from sqlalchemy.types import Float
 from sqlalchemy.util import await_only
 
 from connectors.sqlite_kept import CompiledStatement, KeptResult, compiled_once
+from connectors.waiting_line import WaitingLine
 
 # Idle connections kept per event loop however long they wait: one per turn in flight (a worker's 16).
 MAX_IDLE = 16
@@ -167,7 +167,7 @@ class KeptAsyncpg:
         self._pruning: asyncio.TimerHandle | None = None
         self._open = 0  # connections of this loop, idle or in use
         self._opened: weakref.WeakSet[Any] = weakref.WeakSet()  # those connections themselves
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()  # statements without one
+        self._waiting = WaitingLine()  # statements without a connection
         self._loop: asyncio.AbstractEventLoop | None = None
         self._compiled: dict[tuple[ClauseElement, tuple[str, ...] | None], PgCompiled] = {}
         self._compiled_many: dict[tuple[ClauseElement, tuple[str, ...] | None], PgCompiled] = {}
@@ -199,7 +199,7 @@ class KeptAsyncpg:
         if loop is not self._loop:  # a connection works only on the loop it was opened on (tests run several)
             self._let_go_of_another_loops(self._loop, self._idle)
             self._idle, self._idle_since, self._loop, self._open = [], [], loop, 0
-            self._waiting, self._pruning = collections.deque(), None  # (a prune due on the other loop does nothing)
+            self._waiting, self._pruning = WaitingLine(), None  # (a prune due on the other loop does nothing)
             self._opened = weakref.WeakSet()
         while True:
             while self._idle:
@@ -233,32 +233,20 @@ class KeptAsyncpg:
             loop.call_soon_threadsafe(_terminate_all, idle)
 
     def _wait_for_a_free_connection(self, loop: asyncio.AbstractEventLoop) -> None:
-        freed = loop.create_future()
-        self._waiting.append(freed)
+        freed = self._waiting.join(loop)
         try:
             await_only(asyncio.wait_for(freed, FREE_CONNECTION_WAIT_SECONDS))
         except BaseException as error:
-            if freed in self._waiting:
-                self._waiting.remove(freed)
-            elif freed.done() and not freed.cancelled():
-                self._free_one()  # woken, but leaving (cancelled): the next one in line takes it
+            self._waiting.leave(freed)
             if isinstance(error, asyncio.TimeoutError):
                 raise self.as_sqlalchemy_error(
                     "connect", (), OSError(f"no free connection within {FREE_CONNECTION_WAIT_SECONDS:g}s: "
                                            f"{MAX_OPEN} in use"), None) from error
             raise
 
-    def _free_one(self) -> None:
-        """A connection went back (or away): the longest-waiting statement takes it."""
-        while self._waiting:
-            freed = self._waiting.popleft()
-            if not freed.done():
-                freed.set_result(None)
-                return
-
     def _closed_one(self) -> None:
         self._open -= 1
-        self._free_one()
+        self._waiting.serve_next()
 
     def _release(self, connection: Any, reusable: bool) -> None:
         if connection not in self._opened:  # opened on a finished loop (tests): not counted here
@@ -268,7 +256,7 @@ class KeptAsyncpg:
         if reusable and not connection.is_closed() and not connection.is_in_transaction():
             self._idle.append(connection)
             self._idle_since.append(self._loop.time() if self._loop else 0.0)
-            self._free_one()
+            self._waiting.serve_next()
             if len(self._idle) > MAX_IDLE and self._pruning is None and self._loop is not None:
                 self._pruning = self._loop.call_later(SURPLUS_IDLE_SECONDS, self._close_surplus, self._loop)
             return

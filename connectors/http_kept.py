@@ -23,7 +23,6 @@ What it does, and does not:
 from __future__ import annotations
 
 import asyncio
-import collections
 import re
 import ssl
 from collections.abc import Mapping
@@ -31,6 +30,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httptools
+
+from connectors.waiting_line import WaitingLine
 
 __all__ = ["HttpError", "HttpResponse", "KeptHttp"]
 
@@ -192,7 +193,7 @@ class KeptHttp:
         self._head = "".join(f"{name}: {value}\r\n" for name, value in lines.items()).encode("latin-1")
         self._idle: list[_Connection] = []  # the most recently used last
         self._open = 0  # connections of this loop, idle or in use
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiting = WaitingLine()  # requests without a connection
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def request(self, method: str, path: str, body: bytes = b"", content_type: str = "application/json",
@@ -262,7 +263,7 @@ class KeptHttp:
         old, idle = self._loop, self._idle
         if idle and old is not None and not old.is_closed():
             old.call_soon_threadsafe(_abort_all, idle)
-        self._idle, self._open, self._waiting, self._loop = [], 0, collections.deque(), loop
+        self._idle, self._open, self._waiting, self._loop = [], 0, WaitingLine(), loop
 
     def _idle_connection(self, loop: asyncio.AbstractEventLoop) -> _Connection | None:
         now = loop.time()
@@ -296,17 +297,13 @@ class KeptHttp:
         return connection
 
     async def _wait_for_a_free_one(self, loop: asyncio.AbstractEventLoop, deadline: float, seconds: float) -> None:
-        freed: asyncio.Future[None] = loop.create_future()
-        self._waiting.append(freed)
+        freed = self._waiting.join(loop)
         timer = loop.call_later(max(0.0, deadline - loop.time()), _time_out, freed,
                                 f"no free connection within {seconds:g}s: {self._max_connections} in use")
         try:
             await freed
         except BaseException:
-            if freed in self._waiting:
-                self._waiting.remove(freed)
-            elif freed.done() and not freed.cancelled() and freed.exception() is None:
-                self._free_one()  # woken, but leaving: the next one in line takes it
+            self._waiting.leave(freed)
             raise
         finally:
             timer.cancel()
@@ -315,21 +312,14 @@ class KeptHttp:
         if connection.reusable and connection.usable and self._loop is not None:
             connection.idle_since = self._loop.time()
             self._idle.append(connection)
-            self._free_one()
+            self._waiting.serve_next()
             return
         connection.abort()
         self._closed_one()
 
     def _closed_one(self) -> None:
         self._open -= 1
-        self._free_one()
-
-    def _free_one(self) -> None:
-        while self._waiting:
-            freed = self._waiting.popleft()
-            if not freed.done():
-                freed.set_result(None)
-                return
+        self._waiting.serve_next()
 
 
 def _abort_all(connections: list[_Connection]) -> None:

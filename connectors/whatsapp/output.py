@@ -81,25 +81,24 @@ class WhatsAppOutput(OutputChannel):
                 return
             if earlier == SENDING and await self._went_out_before_cut_off(turn_key):
                 return
-        if self.send_chains is not None and turn_key is not None and self.inbox.runs == ON_LOOP \
-                and self.send_chains.idle(self.conversation_id):
-            # Nothing ahead of it and a record that costs no round trip (SQLite): recorded and on its way before
-            # the turn goes on. Begun in the chain's task, it waited for that task's first step: an event-loop
-            # iteration, behind every other turn's ready step (~80 ms a reply under load on SQLite, measured with
-            # bench/latency_parts.py: the bot's reply event to the Graph stand-in 92 ms, REST's 11).
-            row_id = self.inbox.begin_outbound(self._record(payload, turn_key))
-            first = self.client.start_post(self.phone_number_id, payload)
-            self._queued.append(self.send_chains.then(
-                self.conversation_id, lambda: self._transmit(row_id, payload, turn_key, first)))
-            return
         if self.send_chains is not None and turn_key is not None:
             # A worker's turn: recorded and sent off the turn, in the conversation's chain. Awaited here, the
             # record cost the turn an event-loop iteration per reply on a database server (~70 ms each under
             # load, measured with bench/latency_parts.py), and the customer's next message waited for the
             # turn's end. A crash after Rasa saved the turn and before this record is repaired from the
             # tracker, which holds every reply the turn made (`resend_unfinished`).
-            self._queued.append(self.send_chains.then(
-                self.conversation_id, lambda: self._record_and_transmit(payload, turn_key)))
+            if self.inbox.runs == ON_LOOP and self.send_chains.idle(self.conversation_id):
+                # Nothing ahead of it and a record that costs no round trip (SQLite): recorded and on its way
+                # before the turn goes on. Begun in the chain's task, it waited for that task's first step: an
+                # event-loop iteration behind every other turn's ready step (~80 ms a reply under load on SQLite,
+                # bench/latency_parts.py: the bot's reply event to the Graph stand-in 92 ms, REST's 11).
+                row_id = self.inbox.begin_outbound(self._record(payload, turn_key))
+                first = self.client.start_post(self.phone_number_id, payload)
+                self._queued.append(self.send_chains.then(
+                    self.conversation_id, lambda: self._transmit(row_id, payload, turn_key, first)))
+            else:
+                self._queued.append(self.send_chains.then(
+                    self.conversation_id, lambda: self._record_and_transmit(payload, turn_key)))
             return
         row_id = await self._begin(payload, turn_key)  # recorded before the caller goes on: a crash cannot lose it
         if self.send_chains is None:

@@ -95,3 +95,17 @@ async def scripted_servers() -> AsyncIterator[Callable[..., Any]]:
 
 def client(server: Server, scheme: str = "http", **options: Any) -> KeptHttp:
     return KeptHttp(f"{scheme}://127.0.0.1:{server.port}/base", {"Authorization": "Bearer t0ken"}, **options)
+
+
+def holding_slow(others: bytes = OK) -> tuple[Answer, list[Seen]]:
+    """An answer script that leaves requests for /base/slow unanswered (the test answers them through the
+    returned list's transports, or never) and answers every other request with `others`."""
+    held: list[Seen] = []
+
+    def answer(seen: Seen) -> bytes | None:
+        if seen.target == "/base/slow":
+            held.append(seen)
+            return None
+        return others
+
+    return answer, held

@@ -12,7 +12,7 @@ import pytest
 from connectors import http_kept
 from connectors.http_kept import HttpError, KeptHttp
 
-from .scripted_http import OK, Seen, client
+from .scripted_http import OK, Seen, client, holding_slow
 
 
 async def test_requests_go_out_whole_and_share_one_kept_connection(serve: Any) -> None:
@@ -148,14 +148,7 @@ async def test_bytes_nobody_asked_for_drop_the_connection(serve: Any) -> None:
 
 
 async def test_a_cancelled_request_never_hands_its_late_answer_to_the_next(serve: Any) -> None:
-    held: list[Seen] = []
-
-    def answer(seen: Seen) -> bytes | None:
-        if seen.target == "/base/slow":
-            held.append(seen)
-            return None
-        return b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfast"
-
+    answer, held = holding_slow(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfast")
     server = await serve(answer)
     http = client(server)
     slow = asyncio.create_task(http.request("GET", "/slow"))
@@ -250,14 +243,7 @@ async def test_a_started_request_is_on_the_wire_before_start_returns(serve: Any)
 
 
 async def test_a_request_that_ends_after_another_loop_took_over_is_not_kept_for_it(serve: Any) -> None:
-    held: list[Seen] = []
-
-    def answer(seen: Seen) -> bytes | None:
-        if seen.target == "/base/slow":
-            held.append(seen)
-            return None
-        return OK
-
+    answer, held = holding_slow()
     server = await serve(answer)
     http = client(server)
     slow = http.start("GET", "/slow")
