@@ -9,16 +9,19 @@ from pathlib import Path
 
 def main_thread_cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of a process's main thread so far: Rasa runs its turns there."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
 
 
 def process_cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of a whole process, all its threads, so far (0 once it has gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return _cpu_seconds(Path(f"/proc/{pid}/stat"))
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
+
+
+def _cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
