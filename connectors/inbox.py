@@ -256,9 +256,11 @@ class Inbox(InboundRecords, OutboundRecords, LeaseRecords, MenuRecords):
         The handled row stays "processing" until it is finished (a restart re-runs it: Rasa knows it, its
         sends still "sending" are settled); the lease is kept, never given back here."""
         saves_menu = menu_changes(row.menu, menu)
-        if self.engine.dialect.name == "postgresql" and not saves_menu:  # one round trip (inbox_statements)
-            found = self._in_one_statement(sql.ADVANCE_ON_POSTGRESQL, self._lease(row.conversation_id, row.claimed_on),
-                                           row.claimed_on, besides=list(besides), finished=list(finished))
+        if self.engine.dialect.name == "postgresql":  # one round trip (inbox_statements)
+            lease = self._lease(row.conversation_id, row.claimed_on)
+            saving = {"menu": json.dumps(menu) if menu else None, "menu_channel": row.channel} if saves_menu else {}
+            found = self._in_one_statement(sql.ADVANCE_ON_POSTGRESQL, lease, row.claimed_on, (saves_menu,),
+                                           besides=list(besides), finished=list(finished), **saving)
             if not found.renewed:
                 self._lost_lease(row)
                 return None
@@ -271,11 +273,12 @@ class Inbox(InboundRecords, OutboundRecords, LeaseRecords, MenuRecords):
                 return None
             return self._claim(conn, row.conversation_id, row.claimed_on, menu, [*besides, *finished])
 
-    def _in_one_statement(self, statement: dict[bool, Any], lease: dict[str, Any], channel: str | None,
-                          **more: Any) -> Any:
-        """Run one of the PostgreSQL one-statement claims; its row: `renewed` (lease held), `stored_menu`, the row."""
+    def _in_one_statement(self, statement: dict[tuple[bool, ...], Any], lease: dict[str, Any], channel: str | None,
+                          flags: tuple[bool, ...] = (), **more: Any) -> Any:
+        """Run one of the PostgreSQL one-statement claims (its variant: channel filter, pause question, `flags`);
+        its row: `renewed` (lease held), `stored_menu`, the row."""
         with self._one_statement() as conn:
-            return conn.execute(statement[bool(channel), self.pauses_in_this_database],
+            return conn.execute(statement[(bool(channel), self.pauses_in_this_database, *flags)],
                                 {**lease, "on_channel": channel, "now": time.time(), **more}).first()
 
     def _found(self, found: Any, menu: dict[str, str] | None, channel: str | None) -> InboxRow:

@@ -120,23 +120,40 @@ _FINISHED = (f"done AS (UPDATE {inbox.name} SET state = '{DONE}', updated_at = :
 _NOT_FINISHED = " AND id <> ALL(CAST(:finished AS integer[]))"
 
 
-# PostgreSQL: `Inbox.advance` in one statement (autocommit) instead of five round trips (BEGIN, lease
-# renewal, look-up, mark, COMMIT): renew the lease (0 rows: lost, nothing is claimed), take the oldest
-# unfinished row besides this worker's own still replying (an id array: one text for every call) and
-# return it marked, with the conversation's stored menu; the rows in `finished` are marked done with
-# it (whatever became of the lease). The lease was held all along, so nobody else
-# changed the conversation's rows; a row stored after the statement's snapshot is left to the next look,
-# as when it is stored just after the transaction. Names are our own, never input.
-# {(with a channel filter?, with the receipt's pause question?): the statement}
+# PostgreSQL: the CTEs that save the handled turn's menu (`advance` with `saves_menu`): the options it
+# offered (JSON) replace the stored ones, or NULL clears them. The statement's own join still reads the menu
+# it started with; the caller returns the menu it saved.
+_SAVE_MENU = (f" menu_saved AS (INSERT INTO {menus.name} (conversation_id, channel, menu, updated_at)"
+              " SELECT CAST(:conversation AS varchar), CAST(:menu_channel AS varchar), CAST(:menu AS text),"
+              " CAST(:now AS double precision) WHERE CAST(:menu AS text) IS NOT NULL"
+              " ON CONFLICT (conversation_id, channel) DO UPDATE SET menu = excluded.menu,"
+              " updated_at = excluded.updated_at),"
+              f" menu_cleared AS (DELETE FROM {menus.name} WHERE conversation_id = :conversation"
+              " AND channel = :menu_channel AND CAST(:menu AS text) IS NULL),")
+
+
+# PostgreSQL: `Inbox.advance` in one statement (autocommit) instead of five to seven round trips (BEGIN,
+# the menu's delete and insert when the turn offered options or cleared them, lease renewal, look-up,
+# mark, COMMIT): save the menu when asked (whatever became of the lease, as the transaction did), renew
+# the lease (0 rows: lost, nothing is claimed), take the oldest unfinished row besides this worker's own
+# still replying (an id array: one text for every call) and return it marked, with the conversation's
+# stored menu; the rows in `finished` are marked done with it (whatever became of the lease). The lease
+# was held all along, so nobody else changed the conversation's rows; a row stored after the statement's
+# snapshot is left to the next look, as when it is stored just after the transaction. A menu saved in the
+# transaction cost the turns that offered or cleared options (the bench's every other message) six round
+# trips, and the read receipt a seventh (only the one statement answers its pause question).
+# Names are our own, never input.
+# {(with a channel filter?, with the receipt's pause question?, saving the menu?): the statement}
 ADVANCE_ON_POSTGRESQL = {
-    (with_channel, with_pause): text(
-        f"WITH {_FINISHED} renewed AS (UPDATE {leases.name} SET expires_at = :lease_until"
+    (with_channel, with_pause, saves_menu): text(
+        f"WITH {_FINISHED}{_SAVE_MENU if saves_menu else ''} renewed AS (UPDATE {leases.name}"
+        " SET expires_at = :lease_until"
         " WHERE channel = :lease_channel AND conversation_id = :conversation AND owner = :lease_owner RETURNING 1), "
         + _next_row(with_channel, " AND id <> ALL(CAST(:besides AS integer[]))" + _NOT_FINISHED
                     + " AND EXISTS (SELECT 1 FROM renewed)")
         + "," + _claimed_with_menu("renewed", with_pause)
     )
-    for with_channel in (False, True) for with_pause in (False, True)
+    for with_channel in (False, True) for with_pause in (False, True) for saves_menu in (False, True)
 }
 # PostgreSQL: `Inbox.claim_next` in one statement instead of five or six round trips (BEGIN, lease,
 # look-up, mark, menu or lease given back, COMMIT). The look comes first, from the statement's snapshot:

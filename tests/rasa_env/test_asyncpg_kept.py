@@ -328,7 +328,8 @@ async def test_a_webhooks_messages_and_statuses_are_stored_on_kept_connections(b
 async def test_a_customer_who_waits_for_each_reply_costs_the_worker_three_statements(
         box: Inbox, monkeypatch: pytest.MonkeyPatch) -> None:
     """The common turn on PostgreSQL: the claim, the advance that finds nothing new, and, once the replies
-    went out, one statement that marks the row done and gives the lease back — no BEGIN or COMMIT."""
+    went out, one statement that marks the row done and gives the lease back — no BEGIN or COMMIT; a turn
+    that offers options, or clears them, saves its menu in the advance's statement."""
     from connectors.asyncpg_kept import KeptAsyncpgConnection
     from connectors.worker import Answered
 
@@ -351,9 +352,11 @@ async def test_a_customer_who_waits_for_each_reply_costs_the_worker_three_statem
     monkeypatch.setattr(KeptAsyncpgConnection, "_run", counted_run)
     handled: list[str] = []
 
+    menus = {"m1": {"1": "/affirm"}, "m2": {}, "m3": {}}  # offered, cleared, none after none
+
     async def handler(row: Any) -> Answered:
         handled.append(row.message_id)
-        return Answered({}, asyncio.sleep(0.02))  # the replies still going out when the turn returns
+        return Answered(menus[row.message_id], asyncio.sleep(0.02))  # the replies still going out when it returns
 
     worker = make_worker(box, handler, poll_interval=30.0, channel="whatsapp")
     running = asyncio.create_task(worker.run())
@@ -365,6 +368,7 @@ async def test_a_customer_who_waits_for_each_reply_costs_the_worker_three_statem
         await wait_until(lambda n=n: box.states() == {DONE: n})
         await worker.idle()
         assert ran == ["claim", "advance", "claim"]
+        assert box.menu("whatsapp", "c1") == menus[f"m{n}"]
     assert handled == ["m1", "m2", "m3"]
     assert await box.call(box.renew_leases) == 0  # the lease went back with the last row
     await worker.stop()
