@@ -14,7 +14,11 @@ What it does, and does not:
   while they do is lost);
 - at most `max_connections` open; beyond them a request waits for a free one, in arrival order;
 - one deadline per request (waiting, connecting, writing, reading); past it the connection is aborted;
-- no redirects, proxies, compression or `Expect: 100-continue` (the Graph API's /messages needs none);
+- through an HTTP proxy when given one (`proxy_from_environment`: HTTPS_PROXY / HTTP_PROXY, NO_PROXY
+  honoured, as curl and aiohttp's `trust_env` read them): an https origin through a CONNECT tunnel
+  (TLS end to end, the proxy sees only the host name), an http origin with absolute-form requests;
+  Basic proxy credentials from the proxy URL;
+- no redirects, compression or `Expect: 100-continue` (the Graph API's /messages needs none);
 - every failure is an HttpError: refused, reset, closed before a whole answer, a malformed answer, an
   answer over `max_body` bytes, the deadline. A request is never written twice here (a POST may have
   been acted on): what to retry is the caller's call.
@@ -31,13 +35,13 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from connectors.http_proxy import MAX_HEADER_BYTES, Tunnel, TunnelFailed, parse_proxy, proxy_from_environment
 from connectors.waiting_line import WaitingLine
 
-__all__ = ["HttpError", "HttpResponse", "KeptHttp"]
+__all__ = ["HttpError", "HttpResponse", "KeptHttp", "proxy_from_environment"]
 
 KEEPALIVE_SECONDS = 15.0  # aiohttp's default too
 MAX_BODY_BYTES = 1024 * 1024  # a Graph answer is a few hundred bytes
-MAX_HEADER_BYTES = 64 * 1024
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _TARGET = re.compile(r"/[\x21-\x7e]*")  # printable ASCII, no space: nothing can end the request line early
 
@@ -169,7 +173,7 @@ class KeptHttp:
 
     def __init__(self, base_url: str, headers: Mapping[str, str] | None = None, timeout: float = 15.0,
                  max_connections: int = 32, max_body: int = MAX_BODY_BYTES,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, proxy: str | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL with a host: {base_url!r}")
@@ -191,6 +195,17 @@ class KeptHttp:
             if not _TOKEN.fullmatch(name) or any(c in value for c in "\r\n\0"):
                 raise ValueError(f"header {name!r} is not a valid header name and value")
         self._head = "".join(f"{name}: {value}\r\n" for name, value in lines.items()).encode("latin-1")
+        self._proxy = parse_proxy(proxy) if proxy else None
+        self._absolute = ""  # an http origin through a proxy: requests name it (absolute form)
+        self._connect = b""  # an https origin through a proxy: the tunnel's request
+        if self._proxy is not None:
+            origin = f"{host}:{self._port}"
+            if secure:  # the proxy's credentials go to the proxy only, never through the tunnel
+                self._connect = (f"CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n".encode("latin-1")
+                                 + self._proxy.authorization + b"\r\n")
+            else:
+                self._absolute = f"http://{origin}"
+                self._head += self._proxy.authorization
         self._idle: list[_Connection] = []  # the most recently used last
         self._open = 0  # connections of this loop, idle or in use
         self._waiting = WaitingLine()  # requests without a connection
@@ -211,7 +226,7 @@ class KeptHttp:
         if not _TOKEN.fullmatch(method) or not path.startswith("/") or not _TARGET.fullmatch(target) \
                 or any(c in content_type for c in "\r\n\0"):
             raise ValueError(f"not a request: {method!r} {target!r} {content_type!r}")
-        head = b"%s %s HTTP/1.1\r\n%s" % (method.encode(), target.encode(), self._head)
+        head = b"%s %s%s HTTP/1.1\r\n%s" % (method.encode(), self._absolute.encode(), target.encode(), self._head)
         if body:
             head += b"Content-Type: %s\r\n" % content_type.encode("latin-1")
         head += b"Content-Length: %d\r\n\r\n" % len(body)
@@ -283,17 +298,39 @@ class KeptHttp:
                 return connection
         self._open += 1
         try:
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(self._max_body), self._host, self._port, ssl=self._ssl,
-                                       server_hostname=self._host if self._ssl else None),
-                max(0.0, deadline - loop.time()))
+            connection = await asyncio.wait_for(self._connected(loop), max(0.0, deadline - loop.time()))
         except (OSError, asyncio.TimeoutError) as error:  # (ssl.SSLError is an OSError)
             self._closed_one()
             detail = "timed out" if isinstance(error, asyncio.TimeoutError) else f"{type(error).__name__}: {error}"
-            raise HttpError(f"could not connect to {self._host}:{self._port}: {detail}") from error
+            via = f" through the proxy {self._proxy.host}:{self._proxy.port}" if self._proxy else ""
+            raise HttpError(f"could not connect to {self._host}:{self._port}{via}: {detail}") from error
+        except TunnelFailed as error:
+            self._closed_one()
+            raise HttpError(str(error)) from error
         except BaseException:
             self._closed_one()
             raise
+        return connection
+
+    async def _connected(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        """A new connection to the origin: direct, to the proxy (http), or through the proxy's tunnel (https)."""
+        if self._proxy is None or not self._connect:
+            host, port = (self._host, self._port) if self._proxy is None else (self._proxy.host, self._proxy.port)
+            _, connection = await loop.create_connection(
+                lambda: _Connection(self._max_body), host, port, ssl=self._ssl if self._proxy is None else None,
+                server_hostname=self._host if self._ssl and self._proxy is None else None)
+            return connection
+        transport, tunnel = await loop.create_connection(
+            lambda: Tunnel(loop, f"{self._host}:{self._port}"), self._proxy.host, self._proxy.port)
+        try:
+            transport.write(self._connect)
+            await tunnel.established
+            connection = _Connection(self._max_body)
+            tls = await loop.start_tls(transport, connection, self._ssl, server_hostname=self._host)
+        except BaseException:
+            transport.abort()
+            raise
+        connection.connection_made(tls)  # (start_tls hands the protocol its new transport without calling it)
         return connection
 
     async def _wait_for_a_free_one(self, loop: asyncio.AbstractEventLoop, deadline: float, seconds: float) -> None:

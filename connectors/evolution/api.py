@@ -65,8 +65,9 @@ class EvolutionClient(RetryingSender):
 
     async def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            # trust_env: HTTP(S)_PROXY and NO_PROXY as the Cloud API client reads them
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
-                                                  headers={"apikey": self._key})
+                                                  headers={"apikey": self._key}, trust_env=True)
         return self._session
 
     async def close(self) -> None:

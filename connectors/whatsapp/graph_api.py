@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from connectors.http_kept import HttpError, HttpResponse, KeptHttp
+from connectors.http_kept import HttpError, HttpResponse, KeptHttp, proxy_from_environment
 from connectors.sending import MAX_ATTEMPTS, MAX_MEDIA_BYTES, MediaTooLarge, RetryingSender, SendResult
 from connectors.whatsapp.errors import GraphError, Verdict, verdict
 
@@ -44,10 +44,11 @@ class GraphClient(RetryingSender):
         self._base = base_url.rstrip("/")
         self._version = api_version.strip("/")
         self._session: aiohttp.ClientSession | None = None
-        try:
-            self._http = KeptHttp(self._base, {"Authorization": f"Bearer {access_token}"}, REQUEST_TIMEOUT_SECONDS)
+        try:  # through HTTPS_PROXY (HTTP_PROXY for an http stand-in) unless NO_PROXY names the host
+            self._http = KeptHttp(self._base, {"Authorization": f"Bearer {access_token}"}, REQUEST_TIMEOUT_SECONDS,
+                                  proxy=proxy_from_environment(self._base))
         except ValueError as error:  # (never the token itself in the message)
-            raise ValueError(f"WHATSAPP_GRAPH_API_URL / WHATSAPP_ACCESS_TOKEN: {error}") from None
+            raise ValueError(f"WHATSAPP_GRAPH_API_URL / WHATSAPP_ACCESS_TOKEN / HTTPS_PROXY: {error}") from None
 
     def _path(self, phone_number_id: str) -> str:
         # Ids come from webhooks: quoted, so none can reach another path (or end the request line).
@@ -57,7 +58,7 @@ class GraphClient(RetryingSender):
         # For media only. Created on first use, inside the running loop (never at import or construction).
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS), trust_env=True,  # the same proxy
                 headers={"Authorization": f"Bearer {self._token}"},
             )
         return self._session
