@@ -140,7 +140,7 @@ _SAVE_MENU = (f" menu_saved AS (INSERT INTO {menus.name} (conversation_id, chann
 # stored menu; the rows in `finished` are marked done with it (whatever became of the lease). The lease
 # was held all along, so nobody else changed the conversation's rows; a row stored after the statement's
 # snapshot is left to the next look, as when it is stored just after the transaction. A menu saved in the
-# transaction cost the turns that offered or cleared options (the bench's every other message) six round
+# transaction cost the turns that offered or cleared options (0.6 of the bench's messages) six round
 # trips, and the read receipt a seventh (only the one statement answers its pause question).
 # Names are our own, never input.
 # {(with a channel filter?, with the receipt's pause question?, saving the menu?): the statement}
