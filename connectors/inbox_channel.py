@@ -29,6 +29,7 @@ from connectors.inbox import Inbox, InboxRow, create_inbox_engine
 from connectors.inbox_calls import ON_EVENTS, call_blocking, connect_timeout, create_asyncpg_engine, where_calls_run
 from connectors.inbox_statements import LAST_PAUSE_OR_RESUME
 from connectors.inbox_tables import is_sqlite_file
+from connectors.pause_index import create_pause_index
 from connectors.process_tuning import check_action_results_with_compiled_schema, freeze_loaded_model
 from connectors.send_chains import SendChains
 from connectors.sending import RetryingSender
@@ -176,6 +177,7 @@ class InboxChannel(InputChannel):
         self.worker: InboxWorker | None = None
         self._agent: Any = None
         self._receipts: set[asyncio.Task[None]] = set()
+        self.pause_index: asyncio.Future[bool] | None = None  # the tracker store's index being made (a thread)
         self.send_chains = SendChains()
 
     @property
@@ -237,6 +239,16 @@ class InboxChannel(InputChannel):
         """Rasa's agent: its tracker store tells whether a person has a conversation (the receipt's question)."""
         self._agent = agent
         self.inbox.pauses_in_this_database = tracker_store_shares(agent, self.inbox.engine)
+        tracker_engine = _rasa_sql_engine(agent)
+        if tracker_engine is None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # (tools outside a server)
+            create_pause_index(tracker_engine)
+            return
+        # In the background: the worker answers meanwhile, only its look-up is slower until the index exists.
+        self.pause_index = asyncio.ensure_future(asyncio.to_thread(create_pause_index, tracker_engine))
 
     def worker_off_reason(self) -> str | None:
         """Why this replica does not answer (None: it does)."""

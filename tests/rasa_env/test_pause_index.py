@@ -1,0 +1,126 @@
+"""connectors/pause_index.py: the partial index on Rasa's `events` that answers "is a person handling this
+conversation?" without reading all of the conversation's events, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.domain import Domain
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import Engine, make_url
+
+from connectors import pause_index
+from connectors.inbox_statements import LAST_PAUSE_OR_RESUME
+from connectors.pause_index import PAUSE_INDEX, create_pause_index
+from tests.postgres import temporary_database
+
+from .conftest import POSTGRES_ADMIN_URL
+
+LOOK_UP = text(LAST_PAUSE_OR_RESUME.format(sender=":sender"))
+
+
+@pytest.fixture(autouse=True)
+def fresh_process() -> Iterator[None]:
+    """Each test as a new process: the index is looked for again."""
+    pause_index._made.clear()
+    yield
+    pause_index._made.clear()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def tracker_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """Rasa's own SQL tracker store (its `events` table, as Rasa creates it) and its engine."""
+    if request.param == "sqlite":
+        yield SQLTrackerStore(Domain.empty(), dialect="sqlite", db=str(tmp_path / "rasa.db")).engine
+        return
+    with temporary_database(POSTGRES_ADMIN_URL, "voltbay_pause_index") as url:
+        parts = make_url(url)
+        store = SQLTrackerStore(Domain.empty(), dialect="postgresql", host=parts.host, port=parts.port,
+                                db=parts.database, username=parts.username, password=parts.password)
+        yield store.engine
+        store.engine.dispose()
+
+
+def fill(engine: Engine, senders: int = 50, events_each: int = 200) -> None:
+    """Conversations with many events, one of them handed to a person and back, one with a person now."""
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO events (sender_id, type_name, data) VALUES (:s, :t, '{}')"),
+                     [{"s": f"c{n % senders}", "t": "user"} for n in range(senders * events_each)])
+        conn.execute(text("INSERT INTO events (sender_id, type_name, data) VALUES (:s, :t, '{}')"),
+                     [{"s": "c1", "t": "pause"}, {"s": "c1", "t": "resume"}, {"s": "c2", "t": "pause"}])
+        conn.execute(text("ANALYZE"))
+
+
+def plan(engine: Engine, sender: str) -> str:
+    explain = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
+    with engine.connect() as conn:
+        return " ".join(str(row[-1]) for row in conn.execute(text(explain + str(LOOK_UP)), {"sender": sender}))
+
+
+def test_the_look_up_uses_the_index_and_answers_as_before(tracker_engine: Engine) -> None:
+    fill(tracker_engine)
+    assert PAUSE_INDEX not in plan(tracker_engine, "c2")  # Rasa's own index: every event of the conversation
+    assert create_pause_index(tracker_engine) is True
+    assert PAUSE_INDEX in {index["name"] for index in inspect(tracker_engine).get_indexes("events")}
+    assert PAUSE_INDEX in plan(tracker_engine, "c2")
+    with tracker_engine.connect() as conn:
+        answers = [conn.execute(LOOK_UP, {"sender": sender}).scalar() for sender in ("c1", "c2", "c3", "nobody")]
+    assert answers == ["resume", "pause", None, None]
+    assert create_pause_index(tracker_engine) is True  # again: nothing to do
+
+
+def test_without_rasas_table_nothing_is_made(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    assert create_pause_index(engine) is False
+    assert inspect(engine).get_table_names() == []
+
+
+def test_an_index_an_interrupted_build_left_invalid_is_built_again(caplog: pytest.LogCaptureFixture) -> None:
+    with temporary_database(POSTGRES_ADMIN_URL, "voltbay_pause_index") as url:
+        parts = make_url(url)
+        store = SQLTrackerStore(Domain.empty(), dialect="postgresql", host=parts.host, port=parts.port,
+                                db=parts.database, username=parts.username, password=parts.password)
+        engine = store.engine
+        fill(engine, senders=5, events_each=20)
+        assert create_pause_index(engine) is True
+        with engine.begin() as conn:  # as CREATE INDEX CONCURRENTLY leaves it when cut off
+            conn.execute(text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass(:name)"),
+                         {"name": PAUSE_INDEX})
+        pause_index._made.clear()  # a restart
+        with caplog.at_level(logging.WARNING):
+            assert create_pause_index(engine) is True
+        assert "left invalid by an interrupted build" in caplog.text
+        with engine.connect() as conn:
+            valid = conn.execute(text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+                                 {"name": PAUSE_INDEX}).scalar()
+        assert valid is True
+        engine.dispose()
+
+
+def test_a_failure_is_logged_not_raised(tracker_engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    with tracker_engine.begin() as conn:  # a table of that name the index cannot be made on
+        conn.execute(text("DROP TABLE events"))
+        conn.execute(text("CREATE TABLE events (id integer)"))
+    with caplog.at_level(logging.WARNING):
+        assert create_pause_index(tracker_engine) is False
+    assert "could not create index ix_events_pause_resume" in caplog.text
+
+
+async def test_the_channel_makes_it_in_the_background_when_it_starts(tmp_path: Path) -> None:
+    from connectors.settings import WhatsAppSettings
+    from connectors.whatsapp.channel import WhatsAppInput
+
+    store = SQLTrackerStore(Domain.empty(), dialect="sqlite", db=str(tmp_path / "rasa.db"))
+    settings = WhatsAppSettings(verify_token="v", app_secret="s", access_token="t", graph_api_url="http://127.0.0.1:9",
+                                api_version="v23.0", phone_number_id="PNID",
+                                inbox_db_url=f"sqlite:///{tmp_path / 'inbox.db'}", stale_after_seconds=86400.0,
+                                concurrency=4, template=None, run_worker=False)
+    channel = WhatsAppInput(settings)
+    channel.use_agent(SimpleNamespace(tracker_store=store))
+    assert channel.pause_index is not None and await channel.pause_index is True
+    assert PAUSE_INDEX in {index["name"] for index in inspect(store.engine).get_indexes("events")}
