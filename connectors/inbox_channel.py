@@ -29,11 +29,11 @@ from connectors.inbox import Inbox, InboxRow, create_inbox_engine
 from connectors.inbox_calls import ON_EVENTS, call_blocking, connect_timeout, create_asyncpg_engine, where_calls_run
 from connectors.inbox_statements import LAST_PAUSE_OR_RESUME
 from connectors.inbox_tables import is_sqlite_file
-from connectors.pause_index import create_pause_index
 from connectors.process_tuning import check_action_results_with_compiled_schema, freeze_loaded_model
 from connectors.send_chains import SendChains
 from connectors.sending import RetryingSender
 from connectors.sqlite_kept import KeptSqlite
+from connectors.tracker_indexes import create_tracker_indexes
 from connectors.whatsapp.output import WhatsAppOutput
 from connectors.whatsapp.to_rasa import apply_menu
 from connectors.worker import Answered, InboxWorker
@@ -177,7 +177,7 @@ class InboxChannel(InputChannel):
         self.worker: InboxWorker | None = None
         self._agent: Any = None
         self._receipts: set[asyncio.Task[None]] = set()
-        self.pause_index: asyncio.Future[bool] | None = None  # the tracker store's index being made (a thread)
+        self.tracker_indexes: asyncio.Future[bool] | None = None  # the tracker store's indexes being made
         self.send_chains = SendChains()
 
     @property
@@ -245,10 +245,10 @@ class InboxChannel(InputChannel):
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # (tools outside a server)
-            create_pause_index(tracker_engine)
+            create_tracker_indexes(tracker_engine)
             return
-        # In the background: the worker answers meanwhile, only its look-up is slower until the index exists.
-        self.pause_index = asyncio.ensure_future(asyncio.to_thread(create_pause_index, tracker_engine))
+        # In the background: the worker answers meanwhile, only its look-ups are slower until the indexes exist.
+        self.tracker_indexes = asyncio.ensure_future(asyncio.to_thread(create_tracker_indexes, tracker_engine))
 
     def worker_off_reason(self) -> str | None:
         """Why this replica does not answer (None: it does)."""

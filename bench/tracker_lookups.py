@@ -1,15 +1,16 @@
-"""The pause question on long conversations, without and with connectors/pause_index.py's index, in one run.
+"""Per-message look-ups on long conversations, without and with connectors/tracker_indexes.py's indexes, one run.
 
-    .venv/rasa/bin/python -m bench.pause_lookup [--postgres postgresql://…/postgres] [--events 1000]
+    .venv/rasa/bin/python -m bench.tracker_lookups [--postgres postgresql://…/postgres] [--events 1000]
 
 Every message asks whether a person handles its conversation (the last pause/resume event in Rasa's
-`events`). A WhatsApp conversation is the customer's number, so its events pile up for as long as the
-customer writes. This fills Rasa's own table (made by its SQLTrackerStore) with `--conversations` ×
-`--events` events and measures, before the index (the baseline) and after it:
-- PostgreSQL: the database's CPU per claim and per advance (they carry the question), run through asyncpg
-  as the worker runs them, read from the server processes' `/proc` times; and the same without the
-  question at all (the floor);
-- SQLite: Rasa's loop CPU per look-up (the read receipt asks it there).
+`events`), and Rasa retrieves its tracker from the last session start. A WhatsApp conversation is the
+customer's number, so its events pile up for as long as the customer writes. This fills Rasa's own table
+(made by its SQLTrackerStore) with `--conversations` × `--events` events (a session start every 50) and
+measures, before the indexes (the baseline) and after them:
+- PostgreSQL: the database's CPU per claim and per advance (they carry the pause question), run through
+  asyncpg as the worker runs them, and the same without the question at all (the floor); per retrieval by
+  Rasa's own `SQLTrackerStore.retrieve`; read from the server processes' `/proc` times;
+- SQLite: Rasa's loop CPU per pause look-up (the read receipt asks it there).
 The PostgreSQL part needs a server; it runs in a database of its own, dropped at the end.
 """
 
@@ -32,15 +33,16 @@ from sqlalchemy.engine import Engine, make_url
 from connectors.inbox import Inbox, InboxItem, create_inbox_engine
 from connectors.inbox_calls import ON_EVENTS
 from connectors.inbox_statements import LAST_PAUSE_OR_RESUME
-from connectors.pause_index import _made, create_pause_index
+from connectors.tracker_indexes import _made, create_tracker_indexes
 
 STATEMENTS = 300
 
 
 def fill(engine: Engine, conversations: int, events: int) -> None:
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO events (sender_id, type_name, data) VALUES (:s, 'user', :d)"),
-                     [{"s": f"c{n % conversations}", "d": "x" * 400} for n in range(conversations * events)])
+        conn.execute(text("INSERT INTO events (sender_id, type_name, timestamp, data) VALUES (:s, :t, :n, :d)"),
+                     [{"s": f"c{n % conversations}", "t": "session_started" if n // conversations % 50 == 0 else "user",
+                       "n": float(n), "d": "{}"} for n in range(conversations * events)])
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("ANALYZE"))
 
@@ -83,6 +85,16 @@ async def claims_and_advances(url: str, engine: Engine, conversations: int, ask:
     return claim, advance
 
 
+async def retrievals(store: SQLTrackerStore, conversations: int) -> float:
+    """PostgreSQL CPU per retrieval of a tracker by Rasa's own store (ms)."""
+    for n in range(10):
+        await store.retrieve(f"c{n % conversations}")
+    before = server_cpu_seconds(store.engine)
+    for n in range(STATEMENTS):
+        await store.retrieve(f"c{n % conversations}")
+    return (server_cpu_seconds(store.engine) - before) * 1000 / STATEMENTS
+
+
 def postgresql(admin_url: str, conversations: int, events: int) -> None:
     name = f"voltbay_pause_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", future=True)
@@ -96,14 +108,18 @@ def postgresql(admin_url: str, conversations: int, events: int) -> None:
         fill(store.engine, conversations, events)
         floor = asyncio.run(claims_and_advances(url, store.engine, conversations, ask=False))
         before = asyncio.run(claims_and_advances(url, store.engine, conversations, ask=True))
+        retrieval_before = asyncio.run(retrievals(store, conversations))
         _made.clear()
-        create_pause_index(store.engine)
+        create_tracker_indexes(store.engine)
         after = asyncio.run(claims_and_advances(url, store.engine, conversations, ask=True))
+        retrieval_after = asyncio.run(retrievals(store, conversations))
         print(f"PostgreSQL, {events} events a conversation: database CPU per claim / advance")
         print(f"  without the pause question (floor): {floor[0]:.3f} / {floor[1]:.3f} ms")
         print(f"  with it, Rasa's sender_id index only (baseline): {before[0]:.3f} / {before[1]:.3f} ms")
-        print(f"  with it and {create_pause_index.__module__}'s index: {after[0]:.3f} / {after[1]:.3f} ms"
+        print(f"  with it and {create_tracker_indexes.__module__}'s indexes: {after[0]:.3f} / {after[1]:.3f} ms"
               f"  ({before[0] / after[0]:.1f}× / {before[1] / after[1]:.1f}× less)")
+        print(f"PostgreSQL: database CPU per retrieval of a tracker by Rasa's store {retrieval_before:.3f} ms "
+              f"(baseline) → {retrieval_after:.3f} ms with the indexes")
         store.engine.dispose()
     finally:
         with admin.connect() as conn:
@@ -126,9 +142,9 @@ def sqlite(conversations: int, events: int) -> None:
 
         before = per_look_up()
         _made.clear()
-        create_pause_index(store.engine)
+        create_tracker_indexes(store.engine)
         after = per_look_up()
-        print(f"SQLite, {events} events a conversation: loop CPU per look-up {before:.3f} ms (baseline) → "
+        print(f"SQLite, {events} events a conversation: loop CPU per pause look-up {before:.3f} ms (baseline) → "
               f"{after:.4f} ms with the index ({before / after:.0f}× less)")
         connection.close()
 
