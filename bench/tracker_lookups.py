@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sqlite3
 import tempfile
 import time
@@ -30,6 +29,7 @@ from rasa.shared.core.domain import Domain
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
+from bench.process_cpu import process_cpu_seconds
 from connectors.inbox import Inbox, InboxItem, create_inbox_engine
 from connectors.inbox_calls import ON_EVENTS
 from connectors.inbox_statements import LAST_PAUSE_OR_RESUME
@@ -51,14 +51,7 @@ def server_cpu_seconds(engine: Engine) -> float:
     with engine.connect() as conn:
         pids = list(conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
                                       " AND backend_type = 'client backend'")).scalars())
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(process_cpu_seconds(pid) for pid in pids)
 
 
 async def claims_and_advances(url: str, engine: Engine, conversations: int, ask: bool) -> tuple[float, float]:

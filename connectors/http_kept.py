@@ -314,11 +314,14 @@ class KeptHttp:
 
     async def _connected(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         """A new connection to the origin: direct, to the proxy (http), or through the proxy's tunnel (https)."""
-        if self._proxy is None or not self._connect:
-            host, port = (self._host, self._port) if self._proxy is None else (self._proxy.host, self._proxy.port)
+        if self._proxy is None:
             _, connection = await loop.create_connection(
-                lambda: _Connection(self._max_body), host, port, ssl=self._ssl if self._proxy is None else None,
-                server_hostname=self._host if self._ssl and self._proxy is None else None)
+                lambda: _Connection(self._max_body), self._host, self._port, ssl=self._ssl,
+                server_hostname=self._host if self._ssl else None)
+            return connection
+        if not self._connect:  # an http origin: absolute-form requests to the proxy itself
+            _, connection = await loop.create_connection(
+                lambda: _Connection(self._max_body), self._proxy.host, self._proxy.port)
             return connection
         transport, tunnel = await loop.create_connection(
             lambda: Tunnel(loop, f"{self._host}:{self._port}"), self._proxy.host, self._proxy.port)

@@ -25,6 +25,8 @@ from .conftest import POSTGRES_ADMIN_URL
 
 LOOK_UP = text(LAST_PAUSE_OR_RESUME.format(sender=":sender"))
 PAUSE_INDEX = "ix_events_pause_resume"
+# Rasa 3.6's own look-up (SQLTrackerStore._event_query's subquery)
+SESSION_START = text("SELECT max(timestamp) FROM events WHERE sender_id = :sender AND type_name = 'session_started'")
 
 
 @pytest.fixture(autouse=True)
@@ -133,10 +135,6 @@ async def test_the_channel_makes_it_in_the_background_when_it_starts(tmp_path: P
     assert channel.tracker_indexes is not None and await channel.tracker_indexes is True
     assert set(INDEXES) <= {index["name"] for index in inspect(store.engine).get_indexes("events")}
 
-
-
-# Rasa 3.6's own look-up (SQLTrackerStore._event_query's subquery)
-SESSION_START = text("SELECT max(timestamp) FROM events WHERE sender_id = :sender AND type_name = 'session_started'")
 
 
 async def test_rasas_retrieval_finds_the_last_session_through_the_index_and_returns_the_same_tracker(
