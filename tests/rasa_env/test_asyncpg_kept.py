@@ -20,7 +20,7 @@ from connectors.inbox_tables import inbox as inbox_table
 from tests.postgres import temporary_database
 
 from .conftest import POSTGRES_ADMIN_URL
-from .test_inbox_and_worker import item
+from .inbox_support import item
 
 T = TypeVar("T")
 
@@ -333,7 +333,7 @@ async def test_a_customer_who_waits_for_each_reply_costs_the_worker_three_statem
     from connectors.asyncpg_kept import KeptAsyncpgConnection
     from connectors.worker import Answered
 
-    from .test_inbox_and_worker import make_worker
+    from .inbox_support import make_worker
     from .test_replies_off_the_turn import wait_until
 
     ran: list[str] = []

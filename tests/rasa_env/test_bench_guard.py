@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from bench.whatsapp_vs_rest import rows_left_in
 from connectors.inbox import Inbox
-from tests.rasa_env.test_inbox_and_worker import item
+from tests.rasa_env.inbox_support import item
 
 
 def url_of(inbox: Inbox) -> str:

@@ -9,7 +9,7 @@ from sqlalchemy import update
 from connectors.inbox import PROCESSING, Inbox
 from connectors.inbox_tables import leases
 from tests.rasa_env.conftest import watch_statements
-from tests.rasa_env.test_inbox_and_worker import item
+from tests.rasa_env.inbox_support import item
 
 
 def test_advancing_saves_replaces_and_clears_the_menu_in_the_claims_statement(inbox: Inbox) -> None:

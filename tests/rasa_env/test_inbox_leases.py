@@ -23,7 +23,7 @@ from connectors.inbox_tables import leases
 from connectors.worker import Handler, InboxWorker
 from tests.postgres import temporary_database
 from tests.rasa_env.conftest import POSTGRES_ADMIN_URL
-from tests.rasa_env.test_inbox_and_worker import item
+from tests.rasa_env.inbox_support import item
 
 HERE = WorkerIdentity.of_this_process()
 
@@ -267,7 +267,7 @@ def test_advancing_renews_the_lease_and_claims_the_next_row_besides_those_still_
     from sqlalchemy import update
 
     from tests.rasa_env.conftest import watch_statements
-    from tests.rasa_env.test_inbox_and_worker import item
+    from tests.rasa_env.inbox_support import item
 
     inbox.add([item("m1", "c1", 1), item("m2", "c1", 2), item("m3", "c1", 3), item("m4", "c1", 4)])
     inbox.save_menu("whatsapp", "c1", {"1": "/affirm"})

@@ -26,7 +26,7 @@ from connectors.inbox_wakeups import WAKE_CHANNEL, parse_payload
 from connectors.worker import InboxWorker
 from tests.postgres import temporary_database
 from tests.rasa_env.conftest import POSTGRES_ADMIN_URL
-from tests.rasa_env.test_inbox_and_worker import count_scans, item
+from tests.rasa_env.inbox_support import count_scans, item
 
 
 @pytest.fixture

@@ -147,7 +147,7 @@ async def test_the_claim_answers_the_receipts_question_when_the_tracker_store_sh
     from connectors.inbox import Inbox, create_inbox_engine
     from connectors.inbox_channel import tracker_store_shares
     from tests.rasa_env.conftest import watch_statements
-    from tests.rasa_env.test_inbox_and_worker import item
+    from tests.rasa_env.inbox_support import item
 
     with temporary_database(POSTGRES_ADMIN_URL, "voltbay_paused_claim") as url:
         parsed = make_url(url)
@@ -189,7 +189,7 @@ def test_the_receipts_question_stays_with_the_receipt_elsewhere(tmp_path: Path) 
     """SQLite, or the tracker store in another database: the claim does not ask (rows say None)."""
     from connectors.inbox import Inbox, create_inbox_engine
     from connectors.inbox_channel import tracker_store_shares
-    from tests.rasa_env.test_inbox_and_worker import item
+    from tests.rasa_env.inbox_support import item
 
     store = SQLTrackerStore(Domain.empty(), dialect="sqlite", db=str(tmp_path / "tracker.db"))
     inbox = Inbox(create_inbox_engine(f"sqlite:///{tmp_path / 'tracker.db'}"))

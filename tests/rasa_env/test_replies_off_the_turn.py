@@ -15,7 +15,7 @@ from connectors.send_chains import SendChains
 from connectors.worker import Answered, InboxRow
 
 from .conftest import GraphStandIn
-from .test_inbox_and_worker import item, make_worker
+from .inbox_support import item, make_worker
 from .test_whatsapp_sending import output
 
 

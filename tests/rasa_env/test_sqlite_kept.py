@@ -17,7 +17,7 @@ from connectors.inbox_tables import inbox as inbox_table
 from connectors.inbox_tables import sqlite_pragmas
 from connectors.sqlite_kept import MAX_COMPILED, KeptSqlite
 
-from .test_inbox_and_worker import item
+from .inbox_support import item
 
 
 @pytest.fixture
