@@ -3,7 +3,7 @@
     .venv/rasa/bin/python -m bench.inbox_statements --postgres postgresql://…/postgres [--calls 1000]
 
 The channel's own cost on Rasa's loop is mostly its round trips to the database (bench/channel_cost.py:
-the asyncpg calls are about half of its loop CPU). This tells what part of one is the machine's
+the asyncpg calls are more than half of its loop CPU). This tells what part of one is the machine's
 (socket writes, reads and polls: a bare asyncpg `SELECT 1`, the baseline) and what part is ours (the
 statement, the greenlet `Inbox.call` runs it in, the kept connection, the result rows), for the
 statements the worker runs on every message: the reply's two `wa_outbound` rows, and the claim and
