@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from connectors import inbox_statements as sql
-from connectors.inbox_tables import PENDING, SKIPPED, InboxItem, retry_transient
+from connectors.inbox_tables import PENDING, SKIPPED, InboxItem, retry_transient, synced_commit
 
 ADD_TRIES = 10
 
@@ -45,8 +45,8 @@ class InboundRecords:
         return [message_id for message_id in rows if message_id in new_ids]
 
     def _add_in_process(self, rows: list[dict[str, Any]], status_rows: Sequence[dict[str, Any]]) -> set[str]:
-        with self.engine.begin() as conn:
-            fresh = []
+        fresh: list[dict[str, Any]] = []
+        with self.engine.connect() as conn, synced_commit(conn), conn.begin():
             if rows:
                 known = set(conn.execute(sql.KNOWN_IDS, {"ids": [row["message_id"] for row in rows]}).scalars())
                 fresh = [row for row in rows if row["message_id"] not in known]

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text, create_engine, event
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import QueuePool
 
 T = TypeVar("T")
+
+SQLITE_SYNCHRONOUS = "NORMAL"  # every connection's, but for the webhook's commit (synced_commit)
 
 PENDING, PROCESSING, DONE, STALE, SKIPPED = "pending", "processing", "done", "stale", "skipped"
 SENDING, SENT, FAILED_SEND, INTERRUPTED = "sending", "sent", "failed", "interrupted"
@@ -115,12 +118,37 @@ class InboxRow(InboxItem):
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers (console) do not block the webhook
-    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL against app crashes
+    # Durable at checkpoints; with WAL safe against a crash of the process. The webhook's commit is
+    # synced on its own (`synced_commit`): what is ACKed must survive a power loss too.
+    cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
     # A commit that crosses 1000 WAL pages would run the checkpoint (and its fsync, 100+ ms seen
     # here) on whoever committed: a webhook's ACK or the event loop. `Inbox.checkpoint` runs it in
     # the background instead (the worker and connectors.ingest, each once a second).
     cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.close()
+
+
+
+@contextmanager
+def synced_commit(conn: Connection) -> Iterator[None]:
+    """SQLite: the commits made inside are on disk before they return (synchronous=FULL: the WAL is
+    synced at each commit), not only at the next checkpoint. For what is ACKed: Meta never delivers a
+    webhook again once it got its 200, so a power loss or a host crash before the checkpoint must not
+    take it (a crash of the process alone never could). A server's commits are durable already."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    conn.exec_driver_sql("PRAGMA synchronous=FULL")
+    conn.commit()  # (PRAGMA opens no transaction in sqlite3; this ends SQLAlchemy's autobegun one)
+    try:
+        yield
+    finally:
+        try:
+            conn.exec_driver_sql(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+            conn.commit()
+        except Exception:
+            # Never back to the pool still syncing every commit (or broken): closed, a new one replaces it.
+            conn.invalidate()
 
 
 # SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25… ms between tries: a webhook that meets
