@@ -128,7 +128,6 @@ def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-
 @contextmanager
 def synced_commit(conn: Connection) -> Iterator[None]:
     """SQLite: the commits made inside are on disk before they return (synchronous=FULL: the WAL is
