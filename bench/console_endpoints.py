@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, insert, text
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, insert
 
+from bench.scratch_database import scratch_database
 from console.projector import Projector
 from console.tables import create_db_engine, create_tables
 
@@ -186,18 +187,10 @@ def main() -> int:
         results.append(run_console("SQLite", sqlite_tracker, f"sqlite:///{tmp}/console.db", args.conversations,
                                    args.requests))
         if not args.skip_postgres:
-            name = f"bench_console_{os.getpid()}"
-            admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            pg_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-            try:
+            with scratch_database(PG_ADMIN_URL, "bench_console") as pg_url:
                 print(f"filling PostgreSQL with {total} events …", flush=True)
                 print(f"  {fill(pg_url, args.conversations, args.events_per_conversation):.1f} s")
                 results.append(run_console("PostgreSQL", pg_url, pg_url, args.conversations, args.requests))
-            finally:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     ok = all([report(r) for r in results])
     out = ROOT / "results" / "bench_console.json"
     out.parent.mkdir(exist_ok=True)

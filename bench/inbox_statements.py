@@ -17,14 +17,12 @@ import argparse
 import asyncio
 import statistics
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
+from bench.scratch_database import scratch_database
 from connectors.inbox import SENT, Inbox, InboxItem, create_inbox_engine
 from connectors.inbox_calls import ON_EVENTS
 
@@ -93,17 +91,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    admin = create_engine(args.postgres, isolation_level="AUTOCOMMIT")
-    name = f"bench_statements_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))  # a generated name, never input
-    try:
-        url = make_url(args.postgres).set(database=name).render_as_string(hide_password=False)
+    with scratch_database(args.postgres, "bench_statements") as url:
         figures = asyncio.run(measure(url, args.calls, args.repeats))
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
     baseline = statistics.median(cpu for cpu, _ in figures["bare asyncpg SELECT 1 (baseline)"])
     print(f"loop-thread CPU and wall per call, median of {args.repeats} × {args.calls} calls (PostgreSQL):")
     for case, runs in figures.items():

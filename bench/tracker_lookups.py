@@ -26,10 +26,11 @@ from pathlib import Path
 
 from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.domain import Domain
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
 from bench.process_cpu import process_cpu_seconds
+from bench.scratch_database import scratch_database
 from connectors.inbox import Inbox, InboxItem, create_inbox_engine
 from connectors.inbox_calls import ON_EVENTS
 from connectors.inbox_statements import LAST_PAUSE_OR_RESUME
@@ -89,12 +90,7 @@ async def retrievals(store: SQLTrackerStore, conversations: int) -> float:
 
 
 def postgresql(admin_url: str, conversations: int, events: int) -> None:
-    name = f"voltbay_pause_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", future=True)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-    try:
+    with scratch_database(admin_url, "voltbay_pause_bench") as url:
         parts = make_url(url)
         store = SQLTrackerStore(Domain.empty(), dialect="postgresql", host=parts.host, port=parts.port,
                                 db=parts.database, username=parts.username, password=parts.password)
@@ -114,10 +110,6 @@ def postgresql(admin_url: str, conversations: int, events: int) -> None:
         print(f"PostgreSQL: database CPU per retrieval of a tracker by Rasa's store {retrieval_before:.3f} ms "
               f"(baseline) → {retrieval_after:.3f} ms with the indexes")
         store.engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def sqlite(conversations: int, events: int) -> None:
