@@ -36,7 +36,8 @@ from rasa.shared.core.domain import Domain
 from sqlalchemy.engine import make_url
 
 from connectors.inbox import DONE, InboxItem
-from connectors.settings import WhatsAppSettings
+from connectors.inbox_calls import INBOX_CALLS
+from connectors.settings import DEFAULT_INBOX_CALLS, WhatsAppSettings
 from connectors.whatsapp.channel import WhatsAppInput
 from connectors.worker import InboxWorker
 
@@ -83,7 +84,7 @@ async def run(args: argparse.Namespace, inbox_url: str, graph_url: str) -> list[
     settings = WhatsAppSettings(
         verify_token="v", app_secret="s", access_token="bench-token", graph_api_url=graph_url, api_version="v23.0",
         phone_number_id="PNID", inbox_db_url=inbox_url, stale_after_seconds=86400.0, concurrency=args.concurrency,
-        template=None, run_worker=True)
+        template=None, run_worker=True, inbox_calls=args.inbox_calls)
     channel = WhatsAppInput(settings)
     # Rasa's SQL tracker store in the inbox's database, as `make run` and the production topology have it:
     # the read receipt asks it whether a person has the conversation.
@@ -136,6 +137,8 @@ def main() -> None:
     parser.add_argument("--replies", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--inbox-calls", default=DEFAULT_INBOX_CALLS, choices=INBOX_CALLS,
+                        help="where a server's statements run (WHATSAPP_INBOX_CALLS)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--graph-stand-in", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -155,7 +158,8 @@ def main() -> None:
     wall = statistics.median(f[1] for f in figures)
     print(f"channel's code on the loop thread: CPU {cpu:.3f} ms/message (median of {len(figures)} rounds; "
           f"range {min(f[0] for f in figures):.3f}-{max(f[0] for f in figures):.3f}), wall {wall:.2f} ms/message; "
-          f"{args.replies} replies a message, {'PostgreSQL' if args.postgres else 'SQLite'}")
+          f"{args.replies} replies a message, {'PostgreSQL' if args.postgres else 'SQLite'}"
+          + (f", WHATSAPP_INBOX_CALLS={args.inbox_calls}" if args.postgres else ""))
     if args.out:
         args.out.write_text(json.dumps({"cpu_ms": cpu, "wall_ms": wall, "rounds": figures}, indent=2))
 

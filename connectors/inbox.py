@@ -21,7 +21,17 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.util import greenlet_spawn
 
 from connectors import inbox_statements as sql
-from connectors.inbox_calls import IN_THREAD, ON_EVENTS, ON_LOOP, asyncpg_twin, call_blocking, where_calls_run
+from connectors.inbox_calls import (
+    IN_PROCESS,
+    IN_THREAD,
+    ON_EVENTS,
+    ON_LOOP,
+    asyncpg_twin,
+    asyncpg_url,
+    call_blocking,
+    where_calls_run,
+)
+from connectors.inbox_helper import InboxHelper
 from connectors.inbox_inbound import InboundRecords
 from connectors.inbox_leases import DEFAULT_LEASE_SECONDS, LeaseRecords, WorkerIdentity
 from connectors.inbox_menus import MenuRecords, menu_changes
@@ -49,8 +59,8 @@ from connectors.inbox_tables import (
 from connectors.inbox_wakeups import InboxListener, OnListening, OnNewRow, notifies
 from connectors.sqlite_kept import KeptSqlite
 
-__all__ = ["DONE", "FAILED_SEND", "INTERRUPTED", "IN_THREAD", "ON_EVENTS", "ON_LOOP", "PENDING", "PROCESSING",
-           "SENDING", "SENT", "SKIPPED", "STALE", "Inbox", "InboxItem", "InboxRow", "create_inbox_engine"]
+__all__ = ["DONE", "FAILED_SEND", "INTERRUPTED", "IN_PROCESS", "IN_THREAD", "ON_EVENTS", "ON_LOOP", "PENDING",
+           "PROCESSING", "SENDING", "SENT", "SKIPPED", "STALE", "Inbox", "InboxItem", "InboxRow", "create_inbox_engine"]
 
 
 T = TypeVar("T")
@@ -88,8 +98,14 @@ class Inbox(InboundRecords, OutboundRecords, LeaseRecords, MenuRecords):
         # This one keeps psycopg2 for what runs outside the loop (threads, tools, the LISTEN connection).
         self._pauses_in_this_database = False
         self._on_events: Inbox | None = None
+        # IN_PROCESS: `call` sends the same methods to a helper process, which runs them as ON_EVENTS does.
+        self._helper: InboxHelper | None = None
         if self.runs == ON_EVENTS:
             self._on_events = asyncpg_twin(self, engine.url)
+        if self.runs == IN_PROCESS:
+            asyncpg_url(engine.url, IN_PROCESS)  # a URL asyncpg cannot take is refused here, not in the child
+            self._helper = InboxHelper(engine.url.render_as_string(hide_password=False), self.identity,
+                                       lease_seconds)
 
     @property
     def pauses_in_this_database(self) -> bool:
@@ -102,6 +118,8 @@ class Inbox(InboundRecords, OutboundRecords, LeaseRecords, MenuRecords):
         self._pauses_in_this_database = shared and self.engine.dialect.name == "postgresql"
         if self._on_events is not None:
             self._on_events.pauses_in_this_database = shared
+        if self._helper is not None:
+            self._helper.set("pauses_in_this_database", shared)
 
     def dispose(self) -> None:
         """Close the pooled psycopg2 connections (tests, shutdown); `close` closes the asyncpg ones too."""
@@ -113,6 +131,8 @@ class Inbox(InboundRecords, OutboundRecords, LeaseRecords, MenuRecords):
 
     async def close(self) -> None:
         """Close every pooled connection; asyncpg's are closed on the event loop they were opened on."""
+        if self._helper is not None:
+            await self._helper.close()
         if self._on_events is not None:
             await greenlet_spawn(self._on_events.engine.dispose)
             await greenlet_spawn(self._on_events._autocommit.dispose)
@@ -125,8 +145,11 @@ class Inbox(InboundRecords, OutboundRecords, LeaseRecords, MenuRecords):
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one of the methods below from async code, where WHATSAPP_INBOX_CALLS says (inline on SQLite)."""
-        if self._on_events is not None and getattr(fn, "__self__", None) is self:
-            fn = fn.__func__.__get__(self._on_events)  # type: ignore[attr-defined]  # the same method, asyncpg's engines
+        if getattr(fn, "__self__", None) is self:
+            if self._helper is not None:
+                return await self._helper.call(fn.__name__, *args)  # type: ignore[no-any-return]
+            if self._on_events is not None:
+                fn = fn.__func__.__get__(self._on_events)  # type: ignore[attr-defined]  # the same method, asyncpg's engines
         return await call_blocking(self.runs, fn, *args)
 
     def checkpoint(self) -> None:

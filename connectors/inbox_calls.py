@@ -25,7 +25,8 @@ T = TypeVar("T")
 ON_EVENTS = "async"  # on Rasa's event loop through asyncpg: a round trip lets other turns run
 ON_LOOP = "loop"  # on the event loop through psycopg2: the loop waits for every round trip
 IN_THREAD = "thread"  # in a thread through psycopg2
-INBOX_CALLS = (ON_EVENTS, ON_LOOP, IN_THREAD)
+IN_PROCESS = "process"  # through asyncpg in a helper process (connectors/inbox_helper.py)
+INBOX_CALLS = (ON_EVENTS, ON_LOOP, IN_THREAD, IN_PROCESS)
 
 # URL options of libpq that asyncpg takes under another name; any other option is refused at start
 # (connect_timeout becomes the connect's timeout in `create_asyncpg_engine`).
@@ -37,11 +38,11 @@ ASYNCPG_POOL_SIZE = 16
 ASYNCPG_POOL_OVERFLOW = 8
 
 
-def asyncpg_url(url: str | URL) -> URL:
+def asyncpg_url(url: str | URL, calls: str = ON_EVENTS) -> URL:
     """The same PostgreSQL database, reached through asyncpg (its URL options translated)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
-        raise ValueError(f"WHATSAPP_INBOX_CALLS={ON_EVENTS} needs PostgreSQL, not {parsed.get_backend_name()}")
+        raise ValueError(f"WHATSAPP_INBOX_CALLS={calls} needs PostgreSQL, not {parsed.get_backend_name()}")
     unknown = sorted(set(parsed.query) - set(_ASYNCPG_OPTIONS) - {_CONNECT_TIMEOUT})
     if unknown:
         raise ValueError(f"asyncpg does not take the database URL option(s) {', '.join(unknown)}: drop them or "
@@ -80,6 +81,12 @@ def asyncpg_twin(inbox: T, url: str | URL) -> T:
     return twin
 
 
+def on_this_loop(calls: str) -> str:
+    """Where a statement that is not the inbox's runs (the receipt's question to the tracker store, a process
+    without Rasa): the helper process is for the inbox's methods on Rasa's loop, asyncpg takes the rest."""
+    return ON_EVENTS if calls == IN_PROCESS else calls
+
+
 def where_calls_run(engine: Engine, calls: str) -> str:
     """SQLite's statements always run on the caller's thread (ON_LOOP); a server's as WHATSAPP_INBOX_CALLS says."""
     return ON_LOOP if engine.dialect.name == "sqlite" else calls
@@ -87,7 +94,7 @@ def where_calls_run(engine: Engine, calls: str) -> str:
 
 async def call_blocking(where: str, fn: Callable[..., T], *args: Any) -> T:
     """A synchronous database call from async code: inline, in a greenlet (its asyncpg round trips
-    await on the loop), or in a thread."""
+    await on the loop), or in a thread (also for IN_PROCESS: what is not an inbox method)."""
     if where == ON_LOOP:
         return fn(*args)
     if where == ON_EVENTS:

@@ -26,7 +26,14 @@ from connectors.agent_api import add_agent_routes
 from connectors.asyncpg_kept import KeptAsyncpg
 from connectors.conversation_lock import keep_lock_waiters_from_hanging
 from connectors.inbox import Inbox, InboxRow, create_inbox_engine
-from connectors.inbox_calls import ON_EVENTS, call_blocking, connect_timeout, create_asyncpg_engine, where_calls_run
+from connectors.inbox_calls import (
+    ON_EVENTS,
+    call_blocking,
+    connect_timeout,
+    create_asyncpg_engine,
+    on_this_loop,
+    where_calls_run,
+)
 from connectors.inbox_statements import LAST_PAUSE_OR_RESUME
 from connectors.inbox_tables import is_sqlite_file
 from connectors.process_tuning import check_action_results_with_compiled_schema, freeze_loaded_model
@@ -231,7 +238,7 @@ class InboxChannel(InputChannel):
         """Blue ticks always; "typing…" only when the bot will answer (not while a person has it)."""
         paused = row.paused  # answered by the claim when the tracker store shares the inbox's database
         if paused is None:
-            paused = await is_paused(self._agent, row.conversation_id, self.settings.inbox_calls)
+            paused = await is_paused(self._agent, row.conversation_id, on_this_loop(self.settings.inbox_calls))
         typing = not paused
         await self.client.mark_read_and_typing(row.business_id, row.message_id, row.reply_to, typing=typing)
 

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from connectors.inbox import Inbox, create_inbox_engine
+from connectors.inbox_calls import on_this_loop
 from connectors.settings import WhatsAppSettings
 from connectors.whatsapp.updates import MAX_BODY_BYTES
 from connectors.whatsapp.webhook import receive_webhook, verify_subscription
@@ -70,7 +71,8 @@ def main() -> int:
     if not settings.app_secret:
         print("error: WHATSAPP_APP_SECRET is not set; every webhook would be refused", file=sys.stderr)
         return 2
-    inbox = Inbox(create_inbox_engine(settings.inbox_db_url), calls=settings.inbox_calls)
+    # A helper process (WHATSAPP_INBOX_CALLS=process) takes statements off Rasa's loop; this process has no Rasa.
+    inbox = Inbox(create_inbox_engine(settings.inbox_db_url), calls=on_this_loop(settings.inbox_calls))
     web.run_app(create_app(settings, inbox), host=args.host, port=args.port, print=None, access_log=None,
                 loop=asyncio.new_event_loop())
     return 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connectors.inbox_calls import INBOX_CALLS, ON_EVENTS
+from connectors.inbox_calls import IN_PROCESS, INBOX_CALLS
 from connectors.whatsapp.graph_api import DEFAULT_API_VERSION, DEFAULT_GRAPH_URL
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -86,11 +86,14 @@ def _pick(credentials: Mapping[str, Any], key: str, env: str, default: str = "")
     return str(value)
 
 
-DEFAULT_INBOX_CALLS = ON_EVENTS
+# A server's statements through asyncpg in a helper process: their CPU off Rasa's loop thread, which bounds
+# its throughput (connectors/inbox_helper.py).
+DEFAULT_INBOX_CALLS = IN_PROCESS
 
 
 def _inbox_calls(value: str) -> str:
-    """"async" (asyncpg on the event loop), "loop" (psycopg2 inline, as Rasa's SQL tracker store) or "thread"."""
+    """"process" (asyncpg in a helper process), "async" (asyncpg on the event loop), "loop" (psycopg2 inline,
+    as Rasa's SQL tracker store) or "thread"."""
     choice = value.strip().lower() or DEFAULT_INBOX_CALLS
     if choice not in INBOX_CALLS:
         raise ValueError(f"WHATSAPP_INBOX_CALLS must be one of {', '.join(INBOX_CALLS)}, not {value!r}")

@@ -62,7 +62,7 @@ def test_worker_lease_length(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_where_a_database_servers_statements_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert WhatsAppSettings.load({}).inbox_calls == "async"
+    assert WhatsAppSettings.load({}).inbox_calls == "process"
     assert WhatsAppSettings.load({"inbox_calls": "thread"}).inbox_calls == "thread"
     monkeypatch.setenv("WHATSAPP_INBOX_CALLS", " Loop ")
     assert WhatsAppSettings.load({}).inbox_calls == "loop"
@@ -70,6 +70,8 @@ def test_where_a_database_servers_statements_run(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("WHATSAPP_INBOX_CALLS", "thread")
     assert WhatsAppSettings.load({}).inbox_calls == "thread"
     monkeypatch.setenv("WHATSAPP_INBOX_CALLS", "")  # set but empty (an env file's blank line): the default
+    assert WhatsAppSettings.load({}).inbox_calls == "process"
+    monkeypatch.setenv("WHATSAPP_INBOX_CALLS", "async")
     assert WhatsAppSettings.load({}).inbox_calls == "async"
     for nonsense in ("threads", "inline", "1", "asyncpg"):
         monkeypatch.setenv("WHATSAPP_INBOX_CALLS", nonsense)

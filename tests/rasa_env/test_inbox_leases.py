@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from connectors.inbox import DONE, PROCESSING, Inbox, InboxRow, create_inbox_engine
-from connectors.inbox_calls import IN_THREAD, ON_EVENTS
+from connectors.inbox_calls import IN_PROCESS, IN_THREAD, ON_EVENTS
 from connectors.inbox_leases import WorkerIdentity
 from connectors.inbox_tables import leases
 from connectors.worker import Handler, InboxWorker
@@ -166,11 +166,12 @@ async def test_the_heartbeat_keeps_a_long_turn_and_stop_gives_every_lease_back(i
     b.dispose()
 
 
-@pytest.mark.parametrize("calls", [IN_THREAD, ON_EVENTS])
+@pytest.mark.parametrize("calls", [IN_THREAD, ON_EVENTS, IN_PROCESS])
 async def test_two_workers_answer_every_message_once_in_order_never_two_at_a_time(inbox: Inbox, calls: str) -> None:
     """Two replicas drain one inbox while messages keep arriving (the drain/return-the-lease boundary);
-    on PostgreSQL with their statements in threads and through asyncpg, where they interleave on one loop."""
-    if calls == ON_EVENTS and inbox.engine.dialect.name == "sqlite":
+    on PostgreSQL with their statements in threads, through asyncpg, where they interleave on one loop, and in
+    a helper process each."""
+    if calls != IN_THREAD and inbox.engine.dialect.name == "sqlite":
         pytest.skip("SQLite's statements always run inline")
     a = twin(inbox, replica("a"), lease_seconds=5, calls=calls)
     b = twin(inbox, replica("b"), lease_seconds=5, calls=calls)
@@ -194,6 +195,8 @@ async def test_two_workers_answer_every_message_once_in_order_never_two_at_a_tim
 
     # Two slots each: neither can take every conversation, so both get work (a worker takes a lease
     # only with a slot in hand: one with its slots full leaves new conversations to the other).
+    for box in (a, b):  # both ready before the first wave (a helper process takes a moment to start)
+        await box.call(box.latest_id)
     workers = [InboxWorker(box, handler_for(name), concurrency=2, poll_interval=0.01, clock=lambda: 5_000,
                            channel="whatsapp") for name, box in (("a", a), ("b", b))]
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
