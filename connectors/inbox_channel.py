@@ -215,10 +215,13 @@ class InboxChannel(InputChannel):
             await self.output_for(row).resend_unfinished(replies)  # a send its turn queued may not have gone out
             return None
         text = apply_menu(row.message["text"], row.menu)
-        # Read receipt + typing while Rasa works; the turn does not wait for it.
-        receipt = asyncio.create_task(self._receipt(row))
-        self._receipts.add(receipt)
-        receipt.add_done_callback(self._receipts.discard)
+        # Read receipt + typing while Rasa works; the turn does not wait for it. Handed to the inbox helper
+        # process when the claim already answered the pause question, else sent from here.
+        if row.paused is None or not self.inbox.receipt_in_helper(self.client, row.business_id, row.message_id,
+                                                                  row.reply_to, typing=not row.paused):
+            receipt = asyncio.create_task(self._receipt(row))
+            self._receipts.add(receipt)
+            receipt.add_done_callback(self._receipts.discard)
         output = self.output_for(row)
         output.send_chains = self.send_chains
         try:

@@ -7,6 +7,11 @@ bench/inbox_statements.py), and a thread would take the same CPU under the same 
 process that this one starts runs the same `Inbox` methods (through asyncpg on its own loop) on the
 machine's other core; Rasa's loop only writes the call to a pipe and reads its result back.
 
+It also sends replies for Rasa (`Inbox.record_and_send`): a client that can say how it was built
+(`RetryingSender.helper_spec`: the Cloud API's, built from settings) is built again in the child, and a
+reply's record, request and outcome become one call there (`connectors.delivery`), its read receipt
+one unanswered frame. Order stays Rasa's: the conversation's send chain awaits each call in turn.
+
 The child is this process's, nobody else's: it reads length-prefixed pickled calls from its stdin
 and answers on its stdout, it takes the leases in this process's name (`WorkerIdentity`, so
 lease take-over after a crash works as before), and it exits when its stdin closes — when this
@@ -21,6 +26,7 @@ is taken up again after a restart, as after a crash).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import pickle
@@ -35,6 +41,9 @@ _LENGTH = struct.Struct("!I")
 # (a webhook body is at most 3 MB) and a reply's payload.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 _SET = "__set__"  # (attribute, value): an attribute of the child's inbox set, no answer
+_SENDER = "__sender__"  # (key, spec): how to build a client the child sends for, no answer
+_SEND = "__send__"  # (key, record, payload, template): connectors.delivery.record_and_send with that client
+_RECEIPT = "__receipt__"  # (key, business id, message id, reply to, typing): a read receipt, no answer
 _CLOSE_WAIT_SECONDS = 10.0
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `connectors` is importable from
 
@@ -107,6 +116,7 @@ class InboxHelper:
     def __init__(self, url: str, identity: Any, lease_seconds: float) -> None:
         self._start_with = (url, identity, lease_seconds)
         self._attributes: dict[str, Any] = {}
+        self._senders: dict[tuple[Any, ...], str] = {}  # a client's spec → its key in the child
         self._transport: asyncio.SubprocessTransport | None = None
         self._starting: asyncio.Future[None] | None = None
         self._waiting: dict[int, asyncio.Future[tuple[bool, Any]]] = {}
@@ -117,6 +127,37 @@ class InboxHelper:
         self._attributes[attribute] = value
         if self._transport is not None:
             self._write((0, _SET, (attribute, value)))
+
+    def sends_for(self, client: Any) -> bool:
+        """The child can build `client` again (and is told how the first time): it sends for it."""
+        return self._sender_key(client) is not None
+
+    def _sender_key(self, client: Any) -> str | None:
+        spec = client.helper_spec()
+        if spec is None:
+            return None
+        key = self._senders.get(spec)
+        if key is None:
+            key = self._senders[spec] = f"sender{len(self._senders) + 1}"
+            if self._transport is not None:
+                self._write((0, _SENDER, (key, spec)))
+        return key
+
+    async def record_and_send(self, client: Any, record: dict[str, Any], payload: dict[str, Any],
+                              template: dict[str, Any] | None) -> Any:
+        """connectors.delivery.record_and_send in the child. Not run again in a new child when the first died
+        with it in hand: the request may have left, and only the record can tell (the row stays "sending"
+        until the message is taken up again, as after a crash)."""
+        return await self._call_once(_SEND, (self._sender_key(client), record, payload, template))
+
+    def receipt(self, client: Any, business_id: str, message_id: str, reply_to: str, typing: bool) -> bool:
+        """The read receipt (+ typing), sent by a running child; nothing comes back (a lost one costs blue
+        ticks). False: no child runs, the caller sends it."""
+        key = self._sender_key(client)
+        if self._transport is None or key is None:
+            return False
+        self._write((0, _RECEIPT, (key, business_id, message_id, reply_to, typing)))
+        return True
 
     async def call(self, method: str, *args: Any) -> Any:
         """Run an inbox method in the child; once more in a new child when the first died with it in hand
@@ -172,6 +213,8 @@ class InboxHelper:
             self._gone(transport, "it exited at start")
             raise InboxHelperGone("the inbox helper process exited at start (its error is in the log above)")
         self._write((0, "__start__", (*self._start_with, dict(self._attributes))))
+        for spec, key in self._senders.items():
+            self._write((0, _SENDER, (key, spec)))
         logger.info("inbox statements run in helper process %s", transport.get_pid())
 
     def _answered(self, call_id: int, ok: bool, value: Any) -> None:
@@ -229,6 +272,8 @@ class _ChildSide(asyncio.Protocol):
         self.frames = _Frames()
         self.inbox: Any = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.specs: dict[str, tuple[Any, ...]] = {}
+        self.clients: dict[str, Any] = {}
 
     def data_received(self, data: bytes) -> None:
         for call_id, method, args in self.frames.feed(data):
@@ -242,8 +287,12 @@ class _ChildSide(asyncio.Protocol):
                     return
             elif method == _SET:
                 setattr(self.inbox, *args)
+            elif method == _SENDER:
+                key, spec = args
+                self.specs[key] = spec
             else:
-                task = asyncio.ensure_future(self._run(call_id, method, args))
+                work = self._receipt(*args) if method == _RECEIPT else self._run(call_id, method, args)
+                task = asyncio.ensure_future(work)
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
 
@@ -254,12 +303,37 @@ class _ChildSide(asyncio.Protocol):
         for attribute, value in attributes.items():
             setattr(self.inbox, attribute, value)
 
+    def _client(self, key: str) -> Any:
+        """The client Rasa's side described under `key`, built on first use (on this loop)."""
+        if key not in self.clients:
+            from connectors.sending import RetryingSender
+
+            module, name, arguments = self.specs[key]
+            cls = getattr(importlib.import_module(module), name) if module.startswith("connectors.") else None
+            if not (isinstance(cls, type) and issubclass(cls, RetryingSender)):
+                raise TypeError(f"the inbox helper sends only with the channels' clients, not {module}.{name}")
+            self.clients[key] = cls(*arguments)
+        return self.clients[key]
+
+    async def _receipt(self, key: str, business_id: str, message_id: str, reply_to: str, typing: bool) -> None:
+        try:
+            await self._client(key).mark_read_and_typing(business_id, message_id, reply_to, typing=typing)
+        except Exception:  # best effort, as on Rasa's side
+            logger.warning("could not send the read receipt of %s", message_id, exc_info=True)
+
+    async def _answer(self, method: str, args: tuple[Any, ...]) -> Any:
+        if method == _SEND:
+            from connectors.delivery import record_and_send
+
+            key, record, payload, template = args
+            return await record_and_send(self.inbox.call, self.inbox, self._client(key), record, payload, template)
+        if method.startswith("_") or not callable(getattr(type(self.inbox), method, None)):
+            raise AttributeError(f"the inbox has no method {method!r} to call")
+        return await self.inbox.call(getattr(self.inbox, method), *args)
+
     async def _run(self, call_id: int, method: str, args: tuple[Any, ...]) -> None:
         try:
-            if method.startswith("_") or not callable(getattr(type(self.inbox), method, None)):
-                raise AttributeError(f"the inbox has no method {method!r} to call")
-            answer: tuple[int, bool, Any] = (call_id, True, await self.inbox.call(getattr(self.inbox, method), *args))
-            data = _frame(answer)
+            data = _frame((call_id, True, await self._answer(method, args)))
         except Exception as error:
             data = _frame((call_id, False, _carried(error)))
         self.out.write(data)
@@ -281,6 +355,8 @@ async def _serve() -> None:
     await ended  # stdin closed: Rasa stopped or died
     if side.tasks:
         await asyncio.wait(side.tasks, timeout=_CLOSE_WAIT_SECONDS)
+    for client in side.clients.values():
+        await client.close()
     if side.inbox is not None:
         await side.inbox.close()
 

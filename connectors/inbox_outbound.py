@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import and_, select, update
@@ -16,7 +17,10 @@ from sqlalchemy.engine import Engine
 
 from connectors import inbox_statements as sql
 from connectors.asyncpg_kept import KeptAsyncpg
+from connectors.delivery import Sent, record_and_send
+from connectors.inbox_helper import InboxHelper
 from connectors.inbox_tables import INTERRUPTED, SENDING, SENT, outbound, retry_transient, statuses
+from connectors.sending import RetryingSender
 from connectors.sqlite_kept import KeptSqlite
 
 
@@ -27,6 +31,8 @@ class OutboundRecords:
     # The statements of every message on kept connections: sqlite3's on a SQLite file, asyncpg's
     # with WHATSAPP_INBOX_CALLS=async (the methods then run in a greenlet on the event loop).
     _kept: KeptSqlite | KeptAsyncpg | None
+    _helper: InboxHelper | None  # WHATSAPP_INBOX_CALLS=process
+    call: Callable[..., Awaitable[Any]]
 
     def _transaction(self) -> Any:
         """A transaction for the statements run on every message."""
@@ -42,6 +48,21 @@ class OutboundRecords:
         if self.local:
             return self._transaction()
         return self._kept.connect() if self._kept is not None else self._autocommit.connect()
+
+    async def record_and_send(self, client: RetryingSender, record: dict[str, Any], payload: dict[str, Any],
+                              template: dict[str, Any] | None) -> Sent:
+        """Record a send, make it, record how it ended (`connectors.delivery.record_and_send`): in the helper
+        process when it can build `client` itself (one call there instead of two statements and a request
+        on Rasa's loop), else here."""
+        if self._helper is not None and self._helper.sends_for(client):
+            return await self._helper.record_and_send(client, record, payload, template)  # type: ignore[no-any-return]
+        return await record_and_send(self.call, self, client, record, payload, template)
+
+    def receipt_in_helper(self, client: RetryingSender, business_id: str, message_id: str, reply_to: str,
+                          typing: bool) -> bool:
+        """Hand the read receipt (+ typing) to the helper process, unanswered (best effort, as it always is);
+        False: it cannot send for `client`, the caller sends it."""
+        return self._helper is not None and self._helper.receipt(client, business_id, message_id, reply_to, typing)
 
     @retry_transient
     def begin_outbound(self, row: dict[str, Any]) -> int:

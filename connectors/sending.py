@@ -84,6 +84,11 @@ class RetryingSender:
             return SendResult(self.message_id_of(body) or "", None, None, attempt)
         return SendResult(None, last, Verdict.FAIL, self._max_attempts)
 
+    def helper_spec(self) -> tuple[str, str, tuple[Any, ...]] | None:
+        """(module, class, arguments) that build this same client in the inbox helper process, which then
+        sends for it (connectors/inbox_helper.py); None: it sends from here (a client with test hooks)."""
+        return None
+
     async def mark_read_and_typing(self, business_id: str, message_id: str, reply_to: str,
                                    typing: bool = True) -> None:
         """Read receipt (+ typing indicator while the bot works); best effort."""

@@ -32,6 +32,11 @@ class GraphError(Exception):
     def __str__(self) -> str:
         return f"Graph API error {self.code} (HTTP {self.http_status}): {self.message}"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A send's result crosses from the inbox helper process (connectors/inbox_helper.py) pickled;
+        # Exception's own reduce would call the constructor with no fields.
+        return type(self), (self.http_status, self.code, self.message, self.details, self.fbtrace_id)
+
     @classmethod
     def from_response(cls, http_status: int, body: Any) -> GraphError:
         error = body.get("error") if isinstance(body, dict) else None

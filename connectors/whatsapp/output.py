@@ -7,17 +7,16 @@ its own client and numbered options — one copy of the crash-safe send bookkeep
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from rasa.core.channels.channel import OutputChannel
 
-from connectors.inbox import FAILED_SEND, ON_LOOP, SENDING, SENT, Inbox
+from connectors.delivery import send_recorded, with_payload
+from connectors.inbox import ON_LOOP, SENDING, SENT, Inbox
 from connectors.send_chains import SendChains
 from connectors.sending import RetryingSender, SendResult
-from connectors.whatsapp.errors import Verdict
 from connectors.whatsapp.render import render_response, template_message
 
 logger = logging.getLogger(__name__)
@@ -92,7 +91,7 @@ class WhatsAppOutput(OutputChannel):
                 # before the turn goes on. Begun in the chain's task, it waited for that task's first step: an
                 # event-loop iteration behind every other turn's ready step (~80 ms a reply under load on SQLite,
                 # bench/latency_parts.py: the bot's reply event to the Graph stand-in 92 ms, REST's 11).
-                row_id = self.inbox.begin_outbound(self._record(payload, turn_key))
+                row_id = self.inbox.begin_outbound(with_payload(self._record(turn_key), payload))
                 first = self.client.start_post(self.phone_number_id, payload)
                 self._queued.append(self.send_chains.then(
                     self.conversation_id, lambda: self._transmit(row_id, payload, turn_key, first)))
@@ -100,29 +99,31 @@ class WhatsAppOutput(OutputChannel):
                 self._queued.append(self.send_chains.then(
                     self.conversation_id, lambda: self._record_and_transmit(payload, turn_key)))
             return
-        row_id = await self._begin(payload, turn_key)  # recorded before the caller goes on: a crash cannot lose it
         if self.send_chains is None:
-            await self._transmit(row_id, payload, turn_key)
-        else:  # an agent's reply (no turn in the tracker to repair it from): recorded first, sent in the chain
-            self._queued.append(self.send_chains.then(
-                self.conversation_id, lambda: self._transmit(row_id, payload, turn_key)))
+            await self._record_and_transmit(payload, turn_key)
+            return
+        row_id = await self._begin(payload, turn_key)  # recorded before the caller goes on: a crash cannot lose it
+        # An agent's reply (no turn in the tracker to repair it from): recorded first, sent in the chain.
+        self._queued.append(self.send_chains.then(
+            self.conversation_id, lambda: self._transmit(row_id, payload, turn_key)))
 
     def _turn_key(self, n: int) -> str:
         """The key of the turn's n-th send (from 1), the same when a restart renders the turn's replies again."""
         return f"{self.turn_id}#{n}"
 
-    async def _record_and_transmit(self, payload: dict[str, Any], turn_key: str) -> None:
-        await self._transmit(await self._begin(payload, turn_key), payload, turn_key)
+    async def _record_and_transmit(self, payload: dict[str, Any], turn_key: str | None) -> None:
+        """Recorded, sent, recorded again: in the inbox helper process when it sends for this client."""
+        self.results.extend(await self.inbox.record_and_send(self.client, self._record(turn_key), payload,
+                                                             self._template()))
 
     async def _transmit(self, row_id: int, payload: dict[str, Any], turn_key: str | None,
                         first: Awaitable[dict[str, Any]] | None = None) -> None:
-        result = await self.client.send(self.phone_number_id, payload, first)
-        if not result.ok and result.verdict is Verdict.TEMPLATE and self.template:
-            await self._finish(row_id, result, keep_turn_key=False)  # the refused free-form message
-            payload = template_message(self.reply_to, *self.template)
-            row_id = await self._begin(payload, turn_key)
-            result = await self.client.send(self.phone_number_id, payload)
-        await self._finish(row_id, result)
+        self.results.extend(await send_recorded(self.inbox.call, self.inbox, self.client, self._record(turn_key),
+                                                row_id, payload, self._template(), first))
+
+    def _template(self) -> dict[str, Any] | None:
+        """What goes instead of a reply refused outside the 24-hour window (131047), if anything."""
+        return template_message(self.reply_to, *self.template) if self.template else None
 
     async def sends_finished(self) -> None:
         """Wait until every send this output queued went out or failed for good, each recorded;
@@ -180,20 +181,12 @@ class WhatsAppOutput(OutputChannel):
         return self._earlier
 
     async def _begin(self, payload: dict[str, Any], turn_key: str | None) -> int:
-        return await self.inbox.call(self.inbox.begin_outbound, self._record(payload, turn_key))
+        return await self.inbox.call(self.inbox.begin_outbound, with_payload(self._record(turn_key), payload))
 
-    def _record(self, payload: dict[str, Any], turn_key: str | None) -> dict[str, Any]:
+    def _record(self, turn_key: str | None) -> dict[str, Any]:
+        """A send's `wa_outbound` row but its payload (`connectors.delivery.with_payload`)."""
         return {"channel": self.name(), "conversation_id": self.conversation_id, "business_id": self.phone_number_id,
-                "turn_key": turn_key, "payload": json.dumps(payload, ensure_ascii=False)}
-
-    async def _finish(self, row_id: int, result: SendResult, keep_turn_key: bool = True) -> None:
-        error = None if result.ok else result.error
-        if error is not None:
-            logger.warning("WhatsApp send to conversation failed for good: %s", error)
-        await self.inbox.call(self.inbox.finish_outbound, row_id, SENT if result.ok else FAILED_SEND,
-                              result.message_id, error.code if error else None,
-                              str(error)[:1000] if error else None, not keep_turn_key)
-        self.results.append((row_id, result))
+                "turn_key": turn_key}
 
     # Rasa calls these for reminders, trigger_intent and anything not using send_response.
     async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
