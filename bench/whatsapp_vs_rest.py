@@ -38,6 +38,7 @@ from bench.process_cpu import cpu_by_process, main_thread_cpu_seconds
 from connectors.inbox import PENDING, PROCESSING, Inbox, create_inbox_engine
 from connectors.inbox_tables import inbox as inbox_table
 from connectors.rasa_serving import SERVING_DEFAULTS
+from connectors.settings import DEFAULT_INBOX_CALLS
 from connectors.whatsapp.signature import sign
 from tests.integration.harness import APP_SECRET, ROOT, Stack, text_webhook
 
@@ -272,6 +273,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     return {
         "inbox": "postgresql" if stack.inbox_url.startswith("postgresql") else "sqlite",
         "tracker_store": "postgresql" if stack.tracker_db_url else "sqlite",
+        "inbox_calls": stack.env().get("WHATSAPP_INBOX_CALLS") or DEFAULT_INBOX_CALLS,  # (a server's; SQLite inline)
         "rasa_nice": stack.rasa_nice,
         "rasa_serving_env": {key: stack.env()[key] for key in SERVING_DEFAULTS},
         "rest": rest, "whatsapp": whatsapp, "whatsapp_server_side": whatsapp_server,
@@ -308,7 +310,8 @@ def pooled_rate(rounds: list[dict[str, Any]], phase: str) -> float:
 
 def report(result: dict[str, Any]) -> bool:
     rest, wa, ack = result["rest"], result["whatsapp"], result["ack_under_saturation"]
-    print(f"inbox: {result['inbox']}, Rasa's tracker store: {result['tracker_store']}; Rasa serves with "
+    print(f"inbox: {result['inbox']} (WHATSAPP_INBOX_CALLS={result.get('inbox_calls')}), Rasa's tracker store: "
+          f"{result['tracker_store']}; Rasa serves with "
           + ", ".join(f"{key}={value}" for key, value in result["rasa_serving_env"].items()))
     print(f"REST      : {rest['n']} msgs  p50 {rest['p50_ms']:.0f} ms  p95 {rest['p95_ms']:.0f} ms  "
           f"{rest['throughput_msg_s']:.1f} msg/s")
