@@ -89,6 +89,10 @@ class RetryingSender:
         sends for it (connectors/inbox_helper.py); None: it sends from here (a client with test hooks)."""
         return None
 
+    def _built_plain(self) -> bool:
+        """No test hooks (sleep, randomness, attempts): the helper process's copy would behave the same."""
+        return self._sleep is asyncio.sleep and self._rand is random.random and self._max_attempts == MAX_ATTEMPTS
+
     async def mark_read_and_typing(self, business_id: str, message_id: str, reply_to: str,
                                    typing: bool = True) -> None:
         """Read receipt (+ typing indicator while the bot works); best effort."""

@@ -57,6 +57,11 @@ def error_from_response(status: int, body: Any) -> GraphError:
 
 
 class EvolutionClient(RetryingSender):
+    def helper_spec(self) -> tuple[str, str, tuple[Any, ...]] | None:
+        if type(self) is not EvolutionClient or not self._built_plain():
+            return None
+        return __name__, "EvolutionClient", (self._base, self._key)
+
     def __init__(self, api_url: str, api_key: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._base = api_url.rstrip("/")

@@ -40,9 +40,6 @@ class GraphClient(RetryingSender):
         rand: Callable[[], float] = random.random,
     ) -> None:
         super().__init__(max_attempts, sleep, rand)
-        # Built as plain settings, the helper process can build it again (no test hooks to carry over).
-        self._spec = ((access_token, base_url, api_version, max_attempts)
-                      if sleep is asyncio.sleep and rand is random.random else None)
         self._token = access_token
         self._base = base_url.rstrip("/")
         self._version = api_version.strip("/")
@@ -54,7 +51,9 @@ class GraphClient(RetryingSender):
             raise ValueError(f"WHATSAPP_GRAPH_API_URL / WHATSAPP_ACCESS_TOKEN / HTTPS_PROXY: {error}") from None
 
     def helper_spec(self) -> tuple[str, str, tuple[Any, ...]] | None:
-        return None if self._spec is None else (__name__, type(self).__name__, self._spec)
+        if type(self) is not GraphClient or not self._built_plain():
+            return None
+        return __name__, "GraphClient", (self._token, self._base, self._version)
 
     def _path(self, phone_number_id: str) -> str:
         # Ids come from webhooks: quoted, so none can reach another path (or end the request line).

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from connectors.evolution.api import EvolutionClient
+from connectors.evolution.channel import EvolutionOutput
 from connectors.inbox import IN_PROCESS, Inbox, create_inbox_engine
 from connectors.sending import SendResult
 from connectors.whatsapp.errors import GraphError, Verdict
@@ -19,6 +21,8 @@ from connectors.whatsapp.output import WhatsAppOutput
 from tests.postgres import temporary_database
 
 from .conftest import POSTGRES_ADMIN_URL, GraphStandIn, graph_error
+from .test_evolution_channel import EvolutionStandIn
+from .test_evolution_channel import evolution as evolution  # the stand-in's fixture
 
 
 @pytest.fixture
@@ -35,7 +39,7 @@ def output(client: GraphClient, inbox: Inbox, template: tuple[str, str] | None =
     return WhatsAppOutput(client, inbox, "PNID-B", "34600111222", "US.123", turn_id=turn_id, template=template)
 
 
-def not_here(client: GraphClient) -> GraphClient:
+def not_here(client: Any) -> Any:
     """The client's own requests fail: whatever reaches the stand-in was sent by the helper process."""
     async def refuse(*_args: Any, **_kwargs: Any) -> Any:
         raise AssertionError("sent from Rasa's loop")
@@ -130,3 +134,20 @@ async def test_the_helper_builds_only_the_channels_clients(helped: Inbox) -> Non
         await output(client, helped).send_text_message("US.123", "never")
     assert not os.path.exists("/tmp/voltbay-helper-hostile")
     assert helped.outbound_for("US.123") == []  # refused before anything was recorded
+
+
+async def test_the_evolution_client_sends_from_the_helper_too(evolution: EvolutionStandIn, helped: Inbox) -> None:
+    client = not_here(EvolutionClient(evolution.url, "evo-key"))
+    assert not_here(EvolutionClient(evolution.url, "evo-key", max_attempts=2)).helper_spec() is None  # a test hook
+    out = EvolutionOutput(client, helped, "voltbay", "346@s.whatsapp.net", "346@s.whatsapp.net", turn_id="voltbay:T1")
+    await out.send_text_message("346", "hello")
+    assert [path for path, _body in evolution.requests] == ["/message/sendText/voltbay"]
+    ((row),) = helped.outbound_for("346@s.whatsapp.net")
+    assert (row["state"], row["message_id"], row["turn_key"]) == ("sent", "OUT1", "voltbay:T1#1")
+    assert helped.receipt_in_helper(client, "voltbay", "voltbay:IN1", "346@s.whatsapp.net", typing=True)
+    for _ in range(200):
+        if len(evolution.requests) == 3:
+            break
+        await asyncio.sleep(0.02)
+    assert [path for path, _body in evolution.requests[1:]] == ["/chat/markMessageAsRead/voltbay",
+                                                               "/chat/sendPresence/voltbay"]
