@@ -128,11 +128,9 @@ class InboxHelper:
         if self._transport is not None:
             self._write((0, _SET, (attribute, value)))
 
-    def sends_for(self, client: Any) -> bool:
-        """The child can build `client` again (and is told how the first time): it sends for it."""
-        return self._sender_key(client) is not None
-
-    def _sender_key(self, client: Any) -> str | None:
+    def sender_key(self, client: Any) -> str | None:
+        """The key under which the child sends for `client` (told how to build it the first time); None: the
+        child cannot build it, the caller sends."""
         spec = client.helper_spec()
         if spec is None:
             return None
@@ -143,17 +141,17 @@ class InboxHelper:
                 self._write((0, _SENDER, (key, spec)))
         return key
 
-    async def record_and_send(self, client: Any, record: dict[str, Any], payload: dict[str, Any],
+    async def record_and_send(self, sender: str, record: dict[str, Any], payload: dict[str, Any],
                               template: dict[str, Any] | None) -> Any:
         """connectors.delivery.record_and_send in the child. Not run again in a new child when the first died
         with it in hand: the request may have left, and only the record can tell (the row stays "sending"
         until the message is taken up again, as after a crash)."""
-        return await self._call_once(_SEND, (self._sender_key(client), record, payload, template))
+        return await self._call_once(_SEND, (sender, record, payload, template))
 
     def receipt(self, client: Any, business_id: str, message_id: str, reply_to: str, typing: bool) -> bool:
         """The read receipt (+ typing), sent by a running child; nothing comes back (a lost one costs blue
         ticks). False: no child runs, the caller sends it."""
-        key = self._sender_key(client)
+        key = self.sender_key(client)
         if self._transport is None or key is None:
             return False
         self._write((0, _RECEIPT, (key, business_id, message_id, reply_to, typing)))

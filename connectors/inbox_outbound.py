@@ -54,8 +54,9 @@ class OutboundRecords:
         """Record a send, make it, record how it ended (`connectors.delivery.record_and_send`): in the helper
         process when it can build `client` itself (one call there instead of two statements and a request
         on Rasa's loop), else here."""
-        if self._helper is not None and self._helper.sends_for(client):
-            return await self._helper.record_and_send(client, record, payload, template)  # type: ignore[no-any-return]
+        sender = self._helper.sender_key(client) if self._helper is not None else None
+        if sender is not None:
+            return await self._helper.record_and_send(sender, record, payload, template)  # type: ignore[union-attr,no-any-return]
         return await record_and_send(self.call, self, client, record, payload, template)
 
     def receipt_in_helper(self, client: RetryingSender, business_id: str, message_id: str, reply_to: str,

@@ -98,8 +98,7 @@ def database() -> Iterator[str]:
 async def helped(database: str) -> AsyncIterator[Inbox]:
     box = Inbox(create_inbox_engine(database), calls=IN_PROCESS)
     yield box
-    await box.close()
-    box.dispose()
+    await box.close()  # (its pooled psycopg2 connections too)
 
 
 def child_pid(box: Inbox) -> int:

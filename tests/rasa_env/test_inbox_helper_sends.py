@@ -6,32 +6,23 @@ import asyncio
 import os
 import pickle
 import signal
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from connectors.evolution.api import EvolutionClient
 from connectors.evolution.channel import EvolutionOutput
-from connectors.inbox import IN_PROCESS, Inbox, create_inbox_engine
+from connectors.inbox import Inbox
 from connectors.sending import SendResult
 from connectors.whatsapp.errors import GraphError, Verdict
 from connectors.whatsapp.graph_api import GraphClient
 from connectors.whatsapp.output import WhatsAppOutput
-from tests.postgres import temporary_database
 
-from .conftest import POSTGRES_ADMIN_URL, GraphStandIn, graph_error
+from .conftest import GraphStandIn, graph_error
 from .test_evolution_channel import EvolutionStandIn
 from .test_evolution_channel import evolution as evolution  # the stand-in's fixture
-
-
-@pytest.fixture
-async def helped() -> AsyncIterator[Inbox]:
-    with temporary_database(POSTGRES_ADMIN_URL, "voltbay_helper_sends") as url:
-        box = Inbox(create_inbox_engine(url), calls=IN_PROCESS)
-        yield box
-        await box.close()
-        box.dispose()
+from .test_inbox_helper import database as database  # a throwaway PostgreSQL database
+from .test_inbox_helper import helped as helped  # an inbox on it, in process mode
 
 
 def output(client: GraphClient, inbox: Inbox, template: tuple[str, str] | None = None,
