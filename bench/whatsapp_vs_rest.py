@@ -64,7 +64,17 @@ def summary(latencies_ms: list[float]) -> dict[str, float]:
             "mean_ms": statistics.fmean(latencies_ms) if latencies_ms else float("nan")}
 
 
-async def rest_user(session: aiohttp.ClientSession, stack: Stack, user: str, turns: int) -> list[float]:
+def tail_share(started: float, answered_at: list[float]) -> float:
+    """The share of a phase spent on its last tenth of answers (0.1 at a steady rate; more: the phase
+    ended slower than it ran, fewer conversations left to keep the bot busy)."""
+    ordered = sorted(answered_at)
+    if len(ordered) < 10:
+        return float("nan")
+    return (ordered[-1] - ordered[int(0.9 * len(ordered)) - 1]) / (ordered[-1] - started)
+
+
+async def rest_user(session: aiohttp.ClientSession, stack: Stack, user: str, turns: int,
+                    answered_at: list[float]) -> list[float]:
     latencies = []
     for turn in range(turns):
         started = time.perf_counter()
@@ -72,6 +82,7 @@ async def rest_user(session: aiohttp.ClientSession, stack: Stack, user: str, tur
                                 json={"sender": user, "message": MESSAGES[turn % len(MESSAGES)]}) as answer:
             body = await answer.json()
             assert answer.status == 200 and body, body
+        answered_at.append(time.time())
         latencies.append((time.perf_counter() - started) * 1000)
     return latencies
 
@@ -103,17 +114,19 @@ async def whatsapp_user(session: aiohttp.ClientSession, stack: Stack, user: str,
 
 
 async def closed_loop(stack: Stack, users: int, turns: int, kind: str, run: str) -> dict[str, Any]:
+    answered_at: list[float] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.time()
         if kind == "rest":
-            results = await asyncio.gather(*(rest_user(session, stack, f"rest-{run}-{u}", turns)
+            results = await asyncio.gather(*(rest_user(session, stack, f"rest-{run}-{u}", turns, answered_at)
                                              for u in range(users)))
         else:
             results = await asyncio.gather(*(whatsapp_user(session, stack, f"3470{run}{u:04d}", turns, run)
                                              for u in range(users)))
         elapsed = time.perf_counter() - started
     latencies = [x for user in results for x in user]
-    return {**summary(latencies), "seconds": elapsed, "throughput_msg_s": len(latencies) / elapsed}
+    return {**summary(latencies), "seconds": elapsed, "throughput_msg_s": len(latencies) / elapsed,
+            **({"tail_share": tail_share(started_at, answered_at)} if answered_at else {})}
 
 
 async def whatsapp_throughput(stack: Stack, users: int, turns: int, run: str) -> dict[str, Any]:
@@ -145,8 +158,10 @@ async def whatsapp_throughput(stack: Stack, users: int, turns: int, run: str) ->
             await asyncio.sleep(0.2)
     if replies < expected:
         raise RuntimeError(f"only {replies} of {expected} messages answered within {PHASE_DEADLINE_SECONDS:.0f} s")
-    finished = max(m["at"] for m in await _outbound_times(stack, numbers))
-    return {"n": expected, "seconds": finished - started, "throughput_msg_s": expected / (finished - started)}
+    sent = await _outbound_times(stack, numbers)
+    finished = max(m["at"] for m in sent)
+    return {"n": expected, "seconds": finished - started, "throughput_msg_s": expected / (finished - started),
+            "tail_share": tail_share(started, [m["at"] for m in sent])}
 
 
 async def _outbound_times(stack: Stack, numbers: list[str]) -> list[dict[str, Any]]:
@@ -330,6 +345,9 @@ def report(result: dict[str, Any]) -> bool:
         f"{statistics.median(r['cpu_ms_per_msg_by_process']['whatsapp_server'].get(key, 0) for r in rounds):.1f}"
         for key in names) + " ms")
     server = result["whatsapp_server_side"]
+    print("share of a phase spent on its last tenth of answers (0.1: steady to the end), median of rounds, "
+          f"REST {statistics.median(r['rest'].get('tail_share', 0) for r in rounds):.3f} / WhatsApp server-side "
+          f"{statistics.median(r['whatsapp_server_side'].get('tail_share', 0) for r in rounds):.3f}")
     print(f"WhatsApp, all {server['n']} stored up front (server-side throughput): "
           f"{server['throughput_msg_s']:.1f} msg/s; closed-loop ratio {result['throughput_ratio_closed_loop']:.2f}; "
           f"all rounds pooled {result['throughput_ratio_pooled']:.2f}")

@@ -34,6 +34,7 @@ from connectors.inbox_calls import (
     on_this_loop,
     where_calls_run,
 )
+from connectors.inbox_helper import InboxHelperGone
 from connectors.inbox_statements import LAST_PAUSE_OR_RESUME
 from connectors.inbox_tables import is_sqlite_file
 from connectors.process_tuning import check_action_results_with_compiled_schema, freeze_loaded_model
@@ -243,7 +244,8 @@ class InboxChannel(InputChannel):
         if paused is None:
             paused = await is_paused(self._agent, row.conversation_id, on_this_loop(self.settings.inbox_calls))
         typing = not paused
-        await self.client.mark_read_and_typing(row.business_id, row.message_id, row.reply_to, typing=typing)
+        if not self.inbox.receipt_in_helper(self.client, row.business_id, row.message_id, row.reply_to, typing):
+            await self.client.mark_read_and_typing(row.business_id, row.message_id, row.reply_to, typing=typing)
 
     def use_agent(self, agent: Any) -> None:
         """Rasa's agent: its tracker store tells whether a person has a conversation (the receipt's question)."""
@@ -285,6 +287,11 @@ class InboxChannel(InputChannel):
             if reason:
                 logger.info("%s worker not started: %s", self.name(), reason)
                 return
+
+            try:  # before the first message, whose receipt and first reply would otherwise go from here
+                await self.inbox.start_helper()
+            except InboxHelperGone as error:  # the first call that needs it tries again
+                logger.warning("%s: the inbox helper process did not start: %s", self.name(), error)
 
             async def handler(row: InboxRow) -> Answered | None:
                 return await self.handle_row(row, on_new_message)

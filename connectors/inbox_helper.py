@@ -119,7 +119,7 @@ class InboxHelper:
         self._senders: dict[tuple[Any, ...], str] = {}  # a client's spec → its key in the child
         self._transport: asyncio.SubprocessTransport | None = None
         self._starting: asyncio.Future[None] | None = None
-        self._waiting: dict[int, asyncio.Future[tuple[bool, Any]]] = {}
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._next_id = 1
 
     def set(self, attribute: str, value: Any) -> None:
@@ -131,7 +131,8 @@ class InboxHelper:
     def sender_key(self, client: Any) -> str | None:
         """The key under which the child sends for `client` (told how to build it the first time); None: the
         child cannot build it, the caller sends."""
-        spec = client.helper_spec()
+        described = getattr(client, "helper_spec", None)  # (a stand-in client of a test may not say)
+        spec = described() if described is not None else None
         if spec is None:
             return None
         key = self._senders.get(spec)
@@ -147,6 +148,20 @@ class InboxHelper:
         with it in hand: the request may have left, and only the record can tell (the row stays "sending"
         until the message is taken up again, as after a crash)."""
         return await self._call_once(_SEND, (sender, record, payload, template))
+
+    def start_record_and_send(self, sender: str, record: dict[str, Any], payload: dict[str, Any],
+                              template: dict[str, Any] | None) -> asyncio.Future[Any] | None:
+        """`record_and_send` handed to a running child now, before the caller's next await (a reply with
+        nothing ahead of it in its conversation: awaited in a task, its call would wait for that task's
+        first step, an event-loop iteration behind every other turn's ready step). Its result is awaited
+        later. None: no child runs, or the call cannot go as a frame; the caller sends as usual."""
+        if self._transport is None:
+            return None
+        try:
+            data = _frame((self._next_id, _SEND, (sender, record, payload, template)))
+        except ValueError:  # over the frame limit: `record_and_send` raises it where the send is awaited
+            return None
+        return self._sent(data)
 
     def receipt(self, client: Any, business_id: str, message_id: str, reply_to: str, typing: bool) -> bool:
         """The read receipt (+ typing), sent by a running child; nothing comes back (a lost one costs blue
@@ -169,26 +184,39 @@ class InboxHelper:
 
     async def _call_once(self, method: str, args: tuple[Any, ...]) -> Any:
         if self._transport is None:
-            await self._start()
+            await self.start()
+        call_id = self._next_id
+        answer = self._sent(_frame((call_id, method, args)))
+        try:
+            return await answer
+        finally:
+            self._waiting.pop(call_id, None)  # (cancelled: a late answer finds no one waiting)
+
+    def _sent(self, data: bytes) -> asyncio.Future[Any]:
+        """Write a call's frame (made with `self._next_id`); the future its answer (or error) will settle."""
         call_id = self._next_id
         self._next_id += 1
-        answer = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[call_id] = answer
         try:
-            self._write((call_id, method, args))
-            ok, value = await answer
-        finally:
-            self._waiting.pop(call_id, None)
-        if ok:
-            return value
-        raise value
+            self._write_frame(data)
+        except BaseException:
+            del self._waiting[call_id]
+            raise
+        return answer
 
     def _write(self, message: Any) -> None:
+        self._write_frame(_frame(message))
+
+    def _write_frame(self, data: bytes) -> None:
         if self._transport is None:
             raise InboxHelperGone("the inbox helper process is not running")
-        self._transport.get_pipe_transport(0).write(_frame(message))  # type: ignore[union-attr]
+        self._transport.get_pipe_transport(0).write(data)  # type: ignore[union-attr]
 
-    async def _start(self) -> None:
+    async def start(self) -> None:
+        """Start the child unless it runs (the first call does it too)."""
+        if self._transport is not None:
+            return
         if self._starting is None:
             self._starting = asyncio.ensure_future(self._spawn())
         starting = self._starting
@@ -216,9 +244,12 @@ class InboxHelper:
         logger.info("inbox statements run in helper process %s", transport.get_pid())
 
     def _answered(self, call_id: int, ok: bool, value: Any) -> None:
-        answer = self._waiting.get(call_id)
+        answer = self._waiting.pop(call_id, None)
         if answer is not None and not answer.done():
-            answer.set_result((ok, value))
+            if ok:
+                answer.set_result(value)
+            else:
+                answer.set_exception(value)
 
     def _gone(self, transport: asyncio.SubprocessTransport | None, why: str) -> None:
         """`transport`'s child ended: its calls fail (a late word from an earlier child changes nothing)."""
@@ -228,6 +259,7 @@ class InboxHelper:
         if not transport.is_closing():
             transport.close()
         waiting = list(self._waiting.values())
+        self._waiting.clear()
         if waiting:
             logger.error("the inbox helper process ended (%s) with %d call(s) unanswered", why, len(waiting))
         for answer in waiting:

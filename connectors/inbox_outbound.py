@@ -7,6 +7,7 @@ webhook when one arrived (`adopt_delivered`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -58,6 +59,15 @@ class OutboundRecords:
         if sender is not None:
             return await self._helper.record_and_send(sender, record, payload, template)  # type: ignore[union-attr,no-any-return]
         return await record_and_send(self.call, self, client, record, payload, template)
+
+    def start_record_and_send(self, client: RetryingSender, record: dict[str, Any], payload: dict[str, Any],
+                              template: dict[str, Any] | None) -> asyncio.Future[Sent] | None:
+        """`record_and_send` handed to a running helper process now (awaited later); None: no helper runs
+        or it cannot send for `client`."""
+        sender = self._helper.sender_key(client) if self._helper is not None else None
+        if sender is None:
+            return None
+        return self._helper.start_record_and_send(sender, record, payload, template)  # type: ignore[union-attr]
 
     def receipt_in_helper(self, client: RetryingSender, business_id: str, message_id: str, reply_to: str,
                           typing: bool) -> bool:

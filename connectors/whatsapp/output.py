@@ -13,7 +13,7 @@ from typing import Any
 
 from rasa.core.channels.channel import OutputChannel
 
-from connectors.delivery import send_recorded, with_payload
+from connectors.delivery import Sent, send_recorded, with_payload
 from connectors.inbox import ON_LOOP, SENDING, SENT, Inbox
 from connectors.send_chains import SendChains
 from connectors.sending import RetryingSender, SendResult
@@ -86,11 +86,16 @@ class WhatsAppOutput(OutputChannel):
             # load, measured with bench/latency_parts.py), and the customer's next message waited for the
             # turn's end. A crash after Rasa saved the turn and before this record is repaired from the
             # tracker, which holds every reply the turn made (`resend_unfinished`).
-            if self.inbox.runs == ON_LOOP and self.send_chains.idle(self.conversation_id):
-                # Nothing ahead of it and a record that costs no round trip (SQLite): recorded and on its way
-                # before the turn goes on. Begun in the chain's task, it waited for that task's first step: an
-                # event-loop iteration behind every other turn's ready step (~80 ms a reply under load on SQLite,
-                # bench/latency_parts.py: the bot's reply event to the Graph stand-in 92 ms, REST's 11).
+            idle = self.send_chains.idle(self.conversation_id)
+            # Nothing ahead of it: recorded and on its way before the turn goes on. Begun in the chain's task,
+            # it waited for that task's first step: an event-loop iteration behind every other turn's ready
+            # step (~80 ms a reply under load on SQLite, bench/latency_parts.py: the bot's reply event to the
+            # Graph stand-in 92 ms, REST's 11). Handed to the inbox helper process when one runs.
+            started = self.inbox.start_record_and_send(self.client, self._record(turn_key), payload,
+                                                       self._template()) if idle else None
+            if started is not None:
+                self._queued.append(self.send_chains.then(self.conversation_id, lambda: self._collect(started)))
+            elif idle and self.inbox.runs == ON_LOOP:  # here when the record costs no round trip (SQLite)
                 row_id = self.inbox.begin_outbound(with_payload(self._record(turn_key), payload))
                 first = self.client.start_post(self.phone_number_id, payload)
                 self._queued.append(self.send_chains.then(
@@ -115,6 +120,9 @@ class WhatsAppOutput(OutputChannel):
         """Recorded, sent, recorded again: in the inbox helper process when it sends for this client."""
         self.results.extend(await self.inbox.record_and_send(self.client, self._record(turn_key), payload,
                                                              self._template()))
+
+    async def _collect(self, started: Awaitable[Sent]) -> None:
+        self.results.extend(await started)
 
     async def _transmit(self, row_id: int, payload: dict[str, Any], turn_key: str | None,
                         first: Awaitable[dict[str, Any]] | None = None) -> None:

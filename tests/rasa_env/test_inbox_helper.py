@@ -80,9 +80,14 @@ def test_the_setting_takes_process_and_the_ingest_keeps_its_statements_at_home(m
     assert "on_this_loop(settings.inbox_calls)" in (ROOT / "connectors" / "ingest.py").read_text()
 
 
-def test_sqlite_never_starts_a_helper(tmp_path: Path) -> None:
+async def test_sqlite_keeps_its_statements_here_and_a_file_has_a_helper_for_sends(tmp_path: Path) -> None:
     box = Inbox(create_inbox_engine(f"sqlite:///{tmp_path / 'inbox.db'}"), calls=IN_PROCESS)
-    assert box._helper is None and box.runs != IN_PROCESS
+    assert box.runs == ON_LOOP and box._helper is not None
+    assert await box.call(box.add, [item("m1")], []) == ["m1"]
+    assert box._helper._transport is None  # a statement never starts the child
+    await box.close()
+    memory = Inbox(create_inbox_engine("sqlite://"), calls=IN_PROCESS)  # nothing another process could open
+    assert memory._helper is None and memory.runs == ON_LOOP
 
 
 # --- on PostgreSQL ------------------------------------------------------------------------------------

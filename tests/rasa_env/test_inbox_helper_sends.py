@@ -3,26 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from connectors.evolution.api import EvolutionClient
 from connectors.evolution.channel import EvolutionOutput
-from connectors.inbox import Inbox
+from connectors.inbox import IN_PROCESS, Inbox, create_inbox_engine
+from connectors.send_chains import SendChains
 from connectors.sending import SendResult
 from connectors.whatsapp.errors import GraphError, Verdict
 from connectors.whatsapp.graph_api import GraphClient
 from connectors.whatsapp.output import WhatsAppOutput
+from tests.postgres import temporary_database
 
-from .conftest import GraphStandIn, graph_error
+from .conftest import POSTGRES_ADMIN_URL, GraphStandIn, graph_error
 from .test_evolution_channel import EvolutionStandIn
 from .test_evolution_channel import evolution as evolution  # the stand-in's fixture
-from .test_inbox_helper import database as database  # a throwaway PostgreSQL database
-from .test_inbox_helper import helped as helped  # an inbox on it, in process mode
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def helped(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Inbox]:
+    """An inbox in process mode: on PostgreSQL the child runs its statements and sends, on a SQLite file it
+    only sends (the statements stay in this process)."""
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(temporary_database(POSTGRES_ADMIN_URL, "voltbay_helper")) \
+            if request.param == "postgresql" else f"sqlite:///{tmp_path / 'inbox.db'}"
+        box = Inbox(create_inbox_engine(url), calls=IN_PROCESS)
+        yield box
+        await box.close()
 
 
 def output(client: GraphClient, inbox: Inbox, template: tuple[str, str] | None = None,
@@ -82,7 +97,7 @@ async def test_the_helper_applies_the_error_policy(graph: GraphStandIn, helped: 
 async def test_the_read_receipt_goes_from_the_helper(graph: GraphStandIn, helped: Inbox) -> None:
     client = not_here(GraphClient("test-token", graph.url, "v23.0"))
     assert helped.receipt_in_helper(client, "PNID-B", "wamid.IN9", "34600111222", typing=True) is False  # not started
-    await helped.call(helped.states)
+    await helped.start_helper()
     assert helped.receipt_in_helper(client, "PNID-B", "wamid.IN9", "34600111222", typing=True) is True
     for _ in range(200):
         if graph.received:
@@ -98,7 +113,7 @@ async def test_a_client_with_test_hooks_sends_from_rasa(graph: GraphStandIn, hel
 
     client = GraphClient("test-token", graph.url, "v23.0", sleep=no_sleep)
     assert client.helper_spec() is None
-    await helped.call(helped.states)
+    await helped.start_helper()
     assert helped.receipt_in_helper(client, "PNID-B", "wamid.IN9", "346", typing=False) is False
     await output(client, helped).send_text_message("US.123", "from here")
     await client.close()
@@ -142,3 +157,34 @@ async def test_the_evolution_client_sends_from_the_helper_too(evolution: Evoluti
         await asyncio.sleep(0.02)
     assert [path for path, _body in evolution.requests[1:]] == ["/chat/markMessageAsRead/voltbay",
                                                                "/chat/sendPresence/voltbay"]
+
+
+async def test_a_turns_first_reply_is_handed_to_the_helper_before_the_turn_goes_on(
+        graph: GraphStandIn, helped: Inbox) -> None:
+    client = not_here(GraphClient("test-token", graph.url, "v23.0"))
+    await helped.start_helper()
+    out = output(client, helped)
+    out.send_chains = SendChains()
+    await out.send_text_message("US.123", "first")  # returns without a step of the loop in between
+    assert helped._helper is not None and len(helped._helper._waiting) == 1  # already written to the child
+    await out.send_text_message("US.123", "second")  # behind the first in the conversation's chain
+    assert len(helped._helper._waiting) == 1
+    await out.sends_finished()
+    assert [p["text"]["body"] for p in graph.sent()] == ["first", "second"]
+    assert [(r["state"], r["turn_key"]) for r in helped.outbound_for("US.123")] == [
+        ("sent", "wamid.IN1#1"), ("sent", "wamid.IN1#2")]
+    assert [result.message_id for _row_id, result in out.results] == ["wamid.OUT1", "wamid.OUT2"]
+
+
+async def test_a_first_reply_the_helper_refuses_fails_the_turns_sends(graph: GraphStandIn, helped: Inbox) -> None:
+    class Hostile(GraphClient):
+        def helper_spec(self) -> tuple[str, str, tuple[Any, ...]]:
+            return ("os", "system", ("true",))
+
+    await helped.start_helper()
+    out = output(Hostile("test-token", graph.url, "v23.0"), helped)
+    out.send_chains = SendChains()
+    await out.send_text_message("US.123", "never")
+    with pytest.raises(RuntimeError, match="1 of 1 send"):
+        await out.sends_finished()
+    assert graph.sent() == [] and helped.outbound_for("US.123") == []
