@@ -1,4 +1,5 @@
-"""The inbox's statements in a helper process: WHATSAPP_INBOX_CALLS=process (PostgreSQL).
+"""The inbox's statements and sends in a helper process: WHATSAPP_INBOX_CALLS=process (on a SQLite file
+only the sends: a statement there costs less than the hop).
 
 Rasa's event loop runs every turn's Python on one thread, and that thread is what bounds a Rasa
 server's throughput. Through asyncpg on that loop (`async`) each of a message's statements still

@@ -33,6 +33,7 @@ class OutboundRecords:
     # with WHATSAPP_INBOX_CALLS=async (the methods then run in a greenlet on the event loop).
     _kept: KeptSqlite | KeptAsyncpg | None
     _helper: InboxHelper | None  # WHATSAPP_INBOX_CALLS=process
+    _statements_in_helper: bool  # (a database server's)
     call: Callable[..., Awaitable[Any]]
 
     def _transaction(self) -> Any:
@@ -62,8 +63,13 @@ class OutboundRecords:
 
     def start_record_and_send(self, client: RetryingSender, record: dict[str, Any], payload: dict[str, Any],
                               template: dict[str, Any] | None) -> asyncio.Future[Sent] | None:
-        """`record_and_send` handed to a running helper process now (awaited later); None: no helper runs
-        or it cannot send for `client`."""
+        """`record_and_send` handed to a running helper process now (awaited later); None: no helper runs, it
+        cannot send for `client`, or it runs the statements too. There (PostgreSQL) a first reply out before
+        its turn ended brought the customer's next message while the conversation still held its worker slot
+        for the advance's round trip, to queue for one again: e2e p95 WhatsApp/REST 1.10–1.11 without, 1.14–
+        1.26 with (bench/latency_parts.py, alternated); on SQLite, where the advance costs no round trip, 1.06."""
+        if self._statements_in_helper:
+            return None
         sender = self._helper.sender_key(client) if self._helper is not None else None
         if sender is None:
             return None

@@ -19,11 +19,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 
 from connectors.inbox import DONE, STALE, Inbox, InboxRow
+from connectors.worker_replies import Answered, Replying, StillReplying, rows_to_skip, sends_recorded, take_recorded
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["Answered", "Handler", "InboxWorker"]
 
 MAX_ATTEMPTS = 5
 FAILED = "failed"
@@ -38,24 +40,6 @@ SAFETY_NET_POLL_SECONDS = 1.0
 # not become a task each; beyond this the scan picks them up as drains finish.
 MAX_DRAINS = 1000
 SCAN_LIMIT = 100
-
-@dataclass
-class StillReplying:
-    """`_handle` found nothing new after `last`, whose replies are still going out."""
-
-    last: InboxRow
-
-
-@dataclass
-class Answered:
-    """A handler's answer whose sends are still going out: `menu` as below, `sends` ends when they did."""
-
-    menu: dict[str, str] | None
-    sends: Awaitable[None]
-
-
-# (row id, the task that ends with its sends: True once they were recorded) of a drain's rows still replying.
-Replying = list[tuple[int, "asyncio.Task[bool]"]]
 
 # Returns the numbered options its reply offered ("1" → payload), saved with the row's completion;
 # or `Answered` when the reply's sends are still going out.
@@ -237,6 +221,7 @@ class InboxWorker:
                     if row is None:
                         if self._stopped.is_set():
                             return
+                        self._looking(conversation_id)
                         row = await self.inbox.call(self.inbox.claim_next, conversation_id, self.channel)
                         if row is None:
                             return
@@ -266,6 +251,7 @@ class InboxWorker:
             logger.warning("inbox message %s is older than %ss: marked stale, not answered",
                            row.message_id, self.stale_after)
             await self._settled(replying)
+            self._looking(row.conversation_id)
             return await self.inbox.call(self.inbox.complete, row, STALE, None, not self._stopped.is_set())
         try:
             answer = await self.handler(row)
@@ -275,21 +261,24 @@ class InboxWorker:
             if row.attempts < MAX_ATTEMPTS:
                 await self.inbox.call(self.inbox.release, row.id)
                 return None  # keep the order: try this conversation again on a later round
+            self._looking(row.conversation_id)
             return await self.inbox.call(self.inbox.complete, row, FAILED, None, not self._stopped.is_set())
         if isinstance(answer, Answered) and not self._stopped.is_set():
-            finished = self._ended(replying)
-            besides = self._besides(row, replying)
-            replying.append((row.id, asyncio.create_task(self._sends_recorded(row, answer.sends))))
+            finished = take_recorded(replying)
+            besides = rows_to_skip(row, replying)
+            replying.append((row.id, asyncio.create_task(sends_recorded(row, answer.sends))))
+            self._looking(row.conversation_id)
             following = await self.inbox.call(self.inbox.advance, row, answer.menu, besides, finished)
             return StillReplying(row) if following is None else following
         menu = answer
         if isinstance(answer, Answered):  # stopping: nothing more is claimed, the sends end first
-            if not await self._sends_recorded(row, answer.sends):
+            if not await sends_recorded(row, answer.sends):
                 await self._settled(replying)
                 return None  # left "processing": taken up again after the restart
             menu = answer.menu
         await self._settled(replying)
         # Done, menu saved and the next message claimed in one transaction.
+        self._looking(row.conversation_id)
         return await self.inbox.call(self.inbox.complete, row, DONE, menu, not self._stopped.is_set())
 
     async def _next_after_replies(self, conversation_id: str, last: InboxRow, replying: Replying) -> InboxRow | None:
@@ -309,17 +298,19 @@ class InboxWorker:
                     self._news[conversation_id] = loop.create_future()
                     await self._news[conversation_id]
                 if conversation_id in self._missed:
-                    self._missed.discard(conversation_id)
                     async with self._slot():
-                        finished = self._ended(replying)
+                        self._looking(conversation_id)
+                        finished = take_recorded(replying)
                         following = await self.inbox.call(self.inbox.advance, last, None,
-                                                          self._besides(last, replying), finished)
+                                                          rows_to_skip(last, replying), finished)
                     if following is not None:
                         return following
             if self._stopped.is_set():
                 return None  # the lease goes back with all others at stop (the drain's end settles the rows)
             # Every reply went out: mark their rows done and claim what came meanwhile, or give the lease back.
-            return await self.inbox.call(self.inbox.claim_next, conversation_id, self.channel, self._ended(replying))
+            self._looking(conversation_id)
+            return await self.inbox.call(self.inbox.claim_next, conversation_id, self.channel,
+                                         take_recorded(replying))
         finally:
             self._news.pop(conversation_id, None)
 
@@ -335,42 +326,23 @@ class InboxWorker:
         finally:
             self._slots.release()
 
+    def _looking(self, conversation_id: str) -> None:
+        """The drain's next statement looks for the next row, answering announcements made so far. Left
+        standing, one made the drain queue for a slot again for a look finding nothing (test: ...announced
+        during its predecessor's turn...), and the customer's next message then queued a second time."""
+        self._missed.discard(conversation_id)
+
     def _wake_drain(self, conversation_id: str) -> None:
         news = self._news.get(conversation_id)
         if news is not None and not news.done():
             news.set_result(None)
-
-    @staticmethod
-    def _besides(row: InboxRow, replying: Replying) -> list[int]:
-        """`row` and the drain's rows still replying: the next claim skips them."""
-        return [row.id, *(row_id for row_id, _sending in replying)]
-
-    @staticmethod
-    def _ended(replying: Replying) -> list[int]:
-        """Drop the rows whose sends ended from `replying`; returns those whose sends were recorded (sent or
-        failed for good), to be marked done. The others stay "processing" and are handled again: Rasa
-        knows them, their sends still "sending" are settled."""
-        ended = [(row_id, sending) for row_id, sending in replying if sending.done()]
-        replying[:] = [(row_id, sending) for row_id, sending in replying if not sending.done()]
-        return [row_id for row_id, sending in ended
-                if not sending.cancelled() and sending.exception() is None and sending.result()]
-
-    @staticmethod
-    async def _sends_recorded(row: InboxRow, sends: Awaitable[None]) -> bool:
-        try:
-            await sends
-        except Exception:
-            logger.exception("the replies to inbox message %s were not all recorded; it is taken up again",
-                             row.message_id)
-            return False
-        return True
 
     async def _settled(self, replying: Replying) -> None:
         """Wait for the drain's sends still going out and mark done the rows whose sends were recorded."""
         if not replying:
             return
         await asyncio.gather(*(sending for _row_id, sending in replying), return_exceptions=True)
-        finished = self._ended(replying)
+        finished = take_recorded(replying)
         if not finished:
             return  # none recorded: nothing to write
         try:

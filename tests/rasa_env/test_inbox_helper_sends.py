@@ -159,16 +159,18 @@ async def test_the_evolution_client_sends_from_the_helper_too(evolution: Evoluti
                                                                "/chat/sendPresence/voltbay"]
 
 
-async def test_a_turns_first_reply_is_handed_to_the_helper_before_the_turn_goes_on(
+async def test_a_turns_first_reply_is_handed_to_a_sending_helper_before_the_turn_goes_on(
         graph: GraphStandIn, helped: Inbox) -> None:
     client = not_here(GraphClient("test-token", graph.url, "v23.0"))
     await helped.start_helper()
     out = output(client, helped)
     out.send_chains = SendChains()
     await out.send_text_message("US.123", "first")  # returns without a step of the loop in between
-    assert helped._helper is not None and len(helped._helper._waiting) == 1  # already written to the child
+    # On SQLite already written to the child; on PostgreSQL (statements in the child) left to the chain.
+    handed_over = 0 if helped._statements_in_helper else 1
+    assert helped._helper is not None and len(helped._helper._waiting) == handed_over
     await out.send_text_message("US.123", "second")  # behind the first in the conversation's chain
-    assert len(helped._helper._waiting) == 1
+    assert len(helped._helper._waiting) == handed_over
     await out.sends_finished()
     assert [p["text"]["body"] for p in graph.sent()] == ["first", "second"]
     assert [(r["state"], r["turn_key"]) for r in helped.outbound_for("US.123")] == [

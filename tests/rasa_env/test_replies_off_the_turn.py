@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import pytest
 
 from connectors.inbox import DONE, PROCESSING, Inbox
 from connectors.send_chains import SendChains
-from connectors.worker import Answered, InboxRow
+from connectors.worker import Answered, InboxRow, InboxWorker
 
 from .conftest import GraphStandIn
 from .inbox_support import item, make_worker
@@ -365,5 +366,44 @@ async def test_a_message_announced_while_the_replies_go_out_reaches_the_handler_
     sends_out.set()
     await wait_until(lambda: sqlite_inbox.states() == {DONE: 2})
     iterations.stop()
+    await worker.stop()
+    running.cancel()
+
+
+async def test_a_message_announced_during_its_predecessors_turn_is_taken_by_that_turns_look_alone(
+        sqlite_inbox: Inbox) -> None:
+    """The first reply goes out before its turn ends, so the customer's next message is often stored and
+    announced while the turn runs: the turn's own look (the advance) takes it, and the announcement is
+    spent — no further look, which took a slot at the back of the queue that the customer's next message
+    then waited in a second time."""
+    sqlite_inbox.add([item("m1", sent_at=1_000)])
+    replies_out = asyncio.Event()
+    seen: list[str] = []
+    looks: list[str] = []
+    worker: InboxWorker
+    advance = sqlite_inbox.advance
+
+    def counted_advance(row: InboxRow, *args: Any) -> InboxRow | None:
+        looks.append(row.message_id)
+        return advance(row, *args)
+
+    async def sends() -> None:
+        await replies_out.wait()
+
+    async def handler(row: InboxRow) -> Answered:
+        seen.append(row.message_id)
+        if row.message_id == "m1":  # stored and announced by the ingest during m1's turn
+            sqlite_inbox.add([item("m2", sent_at=1_001)])
+            worker.notify("c1")
+        return Answered(None, sends())
+
+    sqlite_inbox.advance = counted_advance  # type: ignore[method-assign]
+    worker = make_worker(sqlite_inbox, handler, poll_interval=30)
+    running = asyncio.create_task(worker.run())
+    await wait_until(lambda: seen == ["m1", "m2"])
+    await asyncio.sleep(0.2)  # m2's drain waits for its replies, with nothing announced since its look
+    assert looks == ["m1", "m2"]  # m1's advance took m2; m2's found nothing, and nobody looked again
+    replies_out.set()
+    await wait_until(lambda: sqlite_inbox.states() == {DONE: 2})
     await worker.stop()
     running.cancel()
