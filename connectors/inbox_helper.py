@@ -132,8 +132,7 @@ class InboxHelper:
     def sender_key(self, client: Any) -> str | None:
         """The key under which the child sends for `client` (told how to build it the first time); None: the
         child cannot build it, the caller sends."""
-        described = getattr(client, "helper_spec", None)  # (a stand-in client of a test may not say)
-        spec = described() if described is not None else None
+        spec = client.helper_spec()
         if spec is None:
             return None
         key = self._senders.get(spec)
@@ -159,10 +158,9 @@ class InboxHelper:
         if self._transport is None:
             return None
         try:
-            data = _frame((self._next_id, _SEND, (sender, record, payload, template)))
+            return self._sent(_SEND, (sender, record, payload, template))[1]
         except ValueError:  # over the frame limit: `record_and_send` raises it where the send is awaited
             return None
-        return self._sent(data)
 
     def receipt(self, client: Any, business_id: str, message_id: str, reply_to: str, typing: bool) -> bool:
         """The read receipt (+ typing), sent by a running child; nothing comes back (a lost one costs blue
@@ -186,16 +184,17 @@ class InboxHelper:
     async def _call_once(self, method: str, args: tuple[Any, ...]) -> Any:
         if self._transport is None:
             await self.start()
-        call_id = self._next_id
-        answer = self._sent(_frame((call_id, method, args)))
+        call_id, answer = self._sent(method, args)
         try:
             return await answer
         finally:
             self._waiting.pop(call_id, None)  # (cancelled: a late answer finds no one waiting)
 
-    def _sent(self, data: bytes) -> asyncio.Future[Any]:
-        """Write a call's frame (made with `self._next_id`); the future its answer (or error) will settle."""
+    def _sent(self, method: str, args: tuple[Any, ...]) -> tuple[int, asyncio.Future[Any]]:
+        """Write a call to the child; its id and the future its answer (or error) will settle. ValueError (over
+        the frame limit) before anything is written or awaited."""
         call_id = self._next_id
+        data = _frame((call_id, method, args))
         self._next_id += 1
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[call_id] = answer
@@ -204,7 +203,7 @@ class InboxHelper:
         except BaseException:
             del self._waiting[call_id]
             raise
-        return answer
+        return call_id, answer
 
     def _write(self, message: Any) -> None:
         self._write_frame(_frame(message))

@@ -56,10 +56,14 @@ class OutboundRecords:
         """Record a send, make it, record how it ended (`connectors.delivery.record_and_send`): in the helper
         process when it can build `client` itself (one call there instead of two statements and a request
         on Rasa's loop), else here."""
-        sender = self._helper.sender_key(client) if self._helper is not None else None
+        sender = self._helper_sender(client)
         if sender is not None:
             return await self._helper.record_and_send(sender, record, payload, template)  # type: ignore[union-attr,no-any-return]
         return await record_and_send(self.call, self, client, record, payload, template)
+
+    def _helper_sender(self, client: RetryingSender) -> str | None:
+        """The helper process's key for `client` (None: no helper, or it cannot build the client)."""
+        return self._helper.sender_key(client) if self._helper is not None else None
 
     def start_record_and_send(self, client: RetryingSender, record: dict[str, Any], payload: dict[str, Any],
                               template: dict[str, Any] | None) -> asyncio.Future[Sent] | None:
@@ -70,7 +74,7 @@ class OutboundRecords:
         1.26 with (bench/latency_parts.py, alternated); on SQLite, where the advance costs no round trip, 1.06."""
         if self._statements_in_helper:
             return None
-        sender = self._helper.sender_key(client) if self._helper is not None else None
+        sender = self._helper_sender(client)
         if sender is None:
             return None
         return self._helper.start_record_and_send(sender, record, payload, template)  # type: ignore[union-attr]

@@ -19,11 +19,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from connectors.inbox import DONE, STALE, Inbox, InboxRow
 from connectors.worker_replies import Answered, Replying, StillReplying, rows_to_skip, sends_recorded, take_recorded
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 __all__ = ["Answered", "Handler", "InboxWorker"]
 
@@ -221,8 +223,7 @@ class InboxWorker:
                     if row is None:
                         if self._stopped.is_set():
                             return
-                        self._looking(conversation_id)
-                        row = await self.inbox.call(self.inbox.claim_next, conversation_id, self.channel)
+                        row = await self._look(conversation_id, self.inbox.claim_next, conversation_id, self.channel)
                         if row is None:
                             return
                     outcome = await self._handle(row, replying)
@@ -251,8 +252,8 @@ class InboxWorker:
             logger.warning("inbox message %s is older than %ss: marked stale, not answered",
                            row.message_id, self.stale_after)
             await self._settled(replying)
-            self._looking(row.conversation_id)
-            return await self.inbox.call(self.inbox.complete, row, STALE, None, not self._stopped.is_set())
+            return await self._look(row.conversation_id, self.inbox.complete, row, STALE, None,
+                                    not self._stopped.is_set())
         try:
             answer = await self.handler(row)
         except Exception:
@@ -261,14 +262,13 @@ class InboxWorker:
             if row.attempts < MAX_ATTEMPTS:
                 await self.inbox.call(self.inbox.release, row.id)
                 return None  # keep the order: try this conversation again on a later round
-            self._looking(row.conversation_id)
-            return await self.inbox.call(self.inbox.complete, row, FAILED, None, not self._stopped.is_set())
+            return await self._look(row.conversation_id, self.inbox.complete, row, FAILED, None,
+                                    not self._stopped.is_set())
         if isinstance(answer, Answered) and not self._stopped.is_set():
             finished = take_recorded(replying)
             besides = rows_to_skip(row, replying)
             replying.append((row.id, asyncio.create_task(sends_recorded(row, answer.sends))))
-            self._looking(row.conversation_id)
-            following = await self.inbox.call(self.inbox.advance, row, answer.menu, besides, finished)
+            following = await self._look(row.conversation_id, self.inbox.advance, row, answer.menu, besides, finished)
             return StillReplying(row) if following is None else following
         menu = answer
         if isinstance(answer, Answered):  # stopping: nothing more is claimed, the sends end first
@@ -278,8 +278,7 @@ class InboxWorker:
             menu = answer.menu
         await self._settled(replying)
         # Done, menu saved and the next message claimed in one transaction.
-        self._looking(row.conversation_id)
-        return await self.inbox.call(self.inbox.complete, row, DONE, menu, not self._stopped.is_set())
+        return await self._look(row.conversation_id, self.inbox.complete, row, DONE, menu, not self._stopped.is_set())
 
     async def _next_after_replies(self, conversation_id: str, last: InboxRow, replying: Replying) -> InboxRow | None:
         """Nothing new after `last` while replies still go out (no slot held): a row stored meanwhile is
@@ -299,18 +298,16 @@ class InboxWorker:
                     await self._news[conversation_id]
                 if conversation_id in self._missed:
                     async with self._slot():
-                        self._looking(conversation_id)
                         finished = take_recorded(replying)
-                        following = await self.inbox.call(self.inbox.advance, last, None,
-                                                          rows_to_skip(last, replying), finished)
+                        following = await self._look(conversation_id, self.inbox.advance, last, None,
+                                                     rows_to_skip(last, replying), finished)
                     if following is not None:
                         return following
             if self._stopped.is_set():
                 return None  # the lease goes back with all others at stop (the drain's end settles the rows)
             # Every reply went out: mark their rows done and claim what came meanwhile, or give the lease back.
-            self._looking(conversation_id)
-            return await self.inbox.call(self.inbox.claim_next, conversation_id, self.channel,
-                                         take_recorded(replying))
+            return await self._look(conversation_id, self.inbox.claim_next, conversation_id, self.channel,
+                                    take_recorded(replying))
         finally:
             self._news.pop(conversation_id, None)
 
@@ -326,11 +323,13 @@ class InboxWorker:
         finally:
             self._slots.release()
 
-    def _looking(self, conversation_id: str) -> None:
-        """The drain's next statement looks for the next row, answering announcements made so far. Left
-        standing, one made the drain queue for a slot again for a look finding nothing (test: ...announced
-        during its predecessor's turn...), and the customer's next message then queued a second time."""
+    async def _look(self, conversation_id: str, statement: Callable[..., T], *args: Any) -> T:
+        """Run a statement that looks for the conversation's next row (claim, advance, complete): it answers the
+        announcements made before it. Left standing, one made the drain queue for a slot again for a look
+        finding nothing (test: ...announced during its predecessor's turn...), and the customer's next
+        message then queued a second time."""
         self._missed.discard(conversation_id)
+        return await self.inbox.call(statement, *args)
 
     def _wake_drain(self, conversation_id: str) -> None:
         news = self._news.get(conversation_id)

@@ -87,16 +87,17 @@ class WhatsAppOutput(OutputChannel):
             # turn's end. A crash after Rasa saved the turn and before this record is repaired from the
             # tracker, which holds every reply the turn made (`resend_unfinished`).
             idle = self.send_chains.idle(self.conversation_id)
+            record = self._record(turn_key)
             # Nothing ahead of it on SQLite: recorded and on its way before the turn goes on. Begun in the
             # chain's task, it waited for that task's first step: an event-loop iteration behind every other
             # turn's ready step (~80 ms a reply under load, bench/latency_parts.py: the bot's reply event to
             # the Graph stand-in 92 ms, REST's 11). Handed to the inbox helper process when one sends.
-            started = self.inbox.start_record_and_send(self.client, self._record(turn_key), payload,
-                                                       self._template()) if idle else None
+            started = self.inbox.start_record_and_send(self.client, record, payload, self._template()) \
+                if idle else None
             if started is not None:
                 self._queued.append(self.send_chains.then(self.conversation_id, lambda: self._collect(started)))
             elif idle and self.inbox.runs == ON_LOOP:  # here when the record costs no round trip (SQLite)
-                row_id = self.inbox.begin_outbound(with_payload(self._record(turn_key), payload))
+                row_id = self.inbox.begin_outbound(with_payload(record, payload))
                 first = self.client.start_post(self.phone_number_id, payload)
                 self._queued.append(self.send_chains.then(
                     self.conversation_id, lambda: self._transmit(row_id, payload, turn_key, first)))
