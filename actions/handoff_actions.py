@@ -28,9 +28,9 @@ from actions.knowledge_actions import (
     utter_reply,
 )
 from handoff.config import HandoffSettings
-from handoff.office_hours import describe_opening
 from handoff.summary import extractive_summary, summary_prompt, transcript_lines
 from handoff.triggers import TRIGGER_SLOT
+from languages.dates import describe_opening
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ OFFER_TOPICS = {
     "utter_missing_package": "missing_package",
     "utter_complain": "complaint",
     "action_answer_question": "knowledge_miss",  # its offer of a person comes only with "I couldn't find that"
+    "utter_unsupported_language": "unsupported_language",
 }
 
 
@@ -136,7 +137,9 @@ async def pause_for_person(dispatcher: CollectingDispatcher, tracker: Tracker, r
     if opening is None:
         dispatcher.utter_message(response="utter_handoff")
     else:
-        dispatcher.utter_message(response="utter_handoff_after_hours", next_opening=describe_opening(opening, now))
+        language = tracker.get_slot("language")
+        dispatcher.utter_message(response="utter_handoff_after_hours",
+                                 next_opening=describe_opening(opening, now, language))
     summary = await asyncio.to_thread(summarise, tracker.events, reason, tracker.slots, settings)
     events: list[EventType] = [SlotSet("handoff_reason", reason), SlotSet(SUMMARY_SLOT, summary),
                                SlotSet(TRIGGER_SLOT, None)]

@@ -12,7 +12,6 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions import runtime
-from retrieval.answering import no_answer
 from retrieval.service import KnowledgeReply
 
 logger = logging.getLogger(__name__)
@@ -20,8 +19,9 @@ logger = logging.getLogger(__name__)
 ANSWER_MODE_SLOT = "kb_answer_mode"
 ANSWERED_MODES = frozenset({"llm", "extractive"})  # kb_answer_mode values of an actual answer
 PREVIOUS_QUESTIONS = 3
-# The no-answer offer is accepted or declined like the bot's other offers of a person (data/rules/knowledge.yml).
-OFFER_BUTTONS = [{"title": "Yes, a person", "payload": "/affirm"}, {"title": "No, thanks", "payload": "/deny"}]
+# The customer's responses, by answer mode (domain/knowledge.yml, in their language). The no-answer one
+# offers a person, accepted or declined like the bot's other offers (data/rules/knowledge.yml).
+RESPONSES = {"llm": "utter_kb_answer", "extractive": "utter_kb_passage", "no_answer": "utter_kb_no_answer"}
 
 
 def previous_user_texts(tracker: Tracker, limit: int = PREVIOUS_QUESTIONS) -> list[str]:
@@ -35,17 +35,19 @@ async def knowledge_reply(tracker: Tracker) -> KnowledgeReply | None:
     question = str(tracker.latest_message.get("text") or "")
     if not question.strip() or question.startswith("/"):
         return None
+    language = str(tracker.get_slot("language") or "en")
     try:
         kb = runtime.knowledge_base()
-        return await asyncio.to_thread(kb.reply, question, previous_user_texts(tracker))
+        return await asyncio.to_thread(kb.reply, question, previous_user_texts(tracker), language)
     except Exception:  # index missing, Weaviate down, …: the customer gets an honest answer, we get a traceback
         logger.exception("knowledge base unavailable")
         return None
 
 
 def utter_reply(dispatcher: CollectingDispatcher, reply: KnowledgeReply) -> None:
-    buttons = OFFER_BUTTONS if reply.answer.mode == "no_answer" else []
-    dispatcher.utter_message(text=reply.answer.text, buttons=buttons, knowledge=reply.metadata())
+    answer = reply.answer
+    dispatcher.utter_message(response=RESPONSES[answer.mode], answer=answer.body, sources=answer.source_titles(),
+                             knowledge=reply.metadata())
 
 
 class ActionAnswerQuestion(Action):
@@ -59,8 +61,7 @@ class ActionAnswerQuestion(Action):
     ) -> list[EventType]:
         reply = await knowledge_reply(tracker)
         if reply is None:
-            fallback = no_answer()
-            dispatcher.utter_message(text=fallback.text, buttons=OFFER_BUTTONS,
+            dispatcher.utter_message(response=RESPONSES["no_answer"],
                                      knowledge={"answer_mode": "unavailable", "query": None, "doc_ids": []})
             return [SlotSet(ANSWER_MODE_SLOT, "no_answer")]
         utter_reply(dispatcher, reply)

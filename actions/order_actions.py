@@ -13,16 +13,20 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions import runtime
-from actions.shop import Decision, Order, cancellation_decision, describe_status, parse_order_number
-
-NOT_AN_ORDER_NUMBER = (
-    "Hmm, that doesn't look like an order number. It's \"VB-\" followed by 6 digits, e.g. VB-104233 — "
-    "you'll find it in your confirmation email."
-)
+from actions.shop import Decision, Order, Reply, cancellation_decision, describe_status, parse_order_number
 
 
-def unknown_order_message(number: str) -> str:
-    return f"I couldn't find order {number} 🤔 Could you double-check the number in your confirmation email?"
+def utter(dispatcher: CollectingDispatcher, reply: Reply) -> None:
+    """Send a domain response; Rasa picks the variation in the conversation's language."""
+    dispatcher.utter_message(response=reply.response, **reply.values)
+
+
+def unknown_order(number: str) -> Reply:
+    return Reply("utter_unknown_order", {"order_number": number})
+
+
+def language_of(tracker: Tracker) -> str:
+    return str(tracker.get_slot("language") or "en")
 
 
 def extract_order_number_from_text(tracker: Tracker) -> dict[str, Any]:
@@ -45,18 +49,18 @@ async def validate_order_number(
     """
     number = parse_order_number(value if isinstance(value, str) else None)
     if number is None:
-        dispatcher.utter_message(text=NOT_AN_ORDER_NUMBER)
+        dispatcher.utter_message(response="utter_not_an_order_number")
         return {"order_number": None}
     order = await asyncio.to_thread(runtime.shop_db().get_order, number)
     if order is None:
-        dispatcher.utter_message(text=unknown_order_message(number))
+        utter(dispatcher, unknown_order(number))
         return {"order_number": None}
     decision = check(order) if check is not None else None
     if decision is not None:
+        utter(dispatcher, decision.reply)
         if not decision.allowed:
-            dispatcher.utter_message(text=decision.reason + " Is there another order I can help with?")
+            dispatcher.utter_message(response="utter_another_order")
             return {"order_number": None}
-        dispatcher.utter_message(text=decision.reason)
     return {"order_number": number}
 
 
@@ -71,7 +75,7 @@ class OrderFormValidation(FormValidationAction):
     def name(self) -> str:
         """Each form's validation action has its own name (abstract, so the action server skips this class)."""
 
-    def order_check(self, order: Order) -> Decision | None:
+    def order_check(self, order: Order, language: str) -> Decision | None:
         return None
 
     async def extract_order_number(
@@ -82,7 +86,8 @@ class OrderFormValidation(FormValidationAction):
     async def validate_order_number(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
-        return await validate_order_number(value, dispatcher, check=self.order_check)
+        language = language_of(tracker)
+        return await validate_order_number(value, dispatcher, check=lambda order: self.order_check(order, language))
 
 
 class ValidateOrderStatusForm(OrderFormValidation):
@@ -95,7 +100,7 @@ async def _load_order(tracker: Tracker, dispatcher: CollectingDispatcher) -> Ord
     order = await asyncio.to_thread(runtime.shop_db().get_order, number) if number else None
     if order is None:
         # The form validated the number; a missing row means the database changed under us.
-        dispatcher.utter_message(text=unknown_order_message(number or "?"))
+        utter(dispatcher, unknown_order(number or "?"))
     return order
 
 
@@ -108,7 +113,8 @@ class ActionOrderStatus(Action):
     ) -> list[EventType]:
         order = await _load_order(tracker, dispatcher)
         if order is not None:
-            dispatcher.utter_message(text=describe_status(order))
+            for reply in describe_status(order, language_of(tracker)):
+                utter(dispatcher, reply)
         return []
 
 
@@ -124,7 +130,7 @@ class ActionCheckCancellation(Action):
             return [SlotSet("order_cancellable", False)]
         decision = cancellation_decision(order)
         if not decision.allowed:
-            dispatcher.utter_message(text=decision.reason)
+            utter(dispatcher, decision.reply)
         return [SlotSet("order_cancellable", decision.allowed)]
 
 
@@ -138,12 +144,10 @@ class ActionCancelOrder(Action):
         number = tracker.get_slot("order_number")
         cancelled = bool(number) and await asyncio.to_thread(runtime.shop_db().cancel_order, number)
         if cancelled:
-            dispatcher.utter_message(
-                text=f"Done ✅ Order {number} is cancelled. Your refund reaches your account within 5 working days."
-            )
+            dispatcher.utter_message(response="utter_cancel_done", order_number=number)
         else:
             # It shipped (or was cancelled) between the check and the confirmation.
             order = await asyncio.to_thread(runtime.shop_db().get_order, number) if number else None
-            reason = cancellation_decision(order).reason if order else unknown_order_message(number or "?")
-            dispatcher.utter_message(text=f"Sorry, I couldn't cancel it. {reason}")
+            dispatcher.utter_message(response="utter_cancel_failed")
+            utter(dispatcher, cancellation_decision(order).reply if order else unknown_order(number or "?"))
         return []

@@ -17,19 +17,34 @@ from actions.shop import (
     MIN_ISSUE_DESCRIPTION_CHARS,
     Decision,
     Order,
+    Reply,
     ReturnReason,
     clean_free_text,
     repair_decision,
     return_decision,
 )
 from actions.shop_db import ServiceRequest
+from languages.text import plain_words
 
+# Typed reasons in en, es, pt and de, compared without accents; the first match wins, so the more
+# specific phrases ("not as described") come before the words they contain.
 RETURN_REASON_WORDS = {
-    ReturnReason.DAMAGED: ("damaged", "broken", "cracked", "smashed", "scratched", "dented"),
-    ReturnReason.WRONG_ITEM: ("wrong", "not what i ordered", "different item"),
-    ReturnReason.NOT_AS_DESCRIBED: ("not as described", "different from", "description", "photos"),
-    ReturnReason.CHANGED_MIND: ("changed my mind", "don't need", "dont need", "don't want", "dont want", "no longer"),
+    ReturnReason.NOT_AS_DESCRIBED: ("not as described", "different from", "description", "photos",
+                                    "como se describe", "como en las fotos", "descripcion", "como descrito",
+                                    "como nas fotos", "descricao", "nicht wie beschrieben", "beschreibung", "fotos"),
+    ReturnReason.DAMAGED: ("damaged", "broken", "cracked", "smashed", "scratched", "dented",
+                           "danado", "roto", "rota", "golpe", "rayado", "danificado", "partido", "partida",
+                           "estragado", "riscado", "kaputt", "beschadigt", "zerbrochen", "gesprungen", "zerkratzt"),
+    ReturnReason.WRONG_ITEM: ("wrong", "not what i ordered", "different item", "equivocado", "otro producto",
+                              "no es lo que pedi", "errado", "outro artigo", "nao e o que", "falsch",
+                              "anderer artikel"),
+    ReturnReason.CHANGED_MIND: ("changed my mind", "don't need", "dont need", "don't want", "dont want", "no longer",
+                                "cambiado de idea", "ya no lo", "no lo necesito", "no me gusta", "mudei de ideia",
+                                "ja nao", "nao preciso", "nao gostei", "anders uberlegt", "brauche es nicht",
+                                "gefallt mir nicht"),
 }
+OTHER_REASON_WORDS = ("other", "other reason", "something else", "otro", "otro motivo", "outro", "outro motivo",
+                      "anderer grund", "anderer", "sonstiges", "andere")
 
 
 def return_reason_from_text(text: Any) -> ReturnReason | None:
@@ -41,10 +56,11 @@ def return_reason_from_text(text: Any) -> ReturnReason | None:
         return ReturnReason(lowered)
     except ValueError:
         pass
+    plain = plain_words(lowered)
     for reason, words in RETURN_REASON_WORDS.items():
-        if any(word in lowered for word in words):
+        if any(plain_words(word) in plain for word in words):
             return reason
-    return ReturnReason.OTHER if lowered in ("other", "other reason", "something else") else None
+    return ReturnReason.OTHER if plain in {plain_words(word) for word in OTHER_REASON_WORDS} else None
 
 
 def request_key(tracker: Tracker) -> str:
@@ -61,15 +77,15 @@ class ValidateRepairForm(OrderFormValidation):
     def name(self) -> str:
         return "validate_repair_form"
 
-    def order_check(self, order: Order) -> Decision:
-        return repair_decision(order, runtime.today(), runtime.settings().warranty_years)
+    def order_check(self, order: Order, language: str) -> Decision:
+        return repair_decision(order, runtime.today(), runtime.settings().warranty_years, language)
 
     async def validate_device(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
         device = clean_free_text(value if isinstance(value, str) else None)
         if device is None or len(device) > 200:
-            dispatcher.utter_message(text="Please tell me the product in a few words, e.g. \"Pixel 8\".")
+            dispatcher.utter_message(response="utter_ask_device_again")
             return {"device": None}
         return {"device": device}
 
@@ -78,9 +94,7 @@ class ValidateRepairForm(OrderFormValidation):
     ) -> dict[str, Any]:
         issue = clean_free_text(value if isinstance(value, str) else None)
         if issue is None or len(issue) < MIN_ISSUE_DESCRIPTION_CHARS:
-            dispatcher.utter_message(
-                text="Could you describe the problem in a bit more detail? e.g. \"it doesn't charge any more\"."
-            )
+            dispatcher.utter_message(response="utter_ask_issue_description_again")
             return {"issue_description": None}
         return {"issue_description": issue}
 
@@ -89,15 +103,15 @@ class ValidateReturnForm(OrderFormValidation):
     def name(self) -> str:
         return "validate_return_form"
 
-    def order_check(self, order: Order) -> Decision:
-        return return_decision(order, runtime.today(), runtime.settings().return_window_days)
+    def order_check(self, order: Order, language: str) -> Decision:
+        return return_decision(order, runtime.today(), runtime.settings().return_window_days, language)
 
     async def validate_return_reason(
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
         reason = return_reason_from_text(value)
         if reason is None:
-            dispatcher.utter_message(text="Please pick one of the reasons below, or type \"other\".")
+            dispatcher.utter_message(response="utter_ask_return_reason_again")
             return {"return_reason": None}
         return {"return_reason": reason.value}
 
@@ -116,7 +130,7 @@ class SubmitServiceRequest(Action):
         """The kind-specific fields of the ServiceRequest."""
 
     @abstractmethod
-    def confirmation(self, reference: str, request: ServiceRequest) -> str: ...
+    def confirmation(self, reference: str, request: ServiceRequest) -> Reply: ...
 
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
@@ -129,7 +143,8 @@ class SubmitServiceRequest(Action):
             **self.details(tracker),
         )
         reference = await asyncio.to_thread(runtime.shop_db().create_service_request, request)
-        dispatcher.utter_message(text=self.confirmation(reference, request))
+        confirmation = self.confirmation(reference, request)
+        dispatcher.utter_message(response=confirmation.response, **confirmation.values)
         return [SlotSet(slot, None) for slot in self.filled_slots]
 
 
@@ -143,12 +158,8 @@ class ActionSubmitRepair(SubmitServiceRequest):
     def details(self, tracker: Tracker) -> dict[str, Any]:
         return {"device": tracker.get_slot("device"), "issue": tracker.get_slot("issue_description")}
 
-    def confirmation(self, reference: str, request: ServiceRequest) -> str:
-        return (
-            f"Your repair is booked ✅ Reference: {reference}.\n"
-            f"Our courier will collect the {request.device} within 2 working days — we'll message you the "
-            "pickup slot. Repairs usually take 5–7 working days."
-        )
+    def confirmation(self, reference: str, request: ServiceRequest) -> Reply:
+        return Reply("utter_repair_booked", {"reference": reference, "device": request.device or ""})
 
 
 class ActionSubmitReturn(SubmitServiceRequest):
@@ -161,9 +172,5 @@ class ActionSubmitReturn(SubmitServiceRequest):
     def details(self, tracker: Tracker) -> dict[str, Any]:
         return {"return_reason": tracker.get_slot("return_reason")}
 
-    def confirmation(self, reference: str, request: ServiceRequest) -> str:
-        return (
-            f"Your return is registered ✅ Reference: {reference}.\n"
-            "We've emailed you a free prepaid label. Drop the parcel at any Voltbay Express point within "
-            "14 days; your refund follows within 5 working days of it reaching us."
-        )
+    def confirmation(self, reference: str, request: ServiceRequest) -> Reply:
+        return Reply("utter_return_registered", {"reference": reference})

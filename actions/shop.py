@@ -1,15 +1,18 @@
 """The demo shop's rules as pure functions: order numbers, statuses, returns, warranty.
 
 No I/O here: the actions load an `Order` from `shop_db` and ask these functions
-what to say, so every branch is tested without a database or a clock.
+what to say, so every branch is tested without a database or a clock. What they say is a
+`Reply`: a response of domain/ (translated there) and the values it is filled with.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from enum import Enum
+
+from languages.dates import short_day
 
 # "VB-104233", "vb 104233", "#VB104233" and a bare "104233" all name the same order.
 _ORDER_NUMBER = re.compile(r"(?<![\w-])#?(?:vb[\s-]?)?(\d{6})(?!\d)", re.IGNORECASE)
@@ -56,75 +59,69 @@ def parse_order_number(text: str | None) -> str | None:
     return f"VB-{match.group(1)}" if match else None
 
 
-def _day(d: date) -> str:
-    return d.strftime("%a %d %b").replace(" 0", " ")
+@dataclass(frozen=True)
+class Reply:
+    """A response of the domain and the values of its {placeholders}."""
 
-
-def describe_status(order: Order) -> str:
-    """A WhatsApp-sized sentence about where the order is."""
-    items = ", ".join(order.items)
-    head = f"Order {order.number} ({items})"
-    if order.status is OrderStatus.PROCESSING:
-        eta = f" Estimated delivery: {_day(order.estimated_delivery)}." if order.estimated_delivery else ""
-        return f"{head} is being prepared in our warehouse and hasn't shipped yet.{eta}"
-    if order.status in (OrderStatus.SHIPPED, OrderStatus.OUT_FOR_DELIVERY):
-        where = "is out for delivery today 🚚" if order.status is OrderStatus.OUT_FOR_DELIVERY else "is on its way 🚚"
-        eta = f" Estimated delivery: {_day(order.estimated_delivery)}." if order.estimated_delivery else ""
-        track = f" Track it here: {order.tracking_url}" if order.tracking_url else ""
-        return f"{head} {where}.{eta}{track}"
-    if order.status is OrderStatus.DELIVERED:
-        when = f" on {_day(order.delivered_on)}" if order.delivered_on else ""
-        return f"{head} was delivered{when}. ✅"
-    if order.status is OrderStatus.CANCELLED:
-        return f"{head} was cancelled. Any payment is refunded within 5 working days."
-    return f"{head} was returned and refunded."
+    response: str
+    values: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether something is allowed, and the sentence that explains it."""
+    """Whether something is allowed, and the reply that explains it."""
 
     allowed: bool
-    reason: str
+    reply: Reply
+
+
+def _order(order: Order, **values: str) -> dict[str, str]:
+    return {"order_number": order.number, "items": ", ".join(order.items), **values}
+
+
+def describe_status(order: Order, language: str | None = "en") -> list[Reply]:
+    """WhatsApp-sized messages about where the order is: the status, then its date and link if known."""
+    values = _order(order)
+    eta = [Reply("utter_order_eta", {"eta": short_day(order.estimated_delivery, language)})] \
+        if order.estimated_delivery else []
+    track = [Reply("utter_order_tracking", {"tracking_url": order.tracking_url})] if order.tracking_url else []
+    if order.status is OrderStatus.PROCESSING:
+        return [Reply("utter_order_processing", values), *eta]
+    if order.status is OrderStatus.SHIPPED:
+        return [Reply("utter_order_on_its_way", values), *eta, *track]
+    if order.status is OrderStatus.OUT_FOR_DELIVERY:
+        return [Reply("utter_order_out_for_delivery", values), *track]
+    if order.status is OrderStatus.DELIVERED:
+        if order.delivered_on is None:
+            return [Reply("utter_order_delivered", {**values, "delivered_on": "—"})]
+        return [Reply("utter_order_delivered", {**values, "delivered_on": short_day(order.delivered_on, language)})]
+    if order.status is OrderStatus.CANCELLED:
+        return [Reply("utter_order_cancelled", values)]
+    return [Reply("utter_order_returned", values)]
 
 
 def cancellation_decision(order: Order) -> Decision:
     if order.status is OrderStatus.PROCESSING:
-        return Decision(True, f"Order {order.number} hasn't shipped yet, so it can still be cancelled.")
+        return Decision(True, Reply("utter_cancel_possible", _order(order)))
     if order.status is OrderStatus.CANCELLED:
-        return Decision(False, f"Order {order.number} is already cancelled.")
+        return Decision(False, Reply("utter_cancel_already_cancelled", _order(order)))
     if order.status in (OrderStatus.SHIPPED, OrderStatus.OUT_FOR_DELIVERY):
-        return Decision(
-            False,
-            f"Order {order.number} has already shipped, so I can't cancel it any more. "
-            "You can refuse the delivery or return it for free within 30 days of delivery.",
-        )
-    return Decision(
-        False,
-        f"Order {order.number} was already delivered, so it can't be cancelled — but you can return it. "
-        'Type "return" to start one.',
-    )
+        return Decision(False, Reply("utter_cancel_shipped", _order(order)))
+    return Decision(False, Reply("utter_cancel_delivered", _order(order)))
 
 
-def return_decision(order: Order, today: date, window_days: int) -> Decision:
+def return_decision(order: Order, today: date, window_days: int, language: str | None = "en") -> Decision:
     if order.status is OrderStatus.RETURNED:
-        return Decision(False, f"Order {order.number} has already been returned.")
+        return Decision(False, Reply("utter_return_already_returned", _order(order)))
     if order.status is OrderStatus.CANCELLED:
-        return Decision(False, f"Order {order.number} was cancelled, so there is nothing to return.")
+        return Decision(False, Reply("utter_return_cancelled_order", _order(order)))
     if order.status is not OrderStatus.DELIVERED or order.delivered_on is None:
-        return Decision(
-            False,
-            f"Order {order.number} hasn't been delivered yet. You can start a return once it arrives, "
-            "or cancel it while it's still in our warehouse.",
-        )
+        return Decision(False, Reply("utter_return_not_delivered", _order(order)))
     deadline = order.delivered_on + timedelta(days=window_days)
     if today > deadline:
-        return Decision(
-            False,
-            f"Order {order.number} was delivered on {_day(order.delivered_on)}, more than {window_days} days ago, "
-            "so it's outside the return window. If it's faulty, our 2-year warranty covers a free repair.",
-        )
-    return Decision(True, f"Order {order.number} can be returned until {_day(deadline)}.")
+        return Decision(False, Reply("utter_return_window_over", _order(
+            order, delivered_on=short_day(order.delivered_on, language), window_days=str(window_days))))
+    return Decision(True, Reply("utter_return_possible", _order(order, deadline=short_day(deadline, language))))
 
 
 def warranty_until(order: Order, warranty_years: int) -> date | None:
@@ -136,19 +133,14 @@ def warranty_until(order: Order, warranty_years: int) -> date | None:
         return order.delivered_on + timedelta(days=365 * warranty_years + 1)
 
 
-def repair_decision(order: Order, today: date, warranty_years: int) -> Decision:
+def repair_decision(order: Order, today: date, warranty_years: int, language: str | None = "en") -> Decision:
     if order.status is not OrderStatus.DELIVERED:
-        return Decision(False, f"Order {order.number} hasn't been delivered yet, so there's nothing to repair.")
+        return Decision(False, Reply("utter_repair_not_delivered", _order(order)))
     until = warranty_until(order, warranty_years)
     if until is not None and today <= until:
-        return Decision(
-            True, f"Good news: it's under warranty until {_day(until)} {until.year}, so the repair is free."
-        )
-    return Decision(
-        True,
-        "Its warranty has ended, so the repair is paid: diagnosis costs €19 (deducted if you go ahead) "
-        "and we send you a quote before any work.",
-    )
+        return Decision(True, Reply("utter_repair_under_warranty",
+                                    _order(order, until=f"{short_day(until, language)} {until.year}")))
+    return Decision(True, Reply("utter_repair_paid", _order(order)))
 
 
 def clean_free_text(text: str | None) -> str | None:

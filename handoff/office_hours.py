@@ -82,15 +82,3 @@ def parse_office_hours(raw: Any) -> OfficeHours:
         except ValueError as error:
             raise ConfigError(f"handoff.yml: office_hours.closed: {value!r} is not a date") from error
     return OfficeHours(zone, hours, frozenset(closed))
-
-
-def describe_opening(opening: datetime, now: datetime) -> str:
-    """'today at 09:00', 'tomorrow at 09:00' or 'on Monday at 09:00' (customer-facing)."""
-    local_now = now.astimezone(opening.tzinfo)
-    days = (opening.date() - local_now.date()).days
-    at = opening.strftime("%H:%M")
-    if days == 0:
-        return f"today at {at}"
-    if days == 1:
-        return f"tomorrow at {at}"
-    return f"on {opening.strftime('%A')} at {at}"

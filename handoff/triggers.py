@@ -1,24 +1,28 @@
-"""Trigger rules that watch the whole conversation (the trigger policy applies them on every message).
+"""Trigger rules that watch the conversation (the trigger policy applies them on every message).
 
-Customer request, low NLU confidence and an accepted offer after a knowledge miss are decided in the
-dialogue (rules + action_handoff / action_fallback); the three here need the customer's recent
-messages: escalation phrases, strongly negative sentiment, the same question asked again and again.
+Low NLU confidence and an accepted offer after a knowledge miss are decided in the dialogue (rules +
+action_handoff / action_fallback). A customer's request for a person is decided in both places: NLU's
+`human_handoff` intent through the rules, and here the deterministic net of handoff/person_request.py,
+which holds when NLU is unsure or a topic outweighs the request. The other three here need the
+customer's recent messages: escalation phrases, strongly negative sentiment, the same question asked
+again and again.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from handoff.config import TriggerSettings
+from handoff.person_request import asks_for_person
+from languages.text import plain_words
 
 # The slot in which the trigger policy hands its reason to action_handoff.
 TRIGGER_SLOT = "handoff_trigger"
 ESCALATION = "escalation_phrase"
 NEGATIVE_SENTIMENT = "negative_sentiment"
 REPEATED_QUESTION = "repeated_question"
+CUSTOMER_REQUEST = "customer_request"
 
 # Words that carry no topic; two messages are the same question when their other words mostly agree.
 _STOPWORDS = """
@@ -39,24 +43,17 @@ class UserTurn:
     sentiment: float = 0.0  # VADER compound, -1 … 1
 
 
-def normalise(text: str) -> str:
-    """Lower case, accents and punctuation removed, single spaces: 'Cancel  my CONTRACT!' → 'cancel my contract'."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    letters = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(re.sub(r"[^\w\s]", " ", letters).split())
-
-
 def matched_phrase(text: str, phrases: Sequence[str]) -> str | None:
     """The first escalation phrase in `text`, matched on whole words."""
-    padded = f" {normalise(text)} "
+    padded = f" {plain_words(text)} "
     for phrase in phrases:
-        if f" {normalise(phrase)} " in padded:
+        if f" {plain_words(phrase)} " in padded:
             return phrase
     return None
 
 
 def _topic_words(text: str) -> frozenset[str]:
-    return frozenset(w for w in normalise(text).split() if w not in STOPWORDS and len(w) > 1)
+    return frozenset(w for w in plain_words(text).split() if w not in STOPWORDS and len(w) > 1)
 
 
 def same_question(a: UserTurn, b: UserTurn) -> bool:
@@ -96,6 +93,8 @@ def triggered(turns: Sequence[UserTurn], settings: TriggerSettings) -> str | Non
     over (session start or hand-back), oldest first, the current one last."""
     if not turns:
         return None
+    if settings.customer_request and asks_for_person(turns[-1].text):
+        return CUSTOMER_REQUEST
     if settings.escalation and settings.escalation_phrases:
         phrase = matched_phrase(turns[-1].text, settings.escalation_phrases)
         if phrase:

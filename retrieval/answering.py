@@ -14,21 +14,33 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from languages import DEFAULT_LANGUAGE, ENGLISH_NAMES
+from languages.text import plain_words
 from retrieval.store import Hit
 
 WHATSAPP_ANSWER_CHARS = 700  # comfortably one bubble; the full article is a tap away for the agent
 NO_ANSWER_MARKER = "NO_ANSWER"
-FOLLOWUP_STARTS = ("and ", "what about", "how about", "also ", "what if", "y ", "e ", "same for", "and?")
-FOLLOWUP_WORDS = {"it", "that", "this", "those", "these", "them", "there", "they"}
+# A message that only makes sense after the previous question, in en, es, pt and de (accents removed).
+FOLLOWUP_STARTS = ("and ", "what about", "how about", "also ", "what if", "same for", "and?",
+                   "y ", "y?", "y si", "y para", "y en", "y a ", "que tal", "tambien", "lo mismo",
+                   "e ", "e?", "e se", "e para", "e no", "e na", "e em", "tambem", "o mesmo",
+                   "und ", "und?", "was ist mit", "wie ist es mit", "und wenn", "auch ", "dasselbe", "gilt das")
+FOLLOWUP_WORDS = {"it", "that", "this", "those", "these", "them", "there", "they",
+                  "eso", "esto", "ello", "alli", "ellos", "isso", "isto", "eles", "dort", "dahin", "dafur", "davon"}
 CITATION = re.compile(r"\[(\d{1,2})\]")
 DEFAULT_PROMPT = Path(__file__).resolve().parent.parent / "prompts" / "knowledge_answer.txt"
 
 
 @dataclass(frozen=True)
 class Answer:
-    text: str  # what the customer reads, sources included
+    text: str  # the English answer with its sources, as the CLI and the console show it
     mode: str  # "llm" | "extractive" | "no_answer"
     sources: list[Hit] = field(default_factory=list)
+    body: str = ""  # the answer without its source line: the customer's response wraps it in their language
+
+    def source_titles(self) -> str:
+        """The cited articles' titles (they stay English), for the customer's response."""
+        return "; ".join(dict.fromkeys(hit.title for hit in self.sources))
 
 
 # Keyword evidence lifts a borderline semantic match: "can I pay with amex" shares "Amex" with the
@@ -50,11 +62,11 @@ def is_relevant(hits: Sequence[Hit], min_similarity: float, min_relevance: float
 
 
 def is_followup(question: str) -> bool:
-    text = question.strip().lower()
+    text = plain_words(question)
     words = re.findall(r"\w+", text)
     if not words:
         return False
-    if text.startswith(FOLLOWUP_STARTS):
+    if f"{text} ".startswith(FOLLOWUP_STARTS):
         return True
     return len(words) <= 4 and bool(FOLLOWUP_WORDS & set(words))
 
@@ -87,16 +99,19 @@ def source_line(hits: Sequence[Hit]) -> str:
 
 def extractive_answer(hits: Sequence[Hit]) -> Answer:
     best = hits[0]
-    return Answer(text=f"{trim(best.text)}\n\n📄 {source_line([best])}", mode="extractive", sources=[best])
+    body = trim(best.text)
+    return Answer(text=f"{body}\n\n📄 {source_line([best])}", mode="extractive", sources=[best], body=body)
 
 
 def context_block(hits: Sequence[Hit]) -> str:
     return "\n\n".join(f"[{n}] {hit.title_path} ({hit.title})\n{hit.text}" for n, hit in enumerate(hits, 1))
 
 
-def build_prompt(template: str, question: str, hits: Sequence[Hit]) -> str:
+def build_prompt(template: str, question: str, hits: Sequence[Hit], language: str = "en") -> str:
+    language_name = ENGLISH_NAMES.get(language, ENGLISH_NAMES[DEFAULT_LANGUAGE])
     return (template.replace("{question}", question.strip()).replace("{context}", context_block(hits))
-            .replace("{max_chars}", str(WHATSAPP_ANSWER_CHARS)).replace("{no_answer}", NO_ANSWER_MARKER))
+            .replace("{max_chars}", str(WHATSAPP_ANSWER_CHARS)).replace("{no_answer}", NO_ANSWER_MARKER)
+            .replace("{language}", language_name))
 
 
 def load_prompt(path: Path | None = None) -> str:
@@ -120,10 +135,12 @@ def parse_llm_answer(raw: str, hits: Sequence[Hit]) -> Answer | None:
         if hits[n - 1] not in used:
             used.append(hits[n - 1])
     body = re.sub(r"\s+([.,;:!?])", r"\1", CITATION.sub("", text))
-    body = re.sub(r"[ \t]{2,}", " ", body).strip()
-    return Answer(text=f"{trim(body)}\n\n📄 {source_line(used)}", mode="llm", sources=used)
+    body = trim(re.sub(r"[ \t]{2,}", " ", body).strip())
+    return Answer(text=f"{body}\n\n📄 {source_line(used)}", mode="llm", sources=used, body=body)
 
 
 def no_answer() -> Answer:
-    return Answer(text="I couldn't find that in the Voltbay help centre, and I'd rather not guess. "
-                       "Would you like me to pass you to a person from our team?", mode="no_answer")
+    """The customer reads domain/knowledge.yml's utter_kb_no_answer in their language; this is for the CLI."""
+    text = ("I couldn't find that in the Voltbay help centre, and I'd rather not guess. "
+            "Would you like me to pass you to a person from our team?")
+    return Answer(text=text, mode="no_answer", body=text)

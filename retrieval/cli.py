@@ -127,6 +127,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from retrieval.calibration import best_cosines, calibrate
+    from retrieval.evaluation import load_questions
+
+    settings = KBSettings.from_env()
+    store = open_store(settings)
+    try:
+        if not store.documents():
+            raise ValueError("the knowledge base is empty: run `kb ingest` first")
+        scored = best_cosines(store, embedder_from_env(), load_questions(Path(args.file)), settings.alpha)
+    finally:
+        store.close()
+    found = calibrate(scored, args.max_false_refusal)
+    if args.threshold_only:
+        print(found.threshold)
+        return 0
+    print(f"KB_MIN_SIMILARITY={found.threshold}: refuses {found.refusal_rate:.3f} of {found.unanswerable} "
+          f"unanswerable and {found.false_refusal_rate:.3f} of {found.answerable} answerable questions")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -150,6 +171,11 @@ def parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--out", help="write the figures as JSON")
     evaluation.add_argument("--plot", help="write a PNG plot")
     evaluation.set_defaults(run=cmd_eval)
+    calibration = sub.add_parser("calibrate", help="the gate's threshold from a labelled set")
+    calibration.add_argument("file")
+    calibration.add_argument("--max-false-refusal", type=float, default=0.10)
+    calibration.add_argument("--threshold-only", action="store_true", help="print the threshold alone")
+    calibration.set_defaults(run=cmd_calibrate)
     return p
 
 

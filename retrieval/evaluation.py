@@ -105,7 +105,7 @@ def report_lines(result: EvalResult) -> list[str]:
         f"recall@1 {result.recall_at_1:.3f}   recall@5 {result.recall_at_5:.3f}   MRR@{K} {result.mrr:.3f}",
         f"refusal of unanswerable {result.refusal_rate:.3f}   answerable refused {result.false_refusal_rate:.3f}"
         f"   (gate: best chunk cosine >= {result.min_similarity}"
-        f" or cosine + keyword evidence >= {result.min_relevance})",
+        + (f" or cosine + keyword evidence >= {result.min_relevance})" if result.min_relevance is not None else ")"),
     ]
     for miss in result.misses[:15]:
         lines.append(f"  miss: {miss}")

@@ -44,15 +44,16 @@ class LLMAnswerer:
             messages=[{"role": "user", "content": prompt}])
         return answer.choices[0].message.content or ""
 
-    def answer(self, question: str, hits: Sequence[Hit]) -> Answer | None:
-        """A grounded, cited answer; None when the model finds no answer in the passages."""
-        return parse_llm_answer(self.complete(build_prompt(self.template, question, hits)), hits)
+    def answer(self, question: str, hits: Sequence[Hit], language: str = "en") -> Answer | None:
+        """A grounded answer in the customer's language citing the (English) passages; None when the model
+        finds no answer in them."""
+        return parse_llm_answer(self.complete(build_prompt(self.template, question, hits, language)), hits)
 
     def rewrite(self, question: str, previous_questions: Sequence[str]) -> str:
         """A follow-up question made standalone with the customer's previous questions."""
         history = "\n".join(f"- {q}" for q in previous_questions[-3:])
         prompt = ("Rewrite the customer's last message as one standalone question, using their earlier "
-                  f"questions for context. Reply with the question only.\nEarlier questions:\n{history}\n"
-                  f"Last message: {question}")
+                  "questions for context, in the language the customer wrote it in. Reply with the question "
+                  f"only.\nEarlier questions:\n{history}\nLast message: {question}")
         rewritten = self.complete(prompt).strip().strip('"')
         return rewritten if 0 < len(rewritten) <= 500 else question

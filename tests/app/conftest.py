@@ -58,8 +58,12 @@ def load_tracker(name: str, **overrides: Any) -> Tracker:
     return Tracker.from_dict(state)
 
 
-def texts(dispatcher: CollectingDispatcher) -> list[str]:
-    return [m.get("text") or "" for m in dispatcher.messages]
+def texts(dispatcher: CollectingDispatcher, language: str = "en") -> list[str]:
+    """What the customer reads: a message's text, or its domain response rendered in `language`
+    with the values the action passed (tests/app/responses.py, as Rasa's NLG renders it)."""
+    from tests.app.responses import render
+
+    return [render(m, language) for m in dispatcher.messages]
 
 
 @pytest.fixture(scope="session")

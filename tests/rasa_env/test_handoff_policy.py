@@ -112,3 +112,29 @@ def test_fires_after_a_turn_that_ended_without_listening(policy: HandoffTriggerP
     events = [*said("hi", "greet"), ActionExecuted("action_fallback"),
               UserUttered("I want a lawyer", {"name": "complain"}, parse_data={"intent": {"name": "complain"}})]
     assert predict(policy, events)[0] == "action_handoff"
+
+
+@pytest.mark.parametrize("text", ["my bill is wrong again, get me a person", "are you a bot? i want a human",
+                                  "pásame con una persona por favor", "Ich möchte mit einem Mitarbeiter sprechen"])
+def test_a_request_for_a_person_hands_over_whatever_nlu_said(policy: HandoffTriggerPolicy, text: str) -> None:
+    action, events = predict(policy, said(text, "payment_problem"))
+    assert action == "action_handoff" and events == [SlotSet("handoff_trigger", "customer_request")]
+
+
+def test_a_request_for_a_person_inside_a_form(policy: HandoffTriggerPolicy) -> None:
+    from rasa.shared.core.events import ActiveLoop
+
+    events = [ActiveLoop("repair_form"), SlotSet("requested_slot", "device"),
+              *said("quero falar com um humano", "inform")]
+    assert predict(policy, events)[0] == "action_handoff"
+
+
+def test_a_mention_of_people_does_not_hand_over(policy: HandoffTriggerPolicy) -> None:
+    assert predict(policy, said("my husband wants to know when the order arrives", "check_order_status"))[0] is None
+
+
+def test_the_request_net_can_be_switched_off(policy: HandoffTriggerPolicy, tmp_path: Path) -> None:
+    config = tmp_path / "handoff.yml"
+    config.write_text("triggers:\n  customer_request: false\n")
+    policy._settings.path = config
+    assert predict(policy, said("get me a person", "payment_problem"))[0] is None
