@@ -73,6 +73,8 @@ def apply_event(row: dict[str, Any], event: Mapping[str, Any], event_id: int) ->
             row["status"] = BOT
     elif kind == "slot" and event.get("name") == "handoff_reason" and event.get("value"):
         row["reason"] = _clip(event.get("value"))
+    elif kind == "slot" and event.get("name") == "language" and event.get("value"):
+        row["language"] = str(event.get("value"))[:8]
     elif kind == "slot" and event.get("name") == "handoff_summary" and event.get("value"):
         row["summary"] = str(event.get("value"))[:2000]
     elif kind == "pause":

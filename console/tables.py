@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
 )
 from sqlalchemy.engine import Engine
 
@@ -64,6 +65,7 @@ conversations = Table(
     Column("status", String(16), nullable=False),
     Column("reason", String(300)),
     Column("summary", Text),
+    Column("language", String(8)),  # the `language` slot: en, es, pt, de
     Column("waiting_since", Float),
     Column("assigned_to", Integer, ForeignKey("console_agents.id")),
     Column("last_message", Text),
@@ -138,4 +140,14 @@ def create_db_engine(url: str) -> Engine:
 
 
 def create_tables(engine: Engine) -> None:
+    """Create missing tables, and add columns a newer version defines to tables an older one made
+    (nullable columns only, so existing rows stay valid)."""
     metadata.create_all(engine)
+    existing = inspect(engine)
+    for table in metadata.sorted_tables:
+        have = {column["name"] for column in existing.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have and column.nullable:
+                kind = column.type.compile(dialect=engine.dialect)
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')

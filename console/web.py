@@ -17,6 +17,7 @@ from sanic.response import HTTPResponse
 
 from console.auth import Agent, csrf_ok, end_session, session_agent
 from console.store import ConsoleError
+from languages import LANGUAGE_NAMES
 
 SESSION_COOKIE = "console_session"
 LOGIN_CSRF_COOKIE = "console_login_csrf"
@@ -41,7 +42,13 @@ def _waited(seconds: int | None) -> str:
     return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
 
 
+def _language_name(code: str | None) -> str:
+    """'es' → 'Español (es)'; the conversation's language as its customer writes it."""
+    return f"{LANGUAGE_NAMES[code]} ({code})" if code in LANGUAGE_NAMES else "not known yet"
+
+
 TEMPLATES.filters["when"] = _when
+TEMPLATES.filters["language_name"] = _language_name
 TEMPLATES.filters["waited"] = _waited
 
 

@@ -198,3 +198,33 @@ async def test_evolution_conversations_are_answered_through_evolution(env: dict[
     assert sent.status == 200 and env["rasa"].calls[-1][0] == "/webhooks/evolution/agent/send"
     back = await agent.api("post", "/api/conversations/346000000099@s.whatsapp.net/handback", {})
     assert back.status == 200 and env["rasa"].calls[-1][0] == "/webhooks/evolution/agent/handback"
+
+
+async def test_the_conversation_shows_the_customers_language(env: dict[str, Any]) -> None:
+    _admin, agent = await admin_and_agent(env)
+    add_events(env["tracker"], "34600000002", [user("quiero hablar con alguien", "human_handoff",
+                                                    wa_id="34600000002"),
+                                               {"event": "slot", "name": "language", "value": "es"},
+                                               *handoff_events()])
+    env["app"].ctx.projector.catch_up()
+    view = await agent.api("get", "/api/conversations/34600000002")
+    assert view.json["conversation"]["language"] == "es"
+    page = await agent.request("get", "/c/34600000002")
+    assert 'id="language">Español (es)</strong>' in page.text
+    queue = await agent.request("get", "/")
+    assert '<span class="badge lang" title="language">ES</span>' in queue.text
+
+
+def test_an_older_console_database_gets_the_new_column(tmp_path: Any) -> None:
+    from sqlalchemy import inspect, text
+
+    console = create_db_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    with console.begin() as conn:  # the table as the previous version made it, without `language`
+        conn.execute(text("CREATE TABLE console_conversations (sender_id VARCHAR(255) PRIMARY KEY, "
+                          "status VARCHAR(16) NOT NULL, last_event_id INTEGER NOT NULL, updated_at FLOAT NOT NULL)"))
+        conn.execute(text("INSERT INTO console_conversations VALUES ('a', 'bot', 1, 1.0)"))
+    create_tables(console)
+    create_tables(console)  # idempotent
+    assert "language" in {c["name"] for c in inspect(console).get_columns("console_conversations")}
+    with console.connect() as conn:
+        assert conn.execute(text("SELECT sender_id, language FROM console_conversations")).all() == [("a", None)]
