@@ -20,7 +20,7 @@ RASA := $(RASA_VENV)/bin/rasa
 APP_PY := $(APP_VENV)/bin/python
 STAGE := scripts/stage.sh
 
-.PHONY: help env run train lint test test-app test-rasa validate test-stories test-nlu test-dialogue test-integration nlu-crossval browser-deps test-browser test-kb kb-ingest bench bench-kb bench-console evolution-setup lock clean
+.PHONY: help env run train lint test test-app test-rasa validate test-stories test-nlu test-dialogue test-integration nlu-crossval browser-deps test-browser test-kb kb-ingest bench bench-nlu bench-kb bench-console evolution-setup lock clean
 
 help:
 	@echo "make run     start the assistant (Rasa :5005, actions :5055, WhatsApp sandbox :5006) on embedded defaults"
@@ -166,6 +166,10 @@ test: env
 # Speed targets (not part of `make test`: they print figures and compare within one run).
 bench: env train
 	$(RASA_VENV)/bin/python -m bench.whatsapp_vs_rest
+
+# NLU + dialogue latency over REST with and without the dense featurizer (trains the baseline once).
+bench-nlu: env train
+	$(RASA_VENV)/bin/python -m bench.nlu_dense
 
 # Console queue/conversation endpoints with 10k conversations / 500k events, SQLite and PostgreSQL.
 bench-console: $(APP_VENV)/.installed

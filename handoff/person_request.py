@@ -100,6 +100,9 @@ NEGATIONS = _words("""
     nao sem nenhum nenhuma ninguem nunca
     kein keine keinen keinem nicht ohne niemand nie
 """)
+# The negations that decline a person ("no need for", "don't need"); "can't" and "won't" are left out:
+# "why can't I talk to a human?" is a request made in anger.
+DECLINING = NEGATIONS - _words("cant cannot wont t")
 SELF_WORDS = ("i m ", "im ", "i am ", "soy ", "sou ", "eu sou ", "ich bin ")
 # "am I talking to a real person?" asks what the bot is (bot_challenge), not for a person.
 ASKS_WHAT_BOT_IS = ("am i ", "are you ", "is this ", "estoy hablando", "hablo con", "estou a falar", "estou falando",
@@ -210,5 +213,20 @@ def asks_for_person(text: str) -> bool:
         asks_what_bot_is = f"{' '.join(tokens)} ".startswith(ASKS_WHAT_BOT_IS)
         if (CALL_ME.search(" ".join(tokens)) or _only_person_and_politeness(tokens)
                 or (not asks_what_bot_is and _request_then_person(tokens)) or _person_with_contact(tokens)):
+            return True
+    return False
+
+
+def mentions_without_asking(text: str) -> bool:
+    """A person is named but not asked for: "no, I don't need a human", "i'm a real person btw",
+    "my colleague's contact". NLU's `human_handoff` on such a message is a mistake
+    (rasa_components/person_mention.py takes the next intent instead)."""
+    if not text or text.startswith("/") or asks_for_person(text):
+        return False
+    for clause in CLAUSE_BREAK.split(text[:1000]):
+        tokens = _tokens(clause)
+        people = [i for i, token in enumerate(tokens) if token in PERSON_TOKENS]
+        if people and (_describes_self(clause) or all(
+                any(t in DECLINING for t in tokens[:i]) or _someone_else(tokens, i) for i in people)):
             return True
     return False

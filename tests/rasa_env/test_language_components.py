@@ -146,3 +146,24 @@ def test_bad_input_gets_a_language_and_no_crash(detector: LanguageDetector, text
 
 def test_rasa_test_nlu_runs_it_without_a_tracker(detector: LanguageDetector) -> None:
     assert language_entity(detect(detector, "wo ist meine bestellung", None)) == "de"
+
+
+def guarded(text: str, ranking: list[tuple[str, float]]) -> dict[str, Any]:
+    from rasa_components.person_mention import PersonMentionGuard
+
+    intents = [{"name": name, "confidence": confidence} for name, confidence in ranking]
+    [message] = PersonMentionGuard().process([Message(data={TEXT: text, "intent": intents[0],
+                                                            "intent_ranking": intents})])
+    return message.data
+
+
+def test_a_mention_of_a_person_is_not_a_handoff_intent() -> None:
+    data = guarded("i'm a real person btw", [("human_handoff", 0.6), ("out_of_scope", 0.3), ("greet", 0.1)])
+    assert data["intent"] == {"name": "out_of_scope", "confidence": 0.3}
+    assert [r["name"] for r in data["intent_ranking"]] == ["out_of_scope", "greet"]
+    kept = guarded("get me a person", [("human_handoff", 0.6), ("out_of_scope", 0.3)])
+    assert kept["intent"]["name"] == "human_handoff"
+    other = guarded("i'm a real person btw", [("bot_challenge", 0.6), ("human_handoff", 0.3)])
+    assert other["intent"]["name"] == "bot_challenge"
+    alone = guarded("i'm a real person btw", [("human_handoff", 0.9)])  # nothing else to take
+    assert alone["intent"]["name"] == "human_handoff"
