@@ -27,7 +27,7 @@ ENGLISH_NAMES = {"en": "English", "es": "Spanish", "pt": "Portuguese", "de": "Ge
 MIN_LETTERS = 12
 MIN_WORDS = 2
 MIN_CONFIDENCE = 0.70
-# With no current language (the first message) a weaker guess still beats the default.
+# With no current language (the first message), a weaker guess still beats the default.
 FIRST_MESSAGE_CONFIDENCE = 0.45
 
 # Calling codes → the served language most of their customers write in. Switzerland, Belgium and
@@ -115,8 +115,11 @@ def choose_language(text: str, detection: Detection | None, current: str | None,
     if unserved:
         return current or DEFAULT_LANGUAGE
     if current is None:
-        # The first message may be short ("hola"): with nothing to keep, the detector's best guess,
-        # unless it is unsure and the number's country says otherwise.
+        # The first message: a clear one says its language even with a weak detector score
+        # ("Quero falar com um atendente" scores 0.59); a short one ("hola", "hi") is a guess, which
+        # the WhatsApp number's country beats unless the detector is sure.
+        if detection is not None and detection.confidence >= FIRST_MESSAGE_CONFIDENCE and clear_enough(text):
+            return detection.language
         if detection is not None and detection.confidence >= MIN_CONFIDENCE:
             return detection.language
         if hint:

@@ -129,7 +129,8 @@ class MultilingualSentenceFeaturizer(DenseFeaturizer, GraphComponent):
         return rows
 
     def _featurize(self, messages: list[Message], attribute: str) -> None:
-        chosen = [m for m in messages if isinstance(m.get(attribute), str) and m.get(attribute).strip()]
+        # A blank message still gets its (zero) row: the intent classifier needs sentence features.
+        chosen = [m for m in messages if isinstance(m.get(attribute), str)]
         if not chosen:
             return
         vectors = self.embed([m.get(attribute) for m in chosen])

@@ -42,6 +42,9 @@ def test_the_first_message_uses_its_detection_then_the_country_then_english() ->
     assert choose_language("ok", Detection("en", 0.4), None, hint="pt") == "pt"
     assert choose_language("obrigado", Detection("pt", 0.5), None) == "pt"
     assert choose_language("ok", None, None) == "en"
+    # a clear first message keeps its language against the country's
+    assert choose_language("Quero falar com um atendente", Detection("pt", 0.59), None, hint="es") == "pt"
+    assert choose_language("hola", Detection("es", 0.41), None, hint="de") == "de"
 
 
 def test_a_language_we_do_not_serve_keeps_the_current_one_or_english() -> None:

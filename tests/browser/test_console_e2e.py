@@ -10,7 +10,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.browser.conftest import RESULTS, new_page
 from tests.integration.harness import CONSOLE_ADMIN, Stack
 
-PHONE = "34699000042"
+PHONE = "44799000042"
 
 
 def customer_says(page: Page, text: str) -> None:

@@ -29,7 +29,7 @@ def say(page: Page, text: str) -> None:
 
 def test_designer_chats_with_buttons_lists_and_ticks(page: Page, stack: Stack) -> None:
     RESULTS.mkdir(exist_ok=True)
-    open_chat(page, stack, "34699000001")
+    open_chat(page, stack, "44799000001")
     say(page, "hi")
     track = page.locator(".bubble.theirs .reply-button", has_text="Track my order")
     expect(track).to_be_visible()

@@ -29,7 +29,7 @@ def texts(stack: Stack, jid: str) -> list[str]:
 
 
 def test_a_conversation_with_numbered_options(stack: Stack) -> None:
-    jid = "34622000001@s.whatsapp.net"
+    jid = "44722000001@s.whatsapp.net"
     assert stack.post_evolution(upsert(jid, "EVO.CONV.1", "hi")) == 200
     (greeting,) = wait_for(lambda: texts(stack, jid), 60, what="greeting")
     assert "1. Track my order" in greeting and "Reply with a number." in greeting  # no Baileys buttons
@@ -61,16 +61,16 @@ def test_lid_sender_is_answered_on_its_jid(stack: Stack) -> None:
 
 
 def test_duplicates_echoes_and_a_wrong_secret(stack: Stack) -> None:
-    jid = "34622000003@s.whatsapp.net"
+    jid = "44722000003@s.whatsapp.net"
     body = upsert(jid, "EVO.DUP.1", "hi")
     with ThreadPoolExecutor(3) as pool:
         assert list(pool.map(stack.post_evolution, [body, body, body])) == [200, 200, 200]
     assert stack.post_evolution(upsert(jid, "EVO.ECHO.1", "hi", fromMe=True)) == 200
-    assert stack.post_evolution(upsert("34622000004@s.whatsapp.net", "EVO.SECRET.1", "hi"), secret="nope") == 403
+    assert stack.post_evolution(upsert("44722000004@s.whatsapp.net", "EVO.SECRET.1", "hi"), secret="nope") == 403
     wait_for(lambda: texts(stack, jid), 60, what="reply")
     time.sleep(3)
     assert len(texts(stack, jid)) == 1
-    assert stack.evolution_sent_to("34622000004@s.whatsapp.net", accepted_only=False) == []
+    assert stack.evolution_sent_to("44722000004@s.whatsapp.net", accepted_only=False) == []
 
 
 def test_failing_sends_are_all_delivered_once(stack: Stack) -> None:

@@ -25,10 +25,10 @@ def slots_and_pause(stack: Stack, user: str) -> tuple[dict, bool]:
 
 
 @pytest.mark.parametrize(("user", "texts", "reason"), [
-    ("34622000001", ["I'm going to take you to court over this"], "escalation_phrase:take you to court"),
-    ("34622000002", ["This is the worst, most useless service ever, I hate it",
+    ("44722000001", ["I'm going to take you to court over this"], "escalation_phrase:take you to court"),
+    ("44722000002", ["This is the worst, most useless service ever, I hate it",
                      "You are terrible and awful, I am furious and disgusted"], "negative_sentiment"),
-    ("34622000003", ["when will my parcel arrive", "when will my parcel arrive?",
+    ("44722000003", ["when will my parcel arrive", "when will my parcel arrive?",
                      "WHEN will my parcel arrive"], "repeated_question"),
 ])
 def test_each_conversation_wide_trigger_hands_over(stack: Stack, user: str, texts: list[str], reason: str) -> None:
@@ -40,7 +40,7 @@ def test_each_conversation_wide_trigger_hands_over(stack: Stack, user: str, text
 
 
 def test_paused_messages_are_recorded_silently_and_hand_back_resumes(stack: Stack) -> None:
-    user = "34622000010"
+    user = "44722000010"
     converse(stack, user, ["agent please"])
     wait_for(lambda: slots_and_pause(stack, user)[1], 30, what="paused")
     sent = len(stack.sent_to(user))
@@ -63,7 +63,7 @@ def test_paused_messages_are_recorded_silently_and_hand_back_resumes(stack: Stac
 def test_evolution_conversation_agent_reply_and_rating_by_number(stack: Stack) -> None:
     from .test_evolution_live import texts, upsert
 
-    jid = "34622000077@s.whatsapp.net"
+    jid = "44722000077@s.whatsapp.net"
     assert stack.post_evolution(upsert(jid, "EVO.HANDOFF.1", "I want to talk to a human")) == 200
     wait_for(lambda: stack.tracker(jid).get("paused"), 60, what="paused")
     auth = {"Authorization": f"Bearer {CHANNEL_AGENT_TOKEN}"}

@@ -56,7 +56,7 @@ def inbox_states(stack: Stack, prefix: str) -> dict[str, int]:
 
 
 def test_a_message_stored_by_the_ingest_is_answered_at_once(pg_stack: Stack) -> None:
-    user = "34622000001"
+    user = "44722000001"
     assert pg_stack.post_webhook(text_webhook(user, "wamid.pg.1", "hi")) == 200
     (greeting,) = wait_for(lambda: pg_stack.sent_to(user), 15, what="greeting (a 30 s poll could not bring it)")
     assert greeting["type"] == "interactive"
@@ -68,7 +68,7 @@ def test_a_message_stored_by_the_ingest_is_answered_at_once(pg_stack: Stack) -> 
 
 
 def test_duplicate_deliveries_get_one_reply(pg_stack: Stack) -> None:
-    user = "34622000002"
+    user = "44722000002"
     body = text_webhook(user, "wamid.pg.dup", "hi")
     with ThreadPoolExecutor(3) as pool:
         assert list(pool.map(pg_stack.post_webhook, [body] * 3)) == [200, 200, 200]
@@ -80,7 +80,7 @@ def test_duplicate_deliveries_get_one_reply(pg_stack: Stack) -> None:
 def test_a_ticket_left_in_rasas_redis_lock_delays_the_answer_but_never_loses_it(pg_stack: Stack) -> None:
     """A replica killed mid-turn leaves its Redis ticket; its clock ran 1 s ahead, so the ticket lapses
     after the one the next turn takes. Rasa's own lock then waits forever (connectors/conversation_lock.py)."""
-    user = "34622000003"
+    user = "44722000003"
     store = RedisLockStore(host="127.0.0.1", port=6379, key_prefix=pg_stack.redis_lock_prefix)
     store.save_lock(TicketLock(user, deque([Ticket(0, time.time() + LEFT_TICKET_LIFETIME + 1)])))
     assert pg_stack.post_webhook(text_webhook(user, "wamid.pg.left", "hi")) == 200
@@ -101,7 +101,7 @@ def user_message_ids(stack: Stack, user: str) -> list[str]:
 # Last in this module: it leaves the second replica dead.
 def test_two_replicas_answer_each_message_once_in_order_and_one_killed_loses_nothing(pg_stack: Stack) -> None:
     script = ["hi", "do you take paypal", "thanks"]
-    reference = "34622000900"  # how many sends each answer takes, from a conversation nobody disturbs
+    reference = "44722000900"  # how many sends each answer takes, from a conversation nobody disturbs
     for turn, text_ in enumerate(script):
         assert pg_stack.post_webhook(text_webhook(reference, f"wamid.ref.{turn}", text_)) == 200
         wait_for(lambda t=turn: user_message_ids(pg_stack, reference) == [f"wamid.ref.{n}" for n in range(t + 1)]

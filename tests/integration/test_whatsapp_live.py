@@ -22,7 +22,7 @@ def inbox_states(stack: Stack) -> dict[str, int]:
 
 
 def test_a_conversation_over_the_channel(stack: Stack) -> None:
-    user = "34611000001"
+    user = "44711000001"
     assert stack.post_webhook(text_webhook(user, "wamid.conv.1", "hi")) == 200
     (greeting,) = wait_for(lambda: stack.sent_to(user), 60, what="greeting")
     assert greeting["type"] == "interactive" and greeting["interactive"]["type"] == "button"
@@ -58,7 +58,7 @@ def stack_received(stack: Stack) -> list[dict]:
 
 
 def test_numbered_reply_maps_back_to_the_button_payload(stack: Stack) -> None:
-    user = "34611000002"
+    user = "44711000002"
     stack.post_webhook(text_webhook(user, "wamid.num.1", "hello"))
     wait_for(lambda: stack.sent_to(user), 60, what="greeting")
     stack.post_webhook(text_webhook(user, "wamid.num.2", "1"))  # "1" = first button, Track my order
@@ -67,7 +67,7 @@ def test_numbered_reply_maps_back_to_the_button_payload(stack: Stack) -> None:
 
 
 def test_duplicate_delivery_gets_exactly_one_reply(stack: Stack) -> None:
-    user = "34611000003"
+    user = "44711000003"
     body = text_webhook(user, "wamid.dup.1", "hi")
     with ThreadPoolExecutor(3) as pool:
         statuses = list(pool.map(stack.post_webhook, [body, body, body]))
@@ -78,7 +78,7 @@ def test_duplicate_delivery_gets_exactly_one_reply(stack: Stack) -> None:
 
 
 def test_bad_signature_is_refused_and_not_answered(stack: Stack) -> None:
-    user = "34611000004"
+    user = "44711000004"
     assert stack.post_webhook(text_webhook(user, "wamid.sig.1", "hi"), secret="not-the-secret") == 403
     time.sleep(2)
     assert stack.sent_to(user, accepted_only=False) == []
@@ -99,7 +99,7 @@ def test_retryable_failures_are_all_delivered(stack: Stack) -> None:
 
 
 def test_outside_the_window_is_recorded_not_retried(stack: Stack) -> None:
-    user = "34611000005"
+    user = "44711000005"
     stack.configure_graph(window_closed_for=[user])
     try:
         stack.post_webhook(text_webhook(user, "wamid.window.1", "hi"))
