@@ -39,7 +39,10 @@ def test_relevance_gate_reads_the_best_cosine() -> None:
 
 @pytest.mark.parametrize("question, expected", [
     ("and for Spain?", True), ("what about the UK", True), ("is it free?", True), ("y para Portugal?", True),
-    ("how long does delivery to Spain take?", False), ("hello", False), ("", False)])
+    ("¿y si pago con tarjeta?", True), ("e para o Brasil?", True), ("und nach Österreich?", True),
+    ("was ist mit der Schweiz", True), ("eso es gratis?", True),
+    ("how long does delivery to Spain take?", False), ("donde esta la tienda", False),
+    ("wie lange dauert der Versand", False), ("hello", False), ("", False)])
 def test_followup_detection(question: str, expected: bool) -> None:
     assert is_followup(question) is expected
 
@@ -65,6 +68,14 @@ def test_prompt_template_carries_question_numbered_context_and_marker() -> None:
     assert "[1] refunds › part (Refunds)\nWe refund within 3 working days." in prompt
     assert "[2] return-policy" in prompt and "how long for a refund?" in prompt
     assert NO_ANSWER_MARKER in prompt and "{context}" not in prompt
+
+
+def test_the_prompt_asks_for_the_customers_language_and_answers_keep_their_sources() -> None:
+    assert "Reply in Spanish, the customer's language" in build_prompt(load_prompt(), "q?", HITS, "es")
+    assert "Reply in English" in build_prompt(load_prompt(), "q?", HITS, "xx")
+    answer = parse_llm_answer("Reembolsamos en 3 días laborables [1].", HITS)
+    assert answer is not None and answer.body == "Reembolsamos en 3 días laborables."
+    assert answer.source_titles() == "Refunds"
 
 
 def test_citations_are_parsed_into_sources() -> None:
