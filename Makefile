@@ -158,7 +158,7 @@ test: env
 	@$(STAGE) "rasa data validate" make --no-print-directory validate
 	@$(STAGE) "rasa train" make --no-print-directory train
 	@$(STAGE) "rasa test (stories)" make --no-print-directory test-stories
-	@$(STAGE) "rasa test (held-out NLU)" make --no-print-directory test-nlu
+	@$(STAGE) "rasa test (blind NLU)" make --no-print-directory test-nlu
 	@$(STAGE) "integration (live Rasa)" make --no-print-directory test-integration
 	@$(STAGE) "browser (sandbox page, console)" make --no-print-directory test-browser
 	@$(STAGE) --summary
