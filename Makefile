@@ -108,7 +108,7 @@ test-nlu: env
 # 5-fold cross-validation of the NLU on the training data, with Rasa's plots (not in CI: ~5 trainings).
 nlu-crossval: env
 	@mkdir -p results/crossval
-	$(RASA) test nlu --nlu data --config config.yml --cross-validation --folds 5 --out results/crossval
+	$(RASA) test nlu --nlu data --domain domain --config config.yml --cross-validation --folds 5 --out results/crossval
 
 test-dialogue: test-stories test-nlu
 
