@@ -14,6 +14,8 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import QueuePool
 
+from connectors.whatsapp.to_rasa import InboxItem
+
 T = TypeVar("T")
 
 SQLITE_SYNCHRONOUS = "NORMAL"  # every connection's, but for the webhook's commit (synced_commit)
@@ -51,6 +53,7 @@ statuses = Table(
     Column("recipient_id", String(128)),
     Column("business_id", String(64), nullable=False),
     Column("errors", Text),
+    Column("callback", String(512)),
 )
 
 outbound = Table(
@@ -89,19 +92,6 @@ menus = Table(
     Column("menu", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
-
-
-@dataclass(frozen=True)
-class InboxItem:
-    """One customer message as the inbox stores it."""
-
-    message_id: str
-    channel: str
-    conversation_id: str
-    reply_to: str
-    business_id: str
-    sent_at: int
-    message: dict[str, Any]  # {"text": ..., "metadata": {...}} or {"skip": reason}
 
 
 @dataclass(frozen=True)

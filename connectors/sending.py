@@ -57,6 +57,10 @@ class RetryingSender:
     def message_id_of(self, body: dict[str, Any]) -> str | None:
         raise NotImplementedError
 
+    def tagged(self, payload: dict[str, Any], key: str) -> dict[str, Any]:
+        """The payload carrying our key where the platform repeats it on its statuses (if it does)."""
+        return payload
+
     def decide(self, error: GraphError, server_errors: int) -> Verdict:
         raise NotImplementedError
 

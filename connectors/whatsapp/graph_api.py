@@ -108,6 +108,11 @@ class GraphClient(RetryingSender):
             raise MediaTooLarge(f"over {max_bytes} bytes")
         return content, mime
 
+    def tagged(self, payload: dict[str, Any], key: str) -> dict[str, Any]:
+        """Meta repeats `biz_opaque_callback_data` on the message's status webhooks: proof of a send that
+        a crash cut off before its answer was recorded."""
+        return {**payload, "biz_opaque_callback_data": key} if payload.get("type") else payload
+
     def message_id_of(self, body: dict[str, Any]) -> str | None:
         messages = body.get("messages")
         message_id = messages[0].get("id") if isinstance(messages, list) and messages else None

@@ -10,15 +10,27 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from connectors.inbox import InboxItem
 from connectors.whatsapp.updates import MEDIA_TYPES, InboundMessage, MessageType, json_object
 
 CHANNEL = "whatsapp"
 MAX_TEXT_CHARS = 4096
 _NUMBER_REPLY = re.compile(r"^\s*#?(\d{1,2})\s*[.)]?\s*$")
 
+
+@dataclass(frozen=True)
+class InboxItem:
+    """One customer message as the inbox stores it."""
+
+    message_id: str
+    channel: str
+    conversation_id: str
+    reply_to: str
+    business_id: str
+    sent_at: int
+    message: dict[str, Any]  # {"text": ..., "metadata": {...}} or {"skip": reason}
 
 
 def _scalar(value: Any) -> str | None:

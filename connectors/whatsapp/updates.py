@@ -84,6 +84,7 @@ class StatusUpdate:
     recipient_id: str | None
     phone_number_id: str
     errors: tuple[dict[str, Any], ...] = ()
+    callback: str | None = None  # biz_opaque_callback_data of our send, repeated by Meta
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ def _status(raw: Any, where: str, phone_number_id: str) -> StatusUpdate:
         recipient_id=_str(raw.get("recipient_id")) or _str(raw.get("recipient_user_id")),
         phone_number_id=phone_number_id,
         errors=errors,
+        callback=(_str(raw.get("biz_opaque_callback_data")) or "")[:512] or None,
     )
 
 

@@ -38,6 +38,7 @@ def status_rows(statuses: Sequence[StatusUpdate]) -> list[dict[str, Any]]:
             "recipient_id": s.recipient_id,
             "business_id": s.phone_number_id,
             "errors": json.dumps(list(s.errors)) if s.errors else None,
+            "callback": s.callback,
         }
         for s in statuses
     ]

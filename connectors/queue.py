@@ -1,0 +1,424 @@
+"""The database as the queue: the inbox of customer messages and the outbox of replies.
+
+Every statement the receiver, the worker and the sender run is here, on SQLAlchemy's async engine
+(aiosqlite for a SQLite file, asyncpg for PostgreSQL): the same Core statements on both, awaited,
+so no call blocks an event loop. See docs/architecture.md for how the three use the tables.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+from connectors.whatsapp.to_rasa import InboxItem
+
+# wa_inbox.state
+PENDING, DONE, STALE, SKIPPED, FAILED = "pending", "done", "stale", "skipped", "failed"
+# wa_outbound.state
+QUEUED, SENDING, SENT, FAILED_SEND = "queued", "sending", "sent", "failed"
+TO_SEND = (QUEUED, SENDING)
+DELIVERED = ("sent", "delivered", "read", "played")  # statuses that prove a send went out
+
+metadata = MetaData()
+
+inbox = Table(
+    "wa_inbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", String(256), nullable=False, unique=True),  # wamid / Evolution key.id
+    Column("channel", String(32), nullable=False),
+    Column("conversation_id", String(128), nullable=False),
+    Column("reply_to", String(128), nullable=False),
+    Column("business_id", String(64), nullable=False),  # phone_number_id / Evolution instance
+    Column("sent_at", Integer, nullable=False),  # the platform's timestamp (s)
+    Column("received_at", Float, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),  # turns begun on it (> 0: maybe handled)
+    Column("message", Text, nullable=False),  # JSON: text + metadata for Rasa
+    Column("updated_at", Float, nullable=False),
+    Index("ix_wa_inbox_state_conversation", "state", "conversation_id", "id"),
+)
+
+outbox = Table(
+    "wa_outbound",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("channel", String(32), nullable=False),
+    Column("conversation_id", String(128), nullable=False, index=True),
+    Column("business_id", String(64), nullable=False),
+    Column("message_id", String(256), index=True),  # the platform's id, once it accepted the send
+    Column("turn_key", String(300), index=True),  # "<inbound message id>#<n>"; agent replies: "agent"
+    Column("state", String(16), nullable=False),  # queued | sending | sent | failed
+    Column("error_code", Integer),
+    Column("error", Text),
+    Column("payload", Text, nullable=False),  # the rendered platform message (JSON)
+    Column("created_at", Float, nullable=False),
+    # Added after the first release: nullable, so create_tables can add them to an existing table.
+    Column("template", Text),  # what goes instead when refused outside the 24-hour window (131047)
+    Column("attempts", Integer),
+    Column("updated_at", Float),
+)
+Index("ix_wa_outbound_state_conversation", outbox.c.state, outbox.c.conversation_id, outbox.c.id)
+
+statuses = Table(
+    "wa_statuses",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", String(256), nullable=False, index=True),  # our outbound message's id
+    Column("status", String(16), nullable=False),
+    Column("sent_at", Integer, nullable=False),
+    Column("recipient_id", String(128)),
+    Column("business_id", String(64), nullable=False),
+    Column("errors", Text),
+    Column("callback", String(512), index=True),  # biz_opaque_callback_data: our outbox row's key
+)
+
+menus = Table(
+    "wa_menus",
+    metadata,
+    Column("conversation_id", String(128), primary_key=True),
+    Column("channel", String(32), primary_key=True),
+    Column("menu", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class InboxRow(InboxItem):
+    """A stored message taken by the worker."""
+
+    id: int = 0
+    attempts: int = 0
+    menu: dict[str, str] = field(default_factory=dict)  # numbered options of the last reply: "1" → payload
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One platform message to send, as the outbox stores it."""
+
+    payload: dict[str, Any]
+    template: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    channel: str
+    conversation_id: str
+    business_id: str
+    state: str
+    payload: dict[str, Any]
+    template: dict[str, Any] | None
+    attempts: int
+    created_at: float
+
+
+def callback_key(row_id: int) -> str:
+    """The key a Cloud API send carries (biz_opaque_callback_data) and its statuses repeat."""
+    return f"vb-out-{row_id}"
+
+
+def async_url(url: str) -> str:
+    """A tracker-store style URL on the async driver of its database."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise ValueError(f"the channels' queue needs SQLite or PostgreSQL, not {backend!r}")
+
+
+def create_queue_engine(url: str, durable_commits: bool = False, pool_size: int = 8) -> AsyncEngine:
+    """The queue's engine. `durable_commits`: on SQLite every commit is synced to disk before it
+    returns (the receiver, whose commit precedes an ACK Meta never repeats); a database server's
+    commits are durable already. SQLite waits up to 30 s for another process's write lock, in
+    aiosqlite's thread, so the event loop goes on meanwhile."""
+    url = async_url(url)
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, poolclass=AsyncAdaptedQueuePool, pool_size=pool_size, max_overflow=4,
+                                     connect_args={"timeout": 30})
+        synchronous = "FULL" if durable_commits else "NORMAL"
+
+        def pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers (the console) never block a writer
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.close()
+
+        event.listen(engine.sync_engine, "connect", pragmas)
+        return engine
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _add_missing_columns(conn: Any) -> None:
+    """Tables made by an earlier release get the nullable columns added since, and the new indexes."""
+    found = inspect(conn)
+    for table in metadata.sorted_tables:
+        have = {column["name"] for column in found.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have and column.nullable:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+
+
+def _insert(dialect: str, table: Table) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING in the database's own dialect."""
+    return (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)).on_conflict_do_nothing()
+
+
+def _json(value: str | None) -> Any:
+    return json.loads(value) if value else None
+
+
+class Queue:
+    """The tables as the receiver, the worker and the sender use them."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    async def create_tables(self) -> None:
+        """Create what is missing. Several processes may start at once on a new database: the loser
+        of a race on a table gets an error, and by then the table exists, so a second try passes."""
+        for attempt in range(2):
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(metadata.create_all)
+                    await conn.run_sync(_add_missing_columns)
+                return
+            except Exception:
+                if attempt:
+                    raise
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # --- receiver -----------------------------------------------------------------------------
+    async def store(self, items: Sequence[InboxItem], status_rows: Sequence[dict[str, Any]] = ()) -> None:
+        """A webhook's messages (a message id already stored is dropped) and statuses, in one commit."""
+        if not items and not status_rows:
+            return
+        now = time.time()
+        async with self.engine.begin() as conn:
+            if items:
+                await conn.execute(_insert(self.dialect, inbox), [_inbox_values(item, now) for item in items])
+            if status_rows:
+                await conn.execute(statuses.insert(), list(status_rows))
+
+    # --- worker -------------------------------------------------------------------------------
+    async def latest_message_id(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(select(func.max(inbox.c.id)))).scalar() or 0)
+
+    async def pending_conversations(self, channel: str, exclude: Iterable[str] = (), limit: int = 64) -> list[str]:
+        """Conversations with messages to answer, the one waiting longest first."""
+        query = (select(inbox.c.conversation_id)
+                 .where(and_(inbox.c.state == PENDING, inbox.c.channel == channel))
+                 .group_by(inbox.c.conversation_id).order_by(func.min(inbox.c.id)).limit(limit))
+        excluded = list(exclude)
+        if excluded:
+            query = query.where(inbox.c.conversation_id.not_in(excluded))
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    async def next_message(self, channel: str, conversation_id: str) -> InboxRow | None:
+        """The conversation's oldest pending message, its attempt counted, with the conversation's menu.
+        The caller holds the conversation (connectors/claims.py)."""
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(
+                select(inbox).where(and_(inbox.c.channel == channel, inbox.c.conversation_id == conversation_id,
+                                         inbox.c.state == PENDING)).order_by(inbox.c.id).limit(1))).first()
+            if row is None:
+                return None
+            await conn.execute(update(inbox).where(inbox.c.id == row.id)
+                               .values(attempts=inbox.c.attempts + 1, updated_at=time.time()))
+            menu = (await conn.execute(select(menus.c.menu).where(
+                and_(menus.c.conversation_id == conversation_id, menus.c.channel == channel)))).scalar()
+        return _inbox_row(row, attempts=row.attempts + 1, menu=_json(menu) or {})
+
+    async def finish(self, row: InboxRow, state: str, replies: Sequence[Reply] = (),
+                     menu: dict[str, str] | None = None) -> list[int]:
+        """The turn's end, in one transaction: its replies into the outbox, the menu its last reply
+        offered (None: leave the stored one), and the message marked `state`. Returns the outbox ids."""
+        now = time.time()
+        async with self.engine.begin() as conn:
+            ids = await self._queue(conn, row.channel, row.conversation_id, row.business_id, replies,
+                                    row.message_id, now)
+            if menu is not None and (menu or row.menu):
+                await _save_menu(conn, row.channel, row.conversation_id, menu, now)
+            await conn.execute(update(inbox).where(inbox.c.id == row.id).values(state=state, updated_at=now))
+        return ids
+
+    async def mark_stale(self, channel: str, older_than: float) -> int:
+        """Pending messages the platform dated before `older_than` (epoch s) are not answered."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(update(inbox).where(and_(
+                inbox.c.state == PENDING, inbox.c.channel == channel, inbox.c.sent_at < int(older_than)))
+                .values(state=STALE, updated_at=time.time()))
+        return int(result.rowcount or 0)
+
+    async def last_message_of(self, channel: str, conversation_id: str) -> InboxRow | None:
+        """The customer's latest message on a channel: where a reply outside a turn goes."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(inbox).where(and_(
+                inbox.c.channel == channel, inbox.c.conversation_id == conversation_id))
+                .order_by(inbox.c.id.desc()).limit(1))).first()
+        return None if row is None else _inbox_row(row, attempts=row.attempts, menu={})
+
+    async def paused(self, conversation_id: str) -> bool | None:
+        """Whether a person has the conversation, from Rasa's tracker events when they are in this
+        database (its default set-up); None when they are not."""
+        try:
+            async with self.engine.connect() as conn:
+                last = (await conn.execute(text(
+                    "SELECT type_name FROM events WHERE sender_id = :sender AND type_name IN ('pause', 'resume')"
+                    " ORDER BY id DESC LIMIT 1"), {"sender": conversation_id})).scalar()
+        except Exception:  # no events table here: Rasa keeps its tracker elsewhere
+            return None
+        return last == "pause"
+
+    # --- outbox -------------------------------------------------------------------------------
+    async def queue_replies(self, channel: str, conversation_id: str, business_id: str,
+                            replies: Sequence[Reply], turn_key: str = "agent") -> list[int]:
+        """Replies made outside a turn (an agent's, a reminder's), queued behind the bot's."""
+        async with self.engine.begin() as conn:
+            return await self._queue(conn, channel, conversation_id, business_id, replies, turn_key, time.time())
+
+    async def _queue(self, conn: AsyncConnection, channel: str, conversation_id: str, business_id: str,
+                     replies: Sequence[Reply], turn_key: str, now: float) -> list[int]:
+        ids = []
+        for n, reply in enumerate(replies, start=1):
+            result = await conn.execute(outbox.insert().values(
+                channel=channel, conversation_id=conversation_id, business_id=business_id, state=QUEUED,
+                turn_key=f"{turn_key}#{n}", payload=json.dumps(reply.payload, ensure_ascii=False),
+                template=json.dumps(reply.template, ensure_ascii=False) if reply.template else None,
+                attempts=0, created_at=now, updated_at=now))
+            ids.append(int(result.inserted_primary_key[0]))
+        return ids
+
+    async def conversations_to_send(self, channel: str, exclude: Iterable[str] = (), limit: int = 64) -> list[str]:
+        query = (select(outbox.c.conversation_id)
+                 .where(and_(outbox.c.state.in_(TO_SEND), outbox.c.channel == channel))
+                 .group_by(outbox.c.conversation_id).order_by(func.min(outbox.c.id)).limit(limit))
+        excluded = list(exclude)
+        if excluded:
+            query = query.where(outbox.c.conversation_id.not_in(excluded))
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    async def next_send(self, channel: str, conversation_id: str) -> OutboxRow | None:
+        """The conversation's oldest reply not yet sent (the caller holds the conversation's sends)."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(outbox).where(and_(
+                outbox.c.channel == channel, outbox.c.conversation_id == conversation_id,
+                outbox.c.state.in_(TO_SEND))).order_by(outbox.c.id).limit(1))).first()
+        if row is None:
+            return None
+        return OutboxRow(id=row.id, channel=row.channel, conversation_id=row.conversation_id,
+                         business_id=row.business_id, state=row.state, payload=json.loads(row.payload),
+                         template=_json(row.template), attempts=row.attempts or 0, created_at=row.created_at)
+
+    async def mark_sending(self, row_id: int) -> None:
+        """Recorded before the request leaves: a crash leaves the row `sending`, to be settled."""
+        async with self.engine.begin() as conn:
+            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(
+                state=SENDING, attempts=func.coalesce(outbox.c.attempts, 0) + 1, updated_at=time.time()))
+
+    async def record_send(self, row_id: int, state: str, message_id: str | None = None,
+                          error_code: int | None = None, error: str | None = None,
+                          payload: dict[str, Any] | None = None) -> None:
+        """How a send ended; `payload`: what went instead (the template)."""
+        values: dict[str, Any] = {"state": state, "message_id": message_id, "error_code": error_code,
+                                  "error": error[:1000] if error else None, "updated_at": time.time()}
+        if payload is not None:
+            values["payload"] = json.dumps(payload, ensure_ascii=False)
+        async with self.engine.begin() as conn:
+            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
+
+    async def delivery_evidence(self, row: OutboxRow, recipient: str) -> str | None:
+        """The platform's id of a send a crash cut off, when a status webhook proves it went out: one
+        that repeats the row's callback key (Cloud API), else one to the same recipient, not older
+        than the send, for a message id none of our sends knows (Evolution, which has no such key)."""
+        async with self.engine.connect() as conn:
+            found = (await conn.execute(select(statuses.c.message_id).where(and_(
+                statuses.c.callback == callback_key(row.id), statuses.c.status.in_(DELIVERED))).limit(1))).scalar()
+            if found is None and row.channel != "whatsapp":
+                known = select(outbox.c.message_id).where(outbox.c.message_id.is_not(None))
+                found = (await conn.execute(select(statuses.c.message_id).where(and_(
+                    statuses.c.recipient_id == recipient, statuses.c.sent_at >= int(row.created_at),
+                    statuses.c.status.in_(DELIVERED), statuses.c.message_id.not_in(known)))
+                    .order_by(statuses.c.id).limit(1))).scalar()
+        return None if found is None else str(found)
+
+    async def send_states(self, row_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """state, message_id, error_code and error of outbox rows (what an agent's request waits for)."""
+        if not row_ids:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(outbox.c.id, outbox.c.state, outbox.c.message_id, outbox.c.error_code,
+                                              outbox.c.error).where(outbox.c.id.in_(list(row_ids))))).all()
+        return {row.id: dict(row._mapping) for row in rows}
+
+    async def save_menu(self, channel: str, conversation_id: str, menu: dict[str, str]) -> None:
+        async with self.engine.begin() as conn:
+            await _save_menu(conn, channel, conversation_id, menu, time.time())
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """Rows per state of both queues (health checks, tests)."""
+        async with self.engine.connect() as conn:
+            result = {}
+            for name, table in (("inbox", inbox), ("outbox", outbox)):
+                rows = await conn.execute(select(table.c.state, func.count()).group_by(table.c.state))
+                result[name] = {state: count for state, count in rows}
+        return result
+
+
+async def _save_menu(conn: AsyncConnection, channel: str, conversation_id: str, menu: dict[str, str],
+                     now: float) -> None:
+    await conn.execute(delete(menus).where(
+        and_(menus.c.conversation_id == conversation_id, menus.c.channel == channel)))
+    if menu:
+        await conn.execute(menus.insert().values(conversation_id=conversation_id, channel=channel,
+                                                 menu=json.dumps(menu), updated_at=now))
+
+
+def _inbox_values(item: InboxItem, now: float) -> dict[str, Any]:
+    return {"message_id": item.message_id, "channel": item.channel, "conversation_id": item.conversation_id,
+            "reply_to": item.reply_to, "business_id": item.business_id, "sent_at": item.sent_at,
+            "received_at": now, "state": SKIPPED if "skip" in item.message else PENDING, "attempts": 0,
+            "message": json.dumps(item.message, ensure_ascii=False), "updated_at": now}
+
+
+def _inbox_row(row: Any, attempts: int, menu: dict[str, str]) -> InboxRow:
+    return InboxRow(message_id=row.message_id, channel=row.channel, conversation_id=row.conversation_id,
+                    reply_to=row.reply_to, business_id=row.business_id, sent_at=row.sent_at,
+                    message=json.loads(row.message), id=row.id, attempts=attempts, menu=menu)

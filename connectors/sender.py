@@ -1,0 +1,161 @@
+"""The sender: drains each conversation's outbox in order and records what the platform answered.
+
+One holder per conversation's sends (connectors/claims.py, its own key: a conversation's next turn
+runs while the last one's replies go out). Every row is marked `sending` before its request
+leaves; a row a crash left `sending` is settled from status evidence before it is sent again
+(docs/architecture.md, "Sender").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable
+
+from connectors.claims import Claims
+from connectors.queue import FAILED_SEND, SENDING, SENT, OutboxRow, Queue, Reply, callback_key
+from connectors.sending import RetryingSender, SendResult
+from connectors.whatsapp.errors import OUTSIDE_WINDOW, Verdict
+
+logger = logging.getLogger(__name__)
+
+STATUS_GRACE_SECONDS = 5.0  # Meta repeats a status webhook within seconds; Evolution sends them at once
+EVIDENCE_POLL_SECONDS = 0.25
+SAFETY_POLL_SECONDS = 0.5  # a look for rows nobody announced (another process's, a crash's)
+
+
+class Sender:
+    def __init__(self, queue: Queue, claims: Claims, channel: str, client: RetryingSender, *,
+                 concurrency: int = 16, poll_interval: float = SAFETY_POLL_SECONDS,
+                 status_grace: float = STATUS_GRACE_SECONDS,
+                 on_sent: Callable[[OutboxRow, SendResult], None] = lambda _row, _result: None) -> None:
+        self.queue = queue
+        self.claims = claims
+        self.channel = channel
+        self.client = client
+        self.poll_interval = poll_interval
+        self.status_grace = status_grace
+        self.on_sent = on_sent
+        self.max_drains = concurrency * 2
+        self._slots = asyncio.Semaphore(concurrency)  # requests in flight
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+
+    def notify(self, conversation_id: str) -> None:
+        """Replies of this conversation were queued in this process."""
+        if self._stopped.is_set():
+            return
+        if conversation_id in self._active:
+            self._again.add(conversation_id)
+        elif len(self._active) < self.max_drains:
+            self._start(conversation_id)
+        else:
+            self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopped.is_set():
+            self._wake.clear()
+            try:
+                room = self.max_drains - len(self._active)
+                if room > 0:
+                    for conversation_id in await self.queue.conversations_to_send(
+                            self.channel, list(self._active), room):
+                        if conversation_id not in self._active:
+                            self._start(conversation_id)
+            except Exception:
+                logger.exception("%s sender: looking for replies to send failed; trying again", self.channel)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+
+    def _start(self, conversation_id: str) -> None:
+        task = asyncio.create_task(self._drain(conversation_id))
+        self._active[conversation_id] = task
+        task.add_done_callback(lambda _task: self._ended(conversation_id))
+
+    def _ended(self, conversation_id: str) -> None:
+        self._active.pop(conversation_id, None)
+        if conversation_id in self._again and not self._stopped.is_set():
+            self._again.discard(conversation_id)
+            self._start(conversation_id)
+        else:
+            self._wake.set()
+
+    async def _drain(self, conversation_id: str) -> None:
+        template_sent = False  # one re-engagement template per drain, however many replies were refused
+        try:
+            async with self.claims.hold(f"send:{self.channel}:{conversation_id}") as held:
+                if not held:
+                    return
+                while not self._stopped.is_set():
+                    self._again.discard(conversation_id)
+                    row = await self.queue.next_send(self.channel, conversation_id)
+                    if row is None:
+                        return
+                    async with self._slots:
+                        template_sent = await self._send(row, template_sent)
+        except Exception:
+            logger.exception("%s sender: a conversation's sends stopped; they are taken up again", self.channel)
+
+    async def _send(self, row: OutboxRow, template_sent: bool) -> bool:
+        """Send one row and record the outcome; returns whether a template has been sent in this drain."""
+        recipient = str(row.payload.get("to") or "")
+        if row.state == SENDING:
+            wamid = await self._evidence(row, recipient)
+            if wamid is not None:
+                logger.info("outbox row %d went out before a restart (%s): not sending it again", row.id, wamid)
+                await self.queue.record_send(row.id, SENT, wamid)
+                return template_sent
+            logger.warning("outbox row %d was cut off by a restart with no status to prove it went out; "
+                           "sending it again", row.id)
+        await self.queue.mark_sending(row.id)
+        result = await self.client.send(row.business_id, self.client.tagged(row.payload, callback_key(row.id)))
+        if not result.ok and result.verdict is Verdict.TEMPLATE and row.template is not None and not template_sent:
+            await self._record(row, result)
+            return await self._send_template(row)
+        await self._record(row, result)
+        return template_sent
+
+    async def _send_template(self, row: OutboxRow) -> bool:
+        """Outside the 24-hour window: the approved template goes instead, recorded as a send of its own."""
+        template = row.template or {}
+        (template_id,) = await self.queue.queue_replies(self.channel, row.conversation_id, row.business_id,
+                                                        [Reply(template)], turn_key=f"template-for-{row.id}")
+        await self.queue.mark_sending(template_id)
+        result = await self.client.send(row.business_id, self.client.tagged(template, callback_key(template_id)))
+        await self._record(dataclasses.replace(row, id=template_id, payload=template), result)
+        return True
+
+    async def _record(self, row: OutboxRow, result: SendResult) -> None:
+        if result.ok:
+            await self.queue.record_send(row.id, SENT, result.message_id)
+        else:
+            error = result.error
+            level = logging.INFO if error is not None and error.code == OUTSIDE_WINDOW else logging.WARNING
+            logger.log(level, "%s send %d failed for good: %s", self.channel, row.id, error)
+            await self.queue.record_send(row.id, FAILED_SEND, None, error.code if error else None,
+                                         str(error) if error else "send failed")
+        self.on_sent(row, result)
+
+    async def _evidence(self, row: OutboxRow, recipient: str) -> str | None:
+        """Wait briefly for a status webhook that proves a cut-off send went out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.status_grace
+        while True:
+            found = await self.queue.delivery_evidence(row, recipient)
+            if found is not None or loop.time() >= deadline:
+                return found
+            await asyncio.sleep(EVIDENCE_POLL_SECONDS)
+
+    async def idle(self) -> None:
+        while self._active:
+            await asyncio.gather(*list(self._active.values()), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Finish the sends in hand; rows still queued wait for the next start."""
+        self._stopped.set()
+        self._wake.set()
+        await self.idle()
