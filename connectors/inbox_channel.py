@@ -24,7 +24,6 @@ from sqlalchemy.pool import NullPool
 
 from connectors.agent_api import add_agent_routes
 from connectors.asyncpg_kept import KeptAsyncpg
-from connectors.conversation_lock import keep_lock_waiters_from_hanging
 from connectors.inbox import Inbox, InboxRow, create_inbox_engine
 from connectors.inbox_calls import (
     ON_EVENTS,
@@ -282,7 +281,6 @@ class InboxChannel(InputChannel):
             self.use_agent(getattr(app.ctx, "agent", None))
             freeze_loaded_model(self._agent)  # Rasa loaded its model before the server started
             check_action_results_with_compiled_schema()  # every channel's turns, REST's too
-            keep_lock_waiters_from_hanging()  # the same
             reason = self.worker_off_reason()
             if reason:
                 logger.info("%s worker not started: %s", self.name(), reason)

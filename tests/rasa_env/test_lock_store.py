@@ -1,5 +1,5 @@
-"""Rasa's conversation lock with connectors.conversation_lock applied: a waiter whose ticket lapsed takes a new
-one instead of waiting forever; everything else as Rasa's lock (order, clean-up, errors), in memory and in Redis.
+"""The lock stores of connectors/lock_store.py: a waiter whose ticket lapsed takes a new one instead of waiting
+forever; everything else as Rasa's lock (order, clean-up, errors), in memory and in Redis.
 
 The first test runs Rasa's own lock on the same scenario, so the others are known to test something."""
 
@@ -11,23 +11,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from rasa.core.lock_store import InMemoryLockStore, LockError, LockStore, RedisLockStore
+from rasa.core import lock_store as rasa_locks
+from rasa.core.lock_store import LockError, LockStore
+from rasa.utils.endpoints import EndpointConfig
 
-from connectors.conversation_lock import keep_lock_waiters_from_hanging
-
-
-@pytest.fixture
-def rasa_lock() -> Iterator[None]:
-    """Rasa's own `LockStore.lock` for the test, whatever an earlier test of the process applied."""
-    patched = LockStore.lock
-    LockStore.lock = getattr(patched, "rasa_original", patched)  # type: ignore[method-assign]
-    yield
-    LockStore.lock = patched  # type: ignore[method-assign]
-
-
-@pytest.fixture
-def fixed_lock(rasa_lock: None) -> None:
-    assert keep_lock_waiters_from_hanging() is True
+from connectors.lock_store import InMemoryLockStore, RedisLockStore
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -51,13 +39,13 @@ async def wait_behind_a_ticket_left_behind(store: LockStore) -> float:
         return time.monotonic() - started
 
 
-async def test_rasas_own_lock_waits_forever_once_the_waiters_ticket_lapsed(rasa_lock: None) -> None:
+async def test_rasas_own_lock_waits_forever_once_the_waiters_ticket_lapsed() -> None:
     with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(wait_behind_a_ticket_left_behind(InMemoryLockStore()), 6)
+        await asyncio.wait_for(wait_behind_a_ticket_left_behind(rasa_locks.InMemoryLockStore()), 6)
 
 
 async def test_a_waiter_whose_ticket_lapsed_takes_a_new_one_and_gets_the_lock(
-        fixed_lock: None, store: LockStore, caplog: pytest.LogCaptureFixture) -> None:
+        store: LockStore, caplog: pytest.LogCaptureFixture) -> None:
     waited = await asyncio.wait_for(wait_behind_a_ticket_left_behind(store), 6)
     assert 0.8 <= waited < 4  # after the ticket left behind lapsed (1 s), at the next look
     assert "lapsed while it waited" in caplog.text
@@ -65,7 +53,7 @@ async def test_a_waiter_whose_ticket_lapsed_takes_a_new_one_and_gets_the_lock(
 
 
 async def test_turns_are_served_in_ticket_order_and_the_lock_is_deleted_after_the_last(
-        fixed_lock: None, store: LockStore, caplog: pytest.LogCaptureFixture) -> None:
+        store: LockStore, caplog: pytest.LogCaptureFixture) -> None:
     order: list[str] = []
     release = asyncio.Event()
 
@@ -90,7 +78,7 @@ async def test_turns_are_served_in_ticket_order_and_the_lock_is_deleted_after_th
 
 
 async def test_a_waiter_cancelled_after_taking_a_new_ticket_gives_that_one_back(
-        fixed_lock: None, store: LockStore) -> None:
+        store: LockStore) -> None:
     store.issue_ticket("c3", 30)  # a holder that keeps the lock for the whole test
 
     async def waiter() -> None:
@@ -108,7 +96,7 @@ async def test_a_waiter_cancelled_after_taking_a_new_ticket_gives_that_one_back(
     assert lock is not None and [t.number for t in lock.tickets] == [0, 2]  # ticket 3 given back, the others kept
 
 
-async def test_a_lifetime_shorter_than_a_look_never_spins_the_event_loop(fixed_lock: None) -> None:
+async def test_a_lifetime_shorter_than_a_look_never_spins_the_event_loop() -> None:
     store = InMemoryLockStore()
     store.issue_ticket("c4", 30)  # held throughout
     ticks = 0
@@ -131,7 +119,7 @@ async def _enter(store: LockStore, conversation_id: str, lifetime: float) -> Non
         pass
 
 
-def test_a_store_that_is_away_raises_rasas_lock_error(fixed_lock: None) -> None:
+def test_a_store_that_is_away_raises_rasas_lock_error() -> None:
     away = RedisLockStore(host="127.0.0.1", port=1, key_prefix="away", socket_timeout=0.5)
 
     async def enter() -> None:
@@ -142,9 +130,15 @@ def test_a_store_that_is_away_raises_rasas_lock_error(fixed_lock: None) -> None:
         asyncio.run(enter())
 
 
-def test_applied_once_keeping_rasas_own(rasa_lock: None) -> None:
-    original = LockStore.lock
-    assert keep_lock_waiters_from_hanging() is True
-    assert LockStore.lock.rasa_original is original  # type: ignore[attr-defined]
-    assert keep_lock_waiters_from_hanging() is False  # the second channel of the process
-    assert LockStore.lock.rasa_original is original  # type: ignore[attr-defined]
+def test_endpoints_yml_names_them_as_rasa_loads_custom_lock_stores() -> None:
+    memory = LockStore.create(EndpointConfig(type="connectors.lock_store.InMemoryLockStore"))
+    assert isinstance(memory, InMemoryLockStore)
+    redis = LockStore.create(EndpointConfig(url="127.0.0.1", type="connectors.lock_store.RedisLockStore",
+                                            port=6379, db=2, key_prefix="voltbay"))
+    assert isinstance(redis, RedisLockStore) and redis.key_prefix.startswith("voltbay:")
+    assert redis.red.connection_pool.connection_kwargs["db"] == 2
+
+
+def test_nothing_is_patched_process_wide() -> None:
+    assert rasa_locks.LockStore.lock is not InMemoryLockStore.lock
+    assert not hasattr(rasa_locks.LockStore.lock, "rasa_original")
