@@ -38,8 +38,9 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from connectors.whatsapp.to_rasa import InboxItem
 
-# wa_inbox.state
+# wa_inbox.state; "revoked": deleted by the customer before it was answered; "edited": answered as its edit
 PENDING, DONE, STALE, SKIPPED, FAILED = "pending", "done", "stale", "skipped", "failed"
+REVOKED, EDITED = "revoked", "edited"
 # wa_outbound.state
 QUEUED, SENDING, SENT, FAILED_SEND = "queued", "sending", "sent", "failed"
 TO_SEND = (QUEUED, SENDING)
@@ -224,13 +225,29 @@ class Queue:
 
     # --- receiver -----------------------------------------------------------------------------
     async def store(self, items: Sequence[InboxItem], status_rows: Sequence[dict[str, Any]] = ()) -> None:
-        """A webhook's messages (a message id already stored is dropped) and statuses, in one commit."""
+        """A webhook's messages (a message id already stored is dropped) and statuses, in one commit.
+
+        A deletion marks its message revoked when no turn has begun on it (it is then never answered). An edit
+        of a message no turn has begun on replaces it: the original is marked edited and the edit is answered;
+        an edit of a message answered already (or unknown) is recorded only, for the agent to see."""
         if not items and not status_rows:
             return
         now = time.time()
         async with self.engine.begin() as conn:
-            if items:
-                await conn.execute(_insert(self.dialect, inbox), [_inbox_values(item, now) for item in items])
+            rows = []
+            for item in items:
+                values = _inbox_values(item, now)
+                original = item.message.get("revokes") or item.message.get("edits")
+                if original:
+                    superseded = await conn.execute(update(inbox).where(and_(
+                        inbox.c.message_id == str(original)[:256], inbox.c.conversation_id == item.conversation_id,
+                        inbox.c.state == PENDING, inbox.c.attempts == 0))
+                        .values(state=REVOKED if "revokes" in item.message else EDITED, updated_at=now))
+                    if "edits" in item.message and not superseded.rowcount:
+                        values["state"] = SKIPPED
+                rows.append(values)
+            if rows:
+                await conn.execute(_insert(self.dialect, inbox), rows)
             if status_rows:
                 await conn.execute(statuses.insert(), list(status_rows))
 

@@ -22,6 +22,7 @@ from connectors.whatsapp.updates import (
 
 UPSERT = "messages.upsert"
 UPDATE = "messages.update"
+DELETE = "messages.delete"
 MEDIA_KINDS = {"imageMessage": MessageType.IMAGE, "videoMessage": MessageType.VIDEO,
                "audioMessage": MessageType.AUDIO, "documentMessage": MessageType.DOCUMENT,
                "stickerMessage": MessageType.STICKER}
@@ -36,6 +37,8 @@ class EvolutionBatch:
     messages: tuple[InboundMessage, ...] = ()
     statuses: tuple[StatusUpdate, ...] = ()
     dropped: tuple[str, ...] = ()  # why messages were not stored: "fromMe", "group", "broadcast", event name
+    revoked: tuple[tuple[str, str], ...] = ()  # (message id, conversation) the customer deleted (messages.delete)
+    event: str = ""
 
 
 
@@ -43,19 +46,16 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _timestamp(value: Any) -> int:
+def _timestamp(value: Any, received_at: int) -> int:
+    """The message's time, or when we received it if that is not a usable time."""
     if isinstance(value, dict):  # protobuf Long serialised as {"low", "high", "unsigned"}
         value = value.get("low")
     try:
         stamp = int(str(value))
     except (TypeError, ValueError):
-        raise MalformedWebhook(f"messageTimestamp {value!r} is not an integer") from None
-    if stamp < 0:
-        raise MalformedWebhook("negative messageTimestamp")
+        return received_at
     stamp = stamp // 1000 if stamp > 10**11 else stamp  # milliseconds from some versions
-    if stamp > MAX_TIMESTAMP:
-        raise MalformedWebhook(f"messageTimestamp {stamp} out of range")
-    return stamp
+    return stamp if 0 <= stamp <= MAX_TIMESTAMP else received_at
 
 
 def digits_of(jid: str | None) -> str | None:
@@ -119,7 +119,7 @@ def _content(message: dict[str, Any], key_id: str) -> tuple[MessageType, dict[st
     return MessageType.UNSUPPORTED, {"errors": [{"title": f"unsupported Baileys message: {sorted(message)[:3]}"}]}, {}
 
 
-def _upsert(data: dict[str, Any], instance: str, where: str) -> InboundMessage | str:
+def _upsert(data: dict[str, Any], instance: str, where: str, received_at: int) -> InboundMessage | str:
     key = json_object(data.get("key"))
     key_id = _str(key.get("id"))
     remote = _str(key.get("remoteJid"))
@@ -143,7 +143,7 @@ def _upsert(data: dict[str, Any], instance: str, where: str) -> InboundMessage |
         wa_id=digits_of(reply_to) or digits_of(remote),
         user_id=remote if remote.endswith("@lid") else None,
         profile_name=_str(data.get("pushName")),
-        timestamp=_timestamp(data.get("messageTimestamp")),
+        timestamp=_timestamp(data.get("messageTimestamp"), received_at),
         type=kind,
         body=body,
         context={"id": f"{instance}:{quoted}", "from": context.get("participant")} if quoted else None,
@@ -152,44 +152,58 @@ def _upsert(data: dict[str, Any], instance: str, where: str) -> InboundMessage |
     )
 
 
-def _update(data: dict[str, Any], instance: str) -> StatusUpdate | None:
+def _update(data: dict[str, Any], instance: str, received_at: int) -> StatusUpdate | None:
     key = json_object(data.get("key"))
     key_id = _str(data.get("keyId")) or _str(key.get("id")) or _str(data.get("messageId"))
     status = STATUS_NAMES.get(str(data.get("status") or "").upper())
     if not key_id or not status or (data.get("fromMe", key.get("fromMe")) is False):
         return None  # only our own messages' progress matters
     stamp = data.get("messageTimestamp") or data.get("timestamp")
-    return StatusUpdate(wamid=key_id, status=status, timestamp=_timestamp(stamp) if stamp else 0,
+    return StatusUpdate(wamid=key_id[:256], status=status, timestamp=_timestamp(stamp, received_at),
                         recipient_id=_str(data.get("remoteJid")) or _str(key.get("remoteJid")),
                         phone_number_id=instance)
 
 
-def parse_evolution(payload: Any) -> EvolutionBatch:
-    """Messages and statuses of one Evolution webhook (data may be one object or a list)."""
+def parse_evolution(payload: Any, received_at: int = 0, path_event: str = "") -> EvolutionBatch:
+    """Messages, statuses and deletions of one Evolution webhook (`data` one object or a list). Only a body
+    that is not a JSON object raises; any event is accepted, and only messages are kept. `path_event`: the
+    event named by the URL (Evolution's webhook_by_events appends it: /webhook/messages-upsert)."""
     if not isinstance(payload, dict):
         raise MalformedWebhook("body must be a JSON object")
-    event = str(payload.get("event") or "").lower().replace("_", ".")
+    event = str(payload.get("event") or path_event or "").lower().replace("_", ".").replace("-", ".")[:64]
     instance = _str(payload.get("instance"))
-    if event not in (UPSERT, UPDATE):
-        return EvolutionBatch(dropped=(event or "no event",))
+    if event not in (UPSERT, UPDATE, DELETE):
+        return EvolutionBatch(dropped=(event or "no event",), event=event)
     if not instance or len(instance) > 64:
-        raise MalformedWebhook("instance is required")
+        return EvolutionBatch(dropped=("no instance",), event=event)
     items = payload.get("data")
-    items = items if isinstance(items, list) else [items]
+    items = items if isinstance(items, list) else [items] if items is not None else []
     messages: list[InboundMessage] = []
     statuses: list[StatusUpdate] = []
-    dropped: list[str] = []
-    for n, data in enumerate(items):
+    revoked: list[tuple[str, str]] = []
+    dropped: list[str] = [] if items else ["no data"]
+    for n, data in enumerate(items[:1000]):
         if not isinstance(data, dict):
-            raise MalformedWebhook(f"data[{n}] must be an object")
-        if event == UPDATE:
-            status = _update(data, instance)
+            dropped.append(f"data[{n}]: not an object")
+        elif event == UPDATE:
+            status = _update(data, instance, received_at)
             if status is not None:
                 statuses.append(status)
-            continue
-        parsed = _upsert(data, instance, f"data[{n}]")
-        if isinstance(parsed, str):
-            dropped.append(parsed)
+        elif event == DELETE:
+            key = json_object(data.get("key"))
+            key_id = _str(key.get("id")) or _str(data.get("id"))
+            remote = _str(key.get("remoteJid")) or _str(data.get("remoteJid"))
+            if key_id and len(key_id) <= 200 and remote and len(remote) <= 128:
+                revoked.append((f"{instance}:{key_id}", remote))
+            else:
+                dropped.append(f"data[{n}]: a deletion without key.id and remoteJid")
         else:
-            messages.append(parsed)
-    return EvolutionBatch(tuple(messages), tuple(statuses), tuple(dropped))
+            try:
+                parsed = _upsert(data, instance, f"data[{n}]", received_at)
+            except MalformedWebhook as error:
+                parsed = str(error)
+            if isinstance(parsed, str):
+                dropped.append(parsed)
+            else:
+                messages.append(parsed)
+    return EvolutionBatch(tuple(messages), tuple(statuses), tuple(dropped), tuple(revoked), event)

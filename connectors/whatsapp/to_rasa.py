@@ -54,11 +54,7 @@ def rasa_text(message: InboundMessage) -> tuple[str | None, dict[str, Any]]:
     if kind is MessageType.TEXT:
         return (_scalar(body.get("body")) or "")[:MAX_TEXT_CHARS], {}
     if kind is MessageType.INTERACTIVE:
-        reply = json_object(body.get("button_reply")) or json_object(body.get("list_reply"))
-        payload = _scalar(reply.get("id")) or _scalar(reply.get("title"))
-        if payload:
-            return payload[:MAX_TEXT_CHARS], {"reply_title": _scalar(reply.get("title"))}
-        return None, {"interactive": body}
+        return _interactive(body)
     if kind is MessageType.BUTTON:
         return (_scalar(body.get("payload")) or _scalar(body.get("text")) or "")[:MAX_TEXT_CHARS], {}
     if kind in MEDIA_TYPES:
@@ -75,11 +71,67 @@ def rasa_text(message: InboundMessage) -> tuple[str | None, dict[str, Any]]:
         return intent_payload("share_contact"), {"contacts": contacts[:10] if isinstance(contacts, list) else []}
     if kind is MessageType.REACTION:
         return None, {"reaction": {"message_id": _scalar(body.get("message_id")), "emoji": _scalar(body.get("emoji"))}}
+    if kind is MessageType.ORDER:
+        return _order(body)
+    if kind is MessageType.REVOKE:
+        return None, {"revokes": _scalar(body.get("original_message_id"))}
+    if kind is MessageType.EDIT:
+        edited = json_object(body.get("message"))
+        new_text = _scalar(json_object(edited.get("text")).get("body")) or _scalar(
+            json_object(edited.get(str(edited.get("type") or ""))).get("caption")) or ""
+        return new_text[:MAX_TEXT_CHARS], {"edits": _scalar(body.get("original_message_id"))}
+    if kind is MessageType.SYSTEM:
+        # A changed number or identity key: recorded for the conversation, never answered (above all not as media).
+        keep = ("type", "body", "wa_id", "new_wa_id", "customer", "identity", "user_id", "new_user_id")
+        return None, {"system": {k: body[k] for k in keep if _scalar(body.get(k))}}
     # unsupported (e.g. polls, view-once) and types we do not know yet
     errors = body.get("errors")
     return intent_payload("share_media", {"media_type": "unsupported"}), {
         "unsupported": errors if isinstance(errors, list) else []
     }
+
+
+def _interactive(body: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """Replies to our buttons and lists carry the Rasa payload as their id; a WhatsApp Flow's answer and a call
+    permission become intents of their own; an interactive message with nothing we know is recorded only."""
+    kind = body.get("type")
+    if kind == "nfm_reply":
+        reply = json_object(body.get("nfm_reply"))
+        try:
+            answer = json.loads(str(reply.get("response_json") or ""))
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):  # a Flow reply whose JSON is not an object: the intent, no fields
+            return intent_payload("flow_reply"), {"flow_reply": {"name": _scalar(reply.get("name")), "valid": False}}
+        fields = {k[:64]: v for k, v in list(answer.items())[:50] if _scalar(v) is not None}
+        return intent_payload("flow_reply", fields), {"flow_reply": {"name": _scalar(reply.get("name")),
+                                                                     "response": answer, "valid": True}}
+    if kind == "call_permission_reply":
+        reply = json_object(body.get("call_permission_reply"))
+        response = _scalar(reply.get("response")) or "unknown"
+        return intent_payload("call_permission_reply", {"call_permission": response[:32]}), {
+            "call_permission": {k: reply[k] for k in ("response", "is_permanent", "expiration_timestamp")
+                                if k in reply}}
+    reply = json_object(body.get("button_reply")) or json_object(body.get("list_reply"))
+    payload = _scalar(reply.get("id")) or _scalar(reply.get("title"))
+    if payload:
+        return payload[:MAX_TEXT_CHARS], {"reply_title": _scalar(reply.get("title"))}
+    return None, {"interactive": body}
+
+
+def _order(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A cart sent from the catalogue: its items as text for NLU ("order: 2 × SKU-1, 1 × SKU-2"), all in metadata."""
+    items = body.get("product_items")
+    lines = []
+    for product in items[:30] if isinstance(items, list) else []:
+        product = json_object(product)
+        name = _scalar(product.get("product_retailer_id"))
+        if name:
+            lines.append(f"{_scalar(product.get('quantity')) or 1} × {name}")
+    note = (_scalar(body.get("text")) or "").strip()
+    summary = "order: " + (", ".join(lines) or "no items") + (f". {note}" if note else "")
+    return summary[:MAX_TEXT_CHARS], {"order": {"catalog_id": _scalar(body.get("catalog_id")),
+                                                "product_items": items[:30] if isinstance(items, list) else []}}
 
 
 def to_inbox_item(message: InboundMessage, channel: str = CHANNEL) -> InboxItem:
@@ -96,9 +148,13 @@ def to_inbox_item(message: InboundMessage, channel: str = CHANNEL) -> InboxItem:
         "message_type": message.type.value,
         "timestamp": message.timestamp,
         **({"context": message.context} if message.context else {}),
+        **({"referral": json_object(message.raw.get("referral"))} if json_object(message.raw.get("referral")) else {}),
         **extra,
     }
     content: dict[str, Any] = {"metadata": metadata}
+    for change in ("revokes", "edits"):  # what the inbox does with the original message (Queue.store)
+        if extra.get(change):
+            content[change] = extra[change]
     if text is None:
         content["skip"] = message.type.value
     else:

@@ -1,8 +1,10 @@
 """Cloud API webhook JSON → typed, frozen updates. Pure: no I/O, stdlib only.
 
-Every `entry[].changes[].value` is read, every message and status in it;
-anything malformed raises `MalformedWebhook` (the whole body is refused, so
-nothing is half-stored), anything unknown becomes `MessageType.UNKNOWN`.
+Every `entry[].changes[].value` is read, every message and status in it. Only a body that is not a
+WhatsApp Business Account envelope raises `MalformedWebhook` (answered 400). Inside one, a message or
+status we cannot store (no id, no sender) is dropped with its reason, fields other than `messages`
+are named for the log, and unknown message types become `MessageType.UNKNOWN`: Meta retries a refused
+delivery for days, and refusing a whole batch for one odd item would hold back the good ones.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ class MessageType(str, Enum):
     LOCATION = "location"
     CONTACTS = "contacts"
     REACTION = "reaction"
+    ORDER = "order"
+    EDIT = "edit"  # the customer edited an earlier message: edit.original_message_id, edit.message
+    REVOKE = "revoke"  # the customer deleted an earlier message: revoke.original_message_id
+    SYSTEM = "system"  # the customer changed their number or their identity key
     UNSUPPORTED = "unsupported"
     UNKNOWN = "unknown"
 
@@ -92,6 +98,8 @@ class WebhookBatch:
     messages: tuple[InboundMessage, ...] = ()
     statuses: tuple[StatusUpdate, ...] = ()
     errors: tuple[dict[str, Any], ...] = ()
+    fields: tuple[str, ...] = ()  # the other fields of the body (account, template, calls updates, …)
+    dropped: tuple[str, ...] = ()  # why items were not kept: "entry[0].changes[0].messages[1]: no id"
 
 
 def json_object(value: Any) -> dict[str, Any]:
@@ -107,14 +115,13 @@ def _str(value: Any) -> str | None:
     return None
 
 
-def _timestamp(value: Any, where: str) -> int:
+def _timestamp(value: Any, received_at: int) -> int:
+    """The platform's time, or when we received it if that is not a usable time."""
     try:
         stamp = int(str(value))
     except (TypeError, ValueError):
-        raise MalformedWebhook(f"{where}: timestamp {value!r} is not an integer") from None
-    if not 0 <= stamp <= MAX_TIMESTAMP:
-        raise MalformedWebhook(f"{where}: timestamp {stamp} out of range")
-    return stamp
+        return received_at
+    return stamp if 0 <= stamp <= MAX_TIMESTAMP else received_at
 
 
 def _dict(value: Any, where: str) -> dict[str, Any]:
@@ -144,7 +151,7 @@ def _contacts_by_id(value: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _message(raw: Any, where: str, phone_number_id: str, display: str | None,
-             contacts: dict[str, dict[str, Any]]) -> InboundMessage:
+             contacts: dict[str, dict[str, Any]], received_at: int) -> InboundMessage:
     raw = _dict(raw, where)
     wamid = _str(raw.get("id"))
     if not wamid or len(wamid) > 256:
@@ -162,11 +169,15 @@ def _message(raw: Any, where: str, phone_number_id: str, display: str | None,
     msg_type = MessageType.parse(raw.get("type"))
     body = raw.get(msg_type.value) if msg_type is not MessageType.UNKNOWN else None
     if msg_type is MessageType.CONTACTS:
-        body = {"contacts": _list(raw.get("contacts"), f"{where}.contacts")}
+        contacts_list = raw.get("contacts")
+        body = {"contacts": contacts_list if isinstance(contacts_list, list) else []}
     elif msg_type in (MessageType.UNSUPPORTED, MessageType.UNKNOWN):
         body = {"errors": raw.get("errors") or []}
-    if not isinstance(body, dict):
-        raise MalformedWebhook(f"{where}: '{msg_type.value}' object missing")
+    if not isinstance(body, dict):  # e.g. an `interactive` message without its object: kept, with no content
+        logger.warning("%s: a %s message without its %r object", where, msg_type.value, msg_type.value)
+        body = {}
+    if raw.get("errors") and msg_type not in (MessageType.UNSUPPORTED, MessageType.UNKNOWN):
+        body = {**body, "errors": raw.get("errors")}
     context = raw.get("context")
     profile = contact.get("profile") if isinstance(contact.get("profile"), dict) else {}
     return InboundMessage(
@@ -177,7 +188,7 @@ def _message(raw: Any, where: str, phone_number_id: str, display: str | None,
         wa_id=wa_id,
         user_id=user_id,
         profile_name=_str(profile.get("name")),
-        timestamp=_timestamp(raw.get("timestamp"), where),
+        timestamp=_timestamp(raw.get("timestamp"), received_at),
         type=msg_type,
         body=body,
         context=context if isinstance(context, dict) else None,
@@ -185,17 +196,18 @@ def _message(raw: Any, where: str, phone_number_id: str, display: str | None,
     )
 
 
-def _status(raw: Any, where: str, phone_number_id: str) -> StatusUpdate:
+def _status(raw: Any, where: str, phone_number_id: str, received_at: int) -> StatusUpdate:
     raw = _dict(raw, where)
     wamid = _str(raw.get("id"))
     status = _str(raw.get("status"))
     if not wamid or not status:
         raise MalformedWebhook(f"{where}: status without id or status")
-    errors = tuple(e for e in _list(raw.get("errors"), f"{where}.errors") if isinstance(e, dict))
+    found = raw.get("errors")
+    errors = tuple(e for e in found if isinstance(e, dict)) if isinstance(found, list) else ()
     return StatusUpdate(
-        wamid=wamid,
+        wamid=wamid[:256],
         status=status,
-        timestamp=_timestamp(raw.get("timestamp"), where),
+        timestamp=_timestamp(raw.get("timestamp"), received_at),
         recipient_id=_str(raw.get("recipient_id")) or _str(raw.get("recipient_user_id")),
         phone_number_id=phone_number_id,
         errors=errors,
@@ -203,40 +215,72 @@ def _status(raw: Any, where: str, phone_number_id: str) -> StatusUpdate:
     )
 
 
-def parse_webhook(payload: Any) -> WebhookBatch:
-    """Every message, status and error of a webhook body (already JSON-decoded)."""
+def parse_webhook(payload: Any, received_at: int = 0) -> WebhookBatch:
+    """Every message, status and error of a webhook body (already JSON-decoded). `received_at` (epoch s)
+    stands in for a timestamp that is not a usable time."""
     payload = _dict(payload, "body")
     if payload.get("object") != "whatsapp_business_account":
         raise MalformedWebhook("object is not 'whatsapp_business_account'")
-    messages: list[InboundMessage] = []
-    statuses: list[StatusUpdate] = []
-    errors: list[dict[str, Any]] = []
-    for e, entry in enumerate(_list(payload.get("entry"), "entry")):
-        entry = _dict(entry, f"entry[{e}]")
-        for c, change in enumerate(_list(entry.get("changes"), f"entry[{e}].changes")):
+    entries = payload.get("entry")
+    if not isinstance(entries, list):
+        raise MalformedWebhook("entry must be a list")
+    found = _Found()
+    for e, entry in enumerate(entries):
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        if not isinstance(changes, list):
+            found.dropped.append(f"entry[{e}]: no list of changes")
+            continue
+        for c, change in enumerate(changes):
             where = f"entry[{e}].changes[{c}]"
-            change = _dict(change, where)
-            field_name = change.get("field")
-            if field_name is not None and not isinstance(field_name, str):
-                raise MalformedWebhook(f"{where}.field must be a string")
-            if field_name not in (None, "messages"):
-                value = change.get("value")
-                if isinstance(value, dict) and (value.get("messages") or value.get("statuses")):
-                    raise MalformedWebhook(f"{where}: messages under field {field_name!r}")
-                continue  # account updates, templates, …: not ours to answer
-            value = _dict(change.get("value"), f"{where}.value")
-            metadata = _dict(value.get("metadata"), f"{where}.value.metadata")
-            phone_number_id = _str(metadata.get("phone_number_id"))
-            if not phone_number_id:
-                raise MalformedWebhook(f"{where}: metadata.phone_number_id missing")
-            display = _str(metadata.get("display_phone_number"))
-            contacts = _contacts_by_id(value)
-            for m, raw in enumerate(_list(value.get("messages"), f"{where}.value.messages")):
-                messages.append(_message(raw, f"{where}.messages[{m}]", phone_number_id, display, contacts))
-            for s, raw in enumerate(_list(value.get("statuses"), f"{where}.value.statuses")):
-                statuses.append(_status(raw, f"{where}.statuses[{s}]", phone_number_id))
-            errors.extend(err for err in _list(value.get("errors"), f"{where}.value.errors") if isinstance(err, dict))
-    return WebhookBatch(tuple(messages), tuple(statuses), tuple(errors))
+            field_name = change.get("field") if isinstance(change, dict) else None
+            if not isinstance(change, dict) or not isinstance(field_name, (str, type(None))):
+                found.dropped.append(f"{where}: not a change object")
+            elif field_name in (None, "messages"):
+                _read_messages(change.get("value"), where, received_at, found)
+            else:
+                found.fields.append(field_name[:64])  # account, template and call updates: logged, not ours to answer
+    return WebhookBatch(tuple(found.messages), tuple(found.statuses), tuple(found.errors), tuple(found.fields),
+                        tuple(found.dropped))
+
+
+@dataclass
+class _Found:
+    messages: list[InboundMessage] = field(default_factory=list)
+    statuses: list[StatusUpdate] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    fields: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+def _read_messages(value: Any, where: str, received_at: int, found: _Found) -> None:
+    """The messages, statuses and errors of one `messages` change; what cannot be kept is dropped."""
+    metadata = json_object(json_object(value).get("metadata"))
+    phone_number_id = _str(metadata.get("phone_number_id"))
+    if not isinstance(value, dict) or not phone_number_id or len(phone_number_id) > 64:
+        found.dropped.append(f"{where}: no value.metadata.phone_number_id (the business number)")
+        return
+    display = _str(metadata.get("display_phone_number"))
+    try:
+        contacts = _contacts_by_id(value)
+    except MalformedWebhook:
+        contacts = {}
+    for kind, parse in (("messages", _message), ("statuses", _status)):
+        items = value.get(kind)
+        if items is not None and not isinstance(items, list):
+            found.dropped.append(f"{where}.value.{kind}: not a list")
+            continue
+        for n, raw in enumerate(items or []):
+            try:
+                if parse is _message:
+                    found.messages.append(_message(raw, f"{where}.messages[{n}]", phone_number_id, display, contacts,
+                                                   received_at))
+                else:
+                    found.statuses.append(_status(raw, f"{where}.statuses[{n}]", phone_number_id, received_at))
+            except MalformedWebhook as error:
+                found.dropped.append(str(error))
+    errors = value.get("errors")
+    if isinstance(errors, list):
+        found.errors.extend(error for error in errors if isinstance(error, dict))
 
 
 def decode_body(raw: bytes) -> Any:

@@ -79,7 +79,7 @@ def test_duplicate_deliveries_get_one_reply(pg_stack: Stack) -> None:
 
 def test_a_ticket_left_in_rasas_redis_lock_delays_the_answer_but_never_loses_it(pg_stack: Stack) -> None:
     """A replica killed mid-turn leaves its Redis ticket; its clock ran 1 s ahead, so the ticket lapses
-    after the one the next turn takes. Rasa's own lock then waits forever (connectors/lock_store.py, named in endpoints.production.yml)."""
+    after the one the next turn takes. Rasa's own lock then waits forever (connectors/lock_store.py)."""
     user = "44722000003"
     store = RedisLockStore(host="127.0.0.1", port=6379, key_prefix=pg_stack.redis_lock_prefix)
     store.save_lock(TicketLock(user, deque([Ticket(0, time.time() + LEFT_TICKET_LIFETIME + 1)])))

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connectors.evolution.channel import EvolutionInput
+from connectors.evolution.updates import parse_evolution
 
 from .fuzzing import (
     FUZZ_SETTINGS,
@@ -74,4 +75,5 @@ def test_fuzzed_evolution_webhooks(server: tuple[Server, Path], case: tuple[str,
     body, ids = encode_case(case, _unique)  # ids: messages of an accepted body that are ours to answer
     header = {"good": SECRET, "bad": "nope", "none": None}[secret]
     status = running.post(body, header, ROUTE, "X-Evolution-Secret")
-    assert_all_or_nothing(status, secret == "good", db, ids, body)
+    assert_all_or_nothing(status, secret == "good", db, ids, body,
+                          lambda payload: [m.wamid for m in parse_evolution(payload).messages])

@@ -114,15 +114,47 @@ def test_timestamp_shapes(stamp: Any, expected: int) -> None:
     lambda b: b["data"].update(key="not an object"),
     lambda b: b.update(data=["not an object"]),
     lambda b: b.pop("instance"),
-    lambda b: b["data"].update(messageTimestamp="yesterday"),
-    lambda b: b["data"].update(messageTimestamp=2**63),
+    lambda b: b.pop("data"),
     lambda b: b["data"]["key"].update(id="x" * 500),
 ])
-def test_malformed_bodies_are_refused_whole(mutate: Any) -> None:
+def test_a_message_that_cannot_be_stored_is_dropped_never_refused(mutate: Any) -> None:
     body = copy.deepcopy(TEXT)
     mutate(body)
-    with pytest.raises(MalformedWebhook):
-        parse_evolution(body)
+    batch = parse_evolution(body, received_at=1_700_000_000)
+    assert batch.messages == () and batch.dropped
+
+
+def test_only_a_body_that_is_not_an_object_is_refused() -> None:
+    for junk in (None, [], "text", 3):
+        with pytest.raises(MalformedWebhook):
+            parse_evolution(junk)
+
+
+@pytest.mark.parametrize("stamp", ["yesterday", 2**63, -1])
+def test_an_unusable_timestamp_becomes_the_time_it_was_received(stamp: Any) -> None:
+    body = copy.deepcopy(TEXT)
+    body["data"]["messageTimestamp"] = stamp
+    assert parse_evolution(body, received_at=1_700_000_000).messages[0].timestamp == 1_700_000_000
+
+
+def test_any_event_is_accepted_and_only_messages_kept() -> None:
+    for event in ("connection.update", "qrcode.updated", "contacts.upsert", "chats.update", "presence.update",
+                  "send.message", "CONNECTION_UPDATE", "something.new"):
+        batch = parse_evolution({"event": event, "instance": "voltbay", "data": {"state": "open"}})
+        assert batch.messages == () and batch.statuses == ()
+
+
+def test_a_deletion_names_the_message_and_its_conversation() -> None:
+    batch = parse_evolution({"event": "messages.delete", "instance": "voltbay",
+                             "data": {"key": {"id": "ABC", "remoteJid": "447700900001@s.whatsapp.net"}}})
+    assert batch.revoked == (("voltbay:ABC", "447700900001@s.whatsapp.net"),)
+    assert parse_evolution({"event": "messages.delete", "instance": "voltbay", "data": {}}).dropped
+
+
+def test_the_event_may_come_from_the_url() -> None:
+    body = copy.deepcopy(TEXT)
+    body.pop("event")
+    assert len(parse_evolution(body, path_event="messages-upsert").messages) == 1
 
 
 def test_other_events_are_ignored_and_status_updates_become_statuses() -> None:

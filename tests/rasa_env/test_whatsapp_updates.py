@@ -85,31 +85,69 @@ def test_other_fields_are_ignored() -> None:
     [
         lambda p: p.update(object="page"),
         lambda p: p.update(entry="nope"),
-        lambda p: p["entry"][0].update(changes=[1]),
-        lambda p: p["entry"][0]["changes"][0]["value"].pop("metadata"),
-        lambda p: p["entry"][0]["changes"][0]["value"]["metadata"].pop("phone_number_id"),
-        lambda p: p["entry"][0]["changes"][0]["value"]["messages"][0].pop("id"),
-        lambda p: p["entry"][0]["changes"][0]["value"]["messages"][0].update(timestamp="yesterday"),
-        # found by the fuzzer: too big for the inbox's INTEGER column (was a 500)
-        lambda p: p["entry"][0]["changes"][0]["value"]["messages"][0].update(timestamp=2**63),
-        lambda p: p["entry"][0]["changes"][0]["value"]["messages"][0].pop("text"),
-        lambda p: p["entry"][0]["changes"][0]["value"]["messages"][0].update(id="x" * 300),
-        lambda p: (p["entry"][0]["changes"][0]["value"]["messages"][0].pop("from"),
-                   p["entry"][0]["changes"][0]["value"].pop("contacts")),
+        lambda p: p.pop("entry"),
     ],
 )
-def test_malformed_bodies_are_refused_whole(mutate: Any) -> None:
+def test_only_a_body_that_is_not_a_business_account_envelope_is_refused(mutate: Any) -> None:
     payload = load("text_message")
     mutate(payload)
     with pytest.raises(MalformedWebhook):
         parse_webhook(payload)
 
 
-def test_a_bad_message_in_a_batch_refuses_the_batch() -> None:
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda p: p["entry"][0].update(changes=[1]),
+        lambda p: p["entry"][0]["changes"][0]["value"].pop("metadata"),
+        lambda p: p["entry"][0]["changes"][0]["value"]["metadata"].pop("phone_number_id"),
+        lambda p: p["entry"][0]["changes"][0]["value"]["messages"][0].pop("id"),
+        lambda p: p["entry"][0]["changes"][0]["value"]["messages"][0].update(id="x" * 300),
+        lambda p: (p["entry"][0]["changes"][0]["value"]["messages"][0].pop("from"),
+                   p["entry"][0]["changes"][0]["value"].pop("contacts")),
+        lambda p: p["entry"][0]["changes"][0]["value"].update(messages="nope"),
+    ],
+)
+def test_a_message_that_cannot_be_stored_is_dropped_with_its_reason(mutate: Any) -> None:
+    payload = load("text_message")
+    mutate(payload)
+    batch = parse_webhook(payload, received_at=1_700_000_000)
+    assert batch.messages == ()
+    assert batch.dropped and all(isinstance(reason, str) and reason for reason in batch.dropped)
+
+
+def test_an_unusable_timestamp_becomes_the_time_it_was_received() -> None:
+    for stamp in ("yesterday", 2**63, -5, None):
+        payload = load("text_message")
+        payload["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = stamp
+        (message,) = parse_webhook(payload, received_at=1_700_000_000).messages
+        assert message.timestamp == 1_700_000_000
+
+
+def test_a_message_without_its_type_object_is_kept_without_content() -> None:
+    payload = load("text_message")
+    message = payload["entry"][0]["changes"][0]["value"]["messages"][0]
+    message.pop("text")
+    message["type"] = "interactive"
+    (parsed,) = parse_webhook(payload).messages
+    assert parsed.type is MessageType.INTERACTIVE and parsed.body == {}
+
+
+def test_one_bad_message_in_a_batch_does_not_hold_back_the_others() -> None:
     payload = load("batch_two_entries")
-    payload["entry"][1]["changes"][0]["value"]["messages"][1]["timestamp"] = None
-    with pytest.raises(MalformedWebhook):
-        parse_webhook(payload)
+    payload["entry"][1]["changes"][0]["value"]["messages"][1]["id"] = None
+    batch = parse_webhook(payload)
+    assert len(batch.messages) == 3 and len(batch.dropped) == 1
+
+
+@pytest.mark.parametrize("field_name", ["calls", "account_update", "message_template_status_update",
+                                        "user_preferences", "history", "smb_message_echoes", "smb_app_state_sync",
+                                        "something_new_from_meta"])
+def test_other_fields_are_named_and_never_refused(field_name: str) -> None:
+    payload = load("statuses_only")
+    payload["entry"][0]["changes"][0]["field"] = field_name  # call statuses under `calls` included
+    batch = parse_webhook(payload)
+    assert batch.fields == (field_name,) and batch.statuses == () and batch.dropped == ()
 
 
 def test_decode_body() -> None:
