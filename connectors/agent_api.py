@@ -11,13 +11,14 @@ handback and close append `resume` (and the note as slot `handback_note`) to the
 continues with its slots intact, then send `utter_handed_back` / `utter_ask_csat` (a 1–5 list) through
 the channel; the resume stays even when that send fails (the answer says so: "notified": false).
 
-The console (or any tool) calls it; the channel that received the conversation sends the reply
-with its own client, renderer, retry policy and send records (so no Graph/Evolution code is
-duplicated outside connectors/), and the reply is appended to the tracker as a bot event with
-`metadata.agent`, under the conversation's lock. The reply goes from the business number (or
-instance) that last received a message from this customer.
+The console (or any tool) calls it; the reply goes into the conversation's outbox, behind the bot's replies,
+and the channel's sender sends it with its own client, renderer, retry policy and send records (so no
+Graph/Evolution code is duplicated outside connectors/). Once sent it is appended to the tracker as a bot
+event with `metadata.agent`, under the conversation's lock. It goes from the business number (or instance)
+that last received a message from this customer.
 
-Answers: 200 {"sent": [...]} | 400 bad body | 401 wrong/missing token | 403 API disabled (no
+Answers: 200 {"sent": [...]} | 202 queued, no answer from the platform within 30 s | 400 bad body
+| 401 wrong/missing token | 403 API disabled (no
 token configured) | 404 conversation unknown on this channel | 409 outside WhatsApp's 24 h
 window (with `template_available`) | 502 the platform refused it (reason included).
 """
@@ -37,7 +38,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors.sending import MediaTooLarge
+from connectors.sender import MediaTooLarge
 from connectors.whatsapp.errors import OUTSIDE_WINDOW, GraphError
 from connectors.whatsapp.render import template_message
 from connectors.whatsapp.signature import secrets_match
@@ -153,17 +154,29 @@ class SendOutcome:
     status: int = 200
 
 
+SEND_WAIT_SECONDS = 30.0  # how long the agent's request waits for the platform's answer
+
+
+async def _settled(channel: Any, row_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The outbox rows' records once each is sent or failed (or as they are when the wait runs out)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SEND_WAIT_SECONDS
+    while True:
+        states = await channel.queue.send_states(row_ids)
+        if all(state["state"] in ("sent", "failed") for state in states.values()) or loop.time() >= deadline:
+            return states
+        await asyncio.sleep(0.05)
+
+
 async def _send(request: Request, channel: Any, row: Any, message: dict[str, Any], agent_name: str,
                 source: str) -> SendOutcome:
-    """Send one message from the agent through the channel and record what went out in the tracker."""
-    output = channel.agent_output_for(row)
-    await output.send_response(row.reply_to, {k: v for k, v in message.items() if not (k == "text" and
-                                                                                        "custom" in message)})
-    await output.sends_finished()  # queued behind the bot's own sends still going out (the handoff message)
-    if output.menu:  # a numbered list (Evolution) is answered with "1", "2"…: map them back like the bot's
-        await asyncio.to_thread(channel.inbox.save_menu, channel.name(), row.conversation_id, output.menu)
-    failed = [result for _row_id, result in output.results if not result.ok]
-    sent = [result.message_id for _row_id, result in output.results if result.ok]
+    """An agent's message into the conversation's outbox, behind the bot's replies still going out; answered
+    with what the platform said, and recorded in the tracker once it went out."""
+    outgoing = {k: v for k, v in message.items() if not (k == "text" and "custom" in message)}  # (the template)
+    ids = await channel.queue_outside_a_turn(row.conversation_id, [outgoing])
+    states = await _settled(channel, ids)
+    sent = [state["message_id"] for state in states.values() if state["state"] == "sent"]
+    failed = [state for state in states.values() if state["state"] != "sent"]
     if sent:
         metadata = {"agent": agent_name, "source": source, "channel": channel.name(), "message_ids": sent}
         if message.get("buttons"):
@@ -173,15 +186,17 @@ async def _send(request: Request, channel: Any, row: Any, message: dict[str, Any
                                    metadata)
     if not failed:
         return SendOutcome(sent)
-    first = failed[0].error
-    if first is not None and first.code == OUTSIDE_WINDOW:
+    first = failed[0]
+    if first["error_code"] == OUTSIDE_WINDOW:
         return SendOutcome(sent, {"error": "outside_24h_window", "sent": sent,
                                   "template_available": bool(getattr(channel.settings, "template", None))}, 409)
-    return SendOutcome(sent, {"error": str(first) if first else "send failed", "sent": sent}, 502)
+    if first["state"] != "failed":
+        return SendOutcome(sent, {"error": "queued; the platform has not answered yet", "sent": sent}, 202)
+    return SendOutcome(sent, {"error": first["error"] or "send failed", "sent": sent}, 502)
 
 
 async def _conversation_row(channel: Any, conversation_id: str) -> Any:
-    return await asyncio.to_thread(channel.inbox.last_message_of, channel.name(), conversation_id)
+    return await channel.queue.last_message_of(channel.name(), conversation_id)
 
 
 def _unknown(channel: Any, conversation_id: str) -> HTTPResponse:

@@ -28,7 +28,6 @@ from sqlalchemy import (
     func,
     inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -156,21 +155,19 @@ def async_url(url: str) -> str:
     raise ValueError(f"the channels' queue needs SQLite or PostgreSQL, not {backend!r}")
 
 
-def create_queue_engine(url: str, durable_commits: bool = False, pool_size: int = 8) -> AsyncEngine:
-    """The queue's engine. `durable_commits`: on SQLite every commit is synced to disk before it
-    returns (the receiver, whose commit precedes an ACK Meta never repeats); a database server's
-    commits are durable already. SQLite waits up to 30 s for another process's write lock, in
+def create_queue_engine(url: str, pool_size: int = 8) -> AsyncEngine:
+    """The queue's engine. On SQLite every commit is synced to disk before it returns (synchronous=FULL):
+    the receiver's precedes an ACK that Meta never repeats, so it must survive a power loss too; a database
+    server's commits are durable already. SQLite waits up to 30 s for another process's write lock, in
     aiosqlite's thread, so the event loop goes on meanwhile."""
     url = async_url(url)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, poolclass=AsyncAdaptedQueuePool, pool_size=pool_size, max_overflow=4,
                                      connect_args={"timeout": 30})
-        synchronous = "FULL" if durable_commits else "NORMAL"
-
         def pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")  # readers (the console) never block a writer
-            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.close()
 
         event.listen(engine.sync_engine, "connect", pragmas)
@@ -310,18 +307,6 @@ class Queue:
                 inbox.c.channel == channel, inbox.c.conversation_id == conversation_id))
                 .order_by(inbox.c.id.desc()).limit(1))).first()
         return None if row is None else _inbox_row(row, attempts=row.attempts, menu={})
-
-    async def paused(self, conversation_id: str) -> bool | None:
-        """Whether a person has the conversation, from Rasa's tracker events when they are in this
-        database (its default set-up); None when they are not."""
-        try:
-            async with self.engine.connect() as conn:
-                last = (await conn.execute(text(
-                    "SELECT type_name FROM events WHERE sender_id = :sender AND type_name IN ('pause', 'resume')"
-                    " ORDER BY id DESC LIMIT 1"), {"sender": conversation_id})).scalar()
-        except Exception:  # no events table here: Rasa keeps its tracker elsewhere
-            return None
-        return last == "pause"
 
     # --- outbox -------------------------------------------------------------------------------
     async def queue_replies(self, channel: str, conversation_id: str, business_id: str,

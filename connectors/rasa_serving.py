@@ -5,7 +5,7 @@ TensorFlow's thread pools at one thread each. Rasa 3.6 runs every prediction on 
 a model of this size TensorFlow's pools only add hand-overs between threads. Measured on this 2-core
 machine, REST alone, 4 stacks alternating, 3 rounds of 200 messages each: 5.70 against 5.27 msg/s
 (medians), Rasa CPU 172 against 190 ms per message. And the second core is left to what runs beside
-Rasa (connectors.ingest, the action server, the database). Rasa reads the two variables at start
+Rasa (the webhook receiver, the action server, the database). Rasa reads the two variables at start
 (rasa.utils.tensorflow.environment); an operator's own values win. Training keeps TensorFlow's
 defaults: these are not set for `rasa train`.
 """

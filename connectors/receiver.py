@@ -193,7 +193,7 @@ def main() -> int:
     if not cloud.app_secret:
         logger.warning("WHATSAPP_APP_SECRET is not set: every Cloud API webhook will be refused with 403")
     loop = asyncio.new_event_loop()
-    queue = Queue(create_queue_engine(cloud.inbox_db_url, durable_commits=True))
+    queue = Queue(create_queue_engine(cloud.inbox_db_url))
     loop.run_until_complete(queue.create_tables())
     web.run_app(create_app(queue, cloud.app_secret, cloud.verify_token, evolution.webhook_secret),
                 host=args.host, port=args.port, print=None, access_log=None, loop=loop)

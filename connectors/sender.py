@@ -3,7 +3,9 @@
 One holder per conversation's sends (connectors/claims.py, its own key: a conversation's next turn
 runs while the last one's replies go out). Every row is marked `sending` before its request
 leaves; a row a crash left `sending` is settled from status evidence before it is sent again
-(docs/architecture.md, "Sender").
+(docs/architecture.md, "Sender"). `RetryingSender` is the base of the platform clients: a client says how
+to POST one message and how to judge an error; the retry loop (only what can succeed later, exponential
+backoff with full jitter, a cap on attempts) lives here once.
 """
 
 from __future__ import annotations
@@ -12,14 +14,94 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from connectors.claims import Claims
 from connectors.queue import FAILED_SEND, SENDING, SENT, OutboxRow, Queue, Reply, callback_key
-from connectors.sending import RetryingSender, SendResult
-from connectors.whatsapp.errors import OUTSIDE_WINDOW, Verdict
+from connectors.whatsapp.errors import OUTSIDE_WINDOW, GraphError, Verdict, backoff_seconds
 
 logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 6
+MAX_MEDIA_BYTES = 16 * 1024 * 1024  # WhatsApp's own limit for audio/video; images are 5 MB
+
+
+class MediaTooLarge(Exception):
+    """A customer's media file over the size the agent route passes on."""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message_id: str | None
+    error: GraphError | None = None
+    verdict: Verdict | None = None  # set when it failed for good
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.message_id is not None
+
+
+class RetryingSender:
+    """Subclasses implement `post` (one request; GraphError on failure), `message_id_of` and `decide`."""
+
+    def __init__(self, max_attempts: int = MAX_ATTEMPTS,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+                 rand: Callable[[], float] = random.random) -> None:
+        self._max_attempts = max_attempts
+        self._sleep = sleep
+        self._rand = rand
+
+    async def post(self, business_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def message_id_of(self, body: dict[str, Any]) -> str | None:
+        raise NotImplementedError
+
+    def tagged(self, payload: dict[str, Any], key: str) -> dict[str, Any]:
+        """The payload carrying our key where the platform repeats it on its statuses (if it does)."""
+        return payload
+
+    def decide(self, error: GraphError, server_errors: int) -> Verdict:
+        raise NotImplementedError
+
+    async def send(self, business_id: str, payload: dict[str, Any]) -> SendResult:
+        """Send one message, retrying only what the error policy calls retryable."""
+        server_errors = 0
+        last: GraphError | None = None
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                body = await self.post(business_id, payload)
+            except GraphError as error:
+                last = error
+                decision = self.decide(error, server_errors)
+                if error.http_status >= 500 or error.http_status == 0:
+                    server_errors += 1
+                if decision is not Verdict.RETRY or attempt == self._max_attempts:
+                    final = decision if decision is not Verdict.RETRY else Verdict.FAIL
+                    return SendResult(None, error, final, attempt)
+                delay = backoff_seconds(attempt, self._rand())
+                logger.info("send error %s, retry %d in %.2fs", error.code or error.http_status, attempt, delay)
+                await self._sleep(delay)
+                continue
+            return SendResult(self.message_id_of(body) or "", None, None, attempt)
+        return SendResult(None, last, Verdict.FAIL, self._max_attempts)
+
+    async def mark_read_and_typing(self, business_id: str, message_id: str, reply_to: str,
+                                   typing: bool = True) -> None:
+        """Read receipt (+ typing indicator while the bot works); best effort."""
+
+    async def download_media(self, business_id: str, media_id: str,
+                             max_bytes: int = MAX_MEDIA_BYTES) -> tuple[bytes, str]:
+        """(content, mime type) of a customer's media; GraphError or MediaTooLarge."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release connections."""
+
 
 STATUS_GRACE_SECONDS = 5.0  # Meta repeats a status webhook within seconds; Evolution sends them at once
 EVIDENCE_POLL_SECONDS = 0.25

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from connectors.inbox_calls import IN_PROCESS, INBOX_CALLS
+from connectors.queue_url import default_queue_url
 from connectors.whatsapp.graph_api import DEFAULT_API_VERSION, DEFAULT_GRAPH_URL
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -69,16 +69,6 @@ def switched_on(value: str) -> bool:
     return value.strip().lower() not in _OFF
 
 
-def _lease_seconds(value: str) -> float:
-    try:
-        seconds = parse_duration(value)
-    except ValueError as error:
-        raise ValueError(f"WHATSAPP_WORKER_LEASE: {error}") from None
-    if not 3 <= seconds <= 3600:
-        raise ValueError(f"WHATSAPP_WORKER_LEASE: must be between 3 s and 1 h, got {value!r}")
-    return seconds
-
-
 def _pick(credentials: Mapping[str, Any], key: str, env: str, default: str = "") -> str:
     value = credentials.get(key)
     if value is None or value == "":
@@ -86,31 +76,16 @@ def _pick(credentials: Mapping[str, Any], key: str, env: str, default: str = "")
     return str(value)
 
 
-# A server's statements through asyncpg in a helper process: their CPU off Rasa's loop thread, which bounds
-# its throughput (connectors/inbox_helper.py).
-DEFAULT_INBOX_CALLS = IN_PROCESS
-
-
-def _inbox_calls(value: str) -> str:
-    """"process" (asyncpg in a helper process), "async" (asyncpg on the event loop), "loop" (psycopg2 inline,
-    as Rasa's SQL tracker store) or "thread"."""
-    choice = value.strip().lower() or DEFAULT_INBOX_CALLS
-    if choice not in INBOX_CALLS:
-        raise ValueError(f"WHATSAPP_INBOX_CALLS must be one of {', '.join(INBOX_CALLS)}, not {value!r}")
-    return choice
-
-
 def worker_fields(credentials: Mapping[str, Any]) -> dict[str, Any]:
     """Inbox and worker settings; the same variables for both channels (they share the inbox)."""
     return {
-        "inbox_db_url": _pick(credentials, "inbox_db_url", "WHATSAPP_INBOX_DB_URL") or tracker_store_db_url(),
+        "inbox_db_url": _pick(credentials, "inbox_db_url", "WHATSAPP_INBOX_DB_URL")
+        or default_queue_url(tracker_store_db_url()),
         "stale_after_seconds": parse_duration(_pick(credentials, "stale_after", "WHATSAPP_STALE_AFTER", "1d")),
         "concurrency": int(_pick(credentials, "concurrency", "WHATSAPP_WORKER_CONCURRENCY", "16")),
         "run_worker": switched_on(_pick(credentials, "run_worker", "WHATSAPP_RUN_WORKER", "true")),
         "poll_interval_seconds": _positive_float(
             _pick(credentials, "poll_interval", "WHATSAPP_POLL_INTERVAL", "0.05"), "WHATSAPP_POLL_INTERVAL"),
-        "lease_seconds": _lease_seconds(_pick(credentials, "worker_lease", "WHATSAPP_WORKER_LEASE", "30s")),
-        "inbox_calls": _inbox_calls(_pick(credentials, "inbox_calls", "WHATSAPP_INBOX_CALLS", DEFAULT_INBOX_CALLS)),
     }
 
 
@@ -128,12 +103,8 @@ class WhatsAppSettings:
     template: tuple[str, str] | None  # sent instead when outside the 24 h window
     # off: this replica only stores and ACKs webhooks; another one answers them
     run_worker: bool = True
-    # how often the worker looks for rows stored by another process (connectors.ingest)
+    # how often the worker looks for rows stored by another process (connectors/receiver.py)
     poll_interval_seconds: float = 0.05
-    # how long a worker's hold on a conversation outlives its last renewal (several replicas)
-    lease_seconds: float = 30.0
-    # where a database server's statements run: async | loop | thread (SQLite's always inline)
-    inbox_calls: str = DEFAULT_INBOX_CALLS
 
     @classmethod
     def load(cls, credentials: Mapping[str, Any]) -> WhatsAppSettings:
@@ -162,8 +133,6 @@ class EvolutionSettings:
     concurrency: int
     run_worker: bool = True
     poll_interval_seconds: float = 0.05
-    lease_seconds: float = 30.0
-    inbox_calls: str = DEFAULT_INBOX_CALLS
 
     @classmethod
     def load(cls, credentials: Mapping[str, Any]) -> EvolutionSettings:

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from connectors.queue_url import default_queue_url
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR = PROJECT_ROOT / "var"
 _ENV_REF = re.compile(r"\$\{(\w+)\}")
@@ -110,7 +112,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> ConsoleSettings:
     return ConsoleSettings(
         db_url=_normalise_pg(env.get("CONSOLE_DB_URL") or f"sqlite:///{VAR / 'console.db'}"),
         tracker_db_url=_normalise_pg(tracker),
-        inbox_db_url=_normalise_pg(env.get("WHATSAPP_INBOX_DB_URL") or tracker),
+        inbox_db_url=_normalise_pg(env.get("WHATSAPP_INBOX_DB_URL") or default_queue_url(tracker)),
         rasa_url=env.get("CONSOLE_RASA_URL") or f"http://127.0.0.1:{env.get('RASA_PORT', '5005')}",
         rasa_token=_rasa_token(env),
         channel_token=env.get("CHANNEL_AGENT_TOKEN", ""),

@@ -1,4 +1,4 @@
-"""python -m sandbox --port 5006 --channel-url http://127.0.0.1:5005/webhooks/whatsapp/webhook
+"""python -m sandbox --port 5006 --channel-url http://127.0.0.1:5007/webhooks/whatsapp/webhook
 
 Secrets come from the environment it shares with the channel: WHATSAPP_APP_SECRET,
 WHATSAPP_ACCESS_TOKEN, WHATSAPP_PHONE_NUMBER_ID.
@@ -19,10 +19,10 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SANDBOX_PORT", "5006")))
     parser.add_argument("--channel-url", default=os.environ.get(
-        "SANDBOX_CHANNEL_URL", f"http://127.0.0.1:{os.environ.get('RASA_PORT', '5005')}/webhooks/whatsapp/webhook"))
+        "SANDBOX_CHANNEL_URL", f"http://127.0.0.1:{os.environ.get('WHATSAPP_INGEST_PORT', '5007')}/webhooks/whatsapp/webhook"))
     parser.add_argument("--evolution-channel-url", default=os.environ.get(
         "SANDBOX_EVOLUTION_CHANNEL_URL",
-        f"http://127.0.0.1:{os.environ.get('RASA_PORT', '5005')}/webhooks/evolution/webhook"))
+        f"http://127.0.0.1:{os.environ.get('WHATSAPP_INGEST_PORT', '5007')}/webhooks/evolution/webhook"))
     args = parser.parse_args()
     secret, token = os.environ.get("WHATSAPP_APP_SECRET", ""), os.environ.get("WHATSAPP_ACCESS_TOKEN", "")
     if not secret or not token:

@@ -87,16 +87,25 @@ def configure_sandbox(env: dict[str, str]) -> None:
 def services(env: dict[str, str], with_sandbox: bool = False) -> list[Service]:
     rasa_port = env.get("RASA_PORT", "5005")
     action_port = env.get("ACTION_SERVER_PORT", "5055")
+    receiver_port = env.setdefault("WHATSAPP_INGEST_PORT", "5007")
+    receiver = f"http://127.0.0.1:{receiver_port}"
     extra = []
     if with_sandbox:
         port = env.get("SANDBOX_PORT", "5006")
         extra.append(Service(
             "sandbox",
             [str(ROOT / ".venv/app/bin/python"), "-m", "sandbox", "--port", port,
-             "--channel-url", f"http://127.0.0.1:{rasa_port}/webhooks/whatsapp/webhook"],
+             "--channel-url", f"{receiver}/webhooks/whatsapp/webhook",
+             "--evolution-channel-url", f"{receiver}/webhooks/evolution/webhook"],
             ready_url=f"http://127.0.0.1:{port}/api/conversations",
         ))
     return [
+        # Both channels' webhooks, acknowledged outside Rasa's event loop (connectors/receiver.py).
+        Service(
+            "receiver",
+            [str(ROOT / ".venv/rasa/bin/python"), "-m", "connectors.receiver", "--port", receiver_port],
+            ready_url=f"{receiver}/health",
+        ),
         Service(
             "rasa",
             [

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from connectors.sending import MAX_MEDIA_BYTES, MediaTooLarge, RetryingSender
+from connectors.sender import MAX_MEDIA_BYTES, MediaTooLarge, RetryingSender
 from connectors.whatsapp.errors import MAX_SERVER_ERROR_RETRIES, GraphError, Verdict
 from connectors.whatsapp.updates import json_object
 
@@ -57,11 +57,6 @@ def error_from_response(status: int, body: Any) -> GraphError:
 
 
 class EvolutionClient(RetryingSender):
-    def helper_spec(self) -> tuple[str, str, tuple[Any, ...]] | None:
-        if type(self) is not EvolutionClient or not self._built_plain():
-            return None
-        return __name__, "EvolutionClient", (self._base, self._key)
-
     def __init__(self, api_url: str, api_key: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._base = api_url.rstrip("/")
@@ -71,8 +66,10 @@ class EvolutionClient(RetryingSender):
     async def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             # trust_env: HTTP(S)_PROXY and NO_PROXY as the Cloud API client reads them
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
-                                                  headers={"apikey": self._key}, trust_env=True)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=32, keepalive_timeout=15),
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS), headers={"apikey": self._key},
+                trust_env=True)
         return self._session
 
     async def close(self) -> None:

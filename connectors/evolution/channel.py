@@ -5,42 +5,36 @@ credentials.yml:
       # every key is optional; unset keys come from EVOLUTION_API_URL, EVOLUTION_API_KEY,
       # EVOLUTION_INSTANCE, EVOLUTION_WEBHOOK_SECRET (and the WHATSAPP_* inbox/worker variables)
 
-Route: /webhooks/evolution/webhook (POST, header X-Evolution-Secret). Same inbox, dedup,
-worker, rendering and failure recording as the Cloud API channel; options go out as numbered
-text (Baileys buttons are unreliable) and "1"/"2"… map back to their payloads.
+Route: /webhooks/evolution/webhook (POST, header X-Evolution-Secret; Evolution's webhook_by_events
+appends the event name, which is served too). Same queue, dedup, worker, sender and failure records as
+the Cloud API channel; options go out as numbered text (Baileys buttons are unreliable) and "1"/"2"… map
+back to their payloads.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
-from sanic import Blueprint, response
+from rasa.core.channels.channel import InputChannel, UserMessage
+from sanic import Blueprint
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from connectors.channel import QueueChannel
 from connectors.evolution.api import EvolutionClient
-from connectors.evolution.webhook import CHANNEL, SECRET_HEADER, receive_evolution
-from connectors.inbox import InboxRow
-from connectors.inbox_channel import InboxChannel
+from connectors.receiver import EVOLUTION_SECRET_HEADER, receive_evolution
 from connectors.settings import EvolutionSettings
-from connectors.whatsapp.output import WhatsAppOutput
 
 logger = logging.getLogger(__name__)
+CHANNEL = "evolution"
 
 
-class EvolutionOutput(WhatsAppOutput):
-    numbered_options = True
-
-    @classmethod
-    def name(cls) -> str:
-        return CHANNEL
-
-
-class EvolutionInput(InboxChannel):
+class EvolutionInput(QueueChannel):
     channel_name = CHANNEL
+    numbered_options = True
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any] | None) -> InputChannel:
@@ -60,26 +54,15 @@ class EvolutionInput(InboxChannel):
             return "EVOLUTION_API_KEY is not set (the channel is not configured)"
         return super().worker_off_reason()
 
-    def get_output_channel(self) -> OutputChannel:
-        return EvolutionOutput(self.client, self.inbox, self.settings.instance, reply_to="", conversation_id="")
-
-    def output_for(self, row: InboxRow) -> WhatsAppOutput:
-        return EvolutionOutput(self.client, self.inbox, row.business_id, row.reply_to, row.conversation_id,
-                               turn_id=row.message_id, rerun=row.attempts > 1)
-
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         bp = Blueprint(f"{CHANNEL}_webhook", __name__)
         self.add_worker(bp, on_new_message)
 
-        @bp.route("/", methods=["GET"])
-        async def health(_: Request) -> HTTPResponse:
-            return response.json({"status": "ok"})
+        async def receive(request: Request, event: str = "") -> HTTPResponse:
+            secret = request.headers.get(EVOLUTION_SECRET_HEADER)
+            return await self.accept(receive_evolution(request.body or b"", secret, self.settings.webhook_secret,
+                                                       int(time.time()), event))
 
-        @bp.route("/webhook", methods=["POST"])
-        async def receive(request: Request) -> HTTPResponse:
-            status, body, new = await receive_evolution(
-                request.body or b"", request.headers.get(SECRET_HEADER), self.settings.webhook_secret, self.inbox)
-            self.notify_worker(new)
-            return response.json(body, status=status)
-
+        bp.add_route(receive, "/webhook", methods=["POST"], name="receive")
+        bp.add_route(receive, "/webhook/<event>", methods=["POST"], name="receive_by_event")
         return bp

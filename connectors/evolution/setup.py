@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from connectors.evolution.api import EvolutionClient
-from connectors.evolution.webhook import SECRET_HEADER
+from connectors.receiver import EVOLUTION_SECRET_HEADER as SECRET_HEADER
 from connectors.settings import EvolutionSettings
 from connectors.whatsapp.errors import GraphError
 

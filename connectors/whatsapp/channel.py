@@ -1,4 +1,4 @@
-"""Rasa input channel `whatsapp` (Meta's Cloud API): verify, store, ACK; the worker answers later.
+"""Rasa input channel `whatsapp` (Meta's Cloud API): the worker answers stored messages, the sender sends.
 
 credentials.yml:
     connectors.whatsapp.channel.WhatsAppInput:
@@ -8,27 +8,28 @@ credentials.yml:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
+from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors.inbox import InboxRow
-from connectors.inbox_channel import InboxChannel
+from connectors.channel import QueueChannel
+from connectors.receiver import receive_cloud, verify_subscription
 from connectors.settings import WhatsAppSettings
 from connectors.whatsapp.graph_api import GraphClient
-from connectors.whatsapp.output import CHANNEL, WhatsAppOutput
-from connectors.whatsapp.webhook import receive_webhook, verify_subscription
+from connectors.whatsapp.render import template_message
 
 __all__ = ["WhatsAppInput"]
 
 logger = logging.getLogger(__name__)
+CHANNEL = "whatsapp"
 
 
-class WhatsAppInput(InboxChannel):
+class WhatsAppInput(QueueChannel):
     channel_name = CHANNEL
 
     @classmethod
@@ -44,23 +45,13 @@ class WhatsAppInput(InboxChannel):
         super().__init__(settings, GraphClient(settings.access_token, settings.graph_api_url, settings.api_version))
         self.settings: WhatsAppSettings = settings
 
-    def get_output_channel(self) -> OutputChannel:
-        """For reminders and trigger_intent: replies go from the default business number."""
-        return WhatsAppOutput(self.client, self.inbox, self.settings.phone_number_id, reply_to="",
-                              conversation_id="", template=self.settings.template)
-
-    def output_for(self, row: InboxRow) -> WhatsAppOutput:
-        return WhatsAppOutput(self.client, self.inbox, row.business_id, row.reply_to, row.conversation_id,
-                              turn_id=row.message_id, rerun=row.attempts > 1, template=self.settings.template)
+    def template_for(self, reply_to: str) -> dict[str, Any] | None:
+        return template_message(reply_to, *self.settings.template) if self.settings.template else None
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         bp = Blueprint(f"{CHANNEL}_webhook", __name__)
         settings = self.settings
         self.add_worker(bp, on_new_message)
-
-        @bp.route("/", methods=["GET"])
-        async def health(_: Request) -> HTTPResponse:
-            return response.json({"status": "ok"})
 
         @bp.route("/webhook", methods=["GET"])
         async def verify(request: Request) -> HTTPResponse:
@@ -69,10 +60,7 @@ class WhatsAppInput(InboxChannel):
 
         @bp.route("/webhook", methods=["POST"])
         async def receive(request: Request) -> HTTPResponse:
-            status, body, new = await receive_webhook(
-                request.body or b"", request.headers.get("X-Hub-Signature-256"), settings.app_secret, self.inbox
-            )
-            self.notify_worker(new)
-            return response.json(body, status=status)
+            return await self.accept(receive_cloud(request.body or b"", request.headers.get("X-Hub-Signature-256"),
+                                                   settings.app_secret, int(time.time())))
 
         return bp

@@ -80,11 +80,11 @@ class Stack:
     actions_port: int = field(default_factory=free_port)
     rasa_port: int = field(default_factory=free_port)
     ingest_port: int = field(default_factory=free_port)
-    with_ingest: bool = False  # also run connectors.ingest; the sandbox then posts there
+    through_rasa: bool = False  # webhooks to Rasa's own routes instead of the receiver (`rasa run` by hand)
     inbox_db_url: str = ""  # default: the tracker store's database
     tracker_db_url: str = ""  # postgresql://user@host:port/db for Rasa's tracker store; default a SQLite file
     with_evolution: bool = True  # also configure the Evolution channel (the bench measures the Cloud one alone)
-    rasa_nice: int = 0  # run Rasa at a lower CPU priority than the ingest process (deployment option)
+    rasa_nice: int = 0  # run Rasa at a lower CPU priority than the receiver (deployment option)
     with_console: bool = False  # also run the agent console (console/)
     console_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)  # settings for this stack's processes
@@ -114,17 +114,16 @@ class Stack:
 
     @property
     def webhook_url(self) -> str:
-        """Where webhooks go: the ingest server when it runs, else Rasa's own route."""
-        base = self.ingest_url if self.with_ingest else self.rasa_url
-        return f"{base}/webhooks/whatsapp/webhook"
+        """Where webhooks go: the receiver, as in `make run` (or Rasa's own route)."""
+        return f"{self.rasa_url if self.through_rasa else self.ingest_url}/webhooks/whatsapp/webhook"
 
     @property
     def evolution_webhook_url(self) -> str:
-        return f"{self.rasa_url}/webhooks/evolution/webhook"
+        return f"{self.rasa_url if self.through_rasa else self.ingest_url}/webhooks/evolution/webhook"
 
     @property
     def inbox_url(self) -> str:
-        return self.inbox_db_url or self.tracker_db_url or f"sqlite:///{self.workdir / 'tracker.db'}"
+        return self.inbox_db_url or self.tracker_db_url or f"sqlite:///{self.workdir / 'channel.db'}"
 
     def _lock_store(self) -> str:
         if not self.redis_lock_prefix:
@@ -189,9 +188,9 @@ class Stack:
         self._spawn("graph", [str(APP_PY), "-m", "sandbox", "--port", str(self.graph_port),
                               "--channel-url", self.webhook_url,
                               "--evolution-channel-url", self.evolution_webhook_url], env)
-        if self.with_ingest:
-            self._spawn("ingest", [str(RASA_PY), "-m", "connectors.ingest", "--port", str(self.ingest_port)], env)
-            wait_for(lambda: self._up(f"{self.ingest_url}/health"), 60, what="ingest server")
+        if not self.through_rasa:
+            self._spawn("receiver", [str(RASA_PY), "-m", "connectors.receiver", "--port", str(self.ingest_port)], env)
+            wait_for(lambda: self._up(f"{self.ingest_url}/health"), 60, what="webhook receiver")
         self._spawn("actions", [str(APP_PY), "-m", "rasa_sdk", "--actions", "actions",
                                 "--port", str(self.actions_port)], env)
         if self.with_console:

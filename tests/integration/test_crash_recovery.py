@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def inbox_states(stack: Stack) -> dict[str, int]:
-    with sqlite3.connect(stack.workdir / "tracker.db") as conn:
+    with sqlite3.connect(stack.workdir / "channel.db") as conn:
         return dict(conn.execute("SELECT state, COUNT(*) FROM wa_inbox GROUP BY state").fetchall())
 
 

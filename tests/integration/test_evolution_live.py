@@ -40,7 +40,7 @@ def test_a_conversation_with_numbered_options(stack: Stack) -> None:
     user_events = [e for e in tracker["events"] if e["event"] == "user"]
     assert [e["message_id"] for e in user_events] == ["voltbay:EVO.CONV.1", "voltbay:EVO.CONV.2"]
     assert user_events[0]["input_channel"] == "evolution" and user_events[1]["text"] == "/check_order_status"
-    with sqlite3.connect(stack.workdir / "tracker.db") as conn:
+    with sqlite3.connect(stack.workdir / "channel.db") as conn:
         channels = {row[0] for row in conn.execute("SELECT channel FROM wa_outbound WHERE conversation_id = ?",
                                                      (jid,))}
     assert channels == {"evolution"}
@@ -49,7 +49,7 @@ def test_a_conversation_with_numbered_options(stack: Stack) -> None:
 
 
 def _ticks(stack: Stack, jid: str) -> int:
-    with sqlite3.connect(stack.workdir / "tracker.db") as conn:
+    with sqlite3.connect(stack.workdir / "channel.db") as conn:
         return conn.execute("SELECT COUNT(*) FROM wa_statuses s JOIN wa_outbound o ON s.message_id = o.message_id "
                             "WHERE o.conversation_id = ?", (jid,)).fetchone()[0]
 

@@ -34,7 +34,7 @@ POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL_RASA", "postgresql://post
 @pytest.fixture(scope="module")
 def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with temporary_database(POSTGRES_ADMIN_URL, "voltbay_live") as url, \
-            Stack(tmp_path_factory.mktemp("postgres_topology"), with_ingest=True, tracker_db_url=url,
+            Stack(tmp_path_factory.mktemp("postgres_topology"), tracker_db_url=url,
                   with_evolution=False, replicas=2, redis_lock_prefix=f"voltbay{uuid.uuid4().hex[:8]}",
                   extra_env={"WHATSAPP_POLL_INTERVAL": "30", "WHATSAPP_WORKER_LEASE": "6s",
                              "TICKET_LOCK_LIFETIME": str(LEFT_TICKET_LIFETIME)}).running() as running:

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def inbox_states(stack: Stack) -> dict[str, int]:
-    with sqlite3.connect(stack.workdir / "tracker.db") as conn:
+    with sqlite3.connect(stack.workdir / "channel.db") as conn:
         return dict(conn.execute("SELECT state, COUNT(*) FROM wa_inbox GROUP BY state").fetchall())
 
 
@@ -107,7 +107,7 @@ def test_outside_the_window_is_recorded_not_retried(stack: Stack) -> None:
         time.sleep(2)
         attempts = stack.sent_to(user, accepted_only=False)
         assert len(attempts) == 1  # 131047 is never retried (no template configured)
-        with sqlite3.connect(stack.workdir / "tracker.db") as conn:
+        with sqlite3.connect(stack.workdir / "channel.db") as conn:
             rows = conn.execute("SELECT state, error_code FROM wa_outbound WHERE conversation_id = ?",
                                 (user,)).fetchall()
         assert rows == [("failed", 131047)]

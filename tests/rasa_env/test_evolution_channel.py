@@ -204,7 +204,7 @@ async def test_failed_sends_are_retried_or_recorded(tmp_path: Path, evolution: E
 
 async def test_customer_media_is_fetched_as_base64_from_evolution(evolution: EvolutionStandIn) -> None:
     from connectors.evolution.api import EvolutionClient
-    from connectors.sending import MediaTooLarge
+    from connectors.sender import MediaTooLarge
     from connectors.whatsapp.errors import GraphError
 
     client = EvolutionClient(evolution.url, "evo-key")

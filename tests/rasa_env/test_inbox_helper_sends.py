@@ -17,7 +17,7 @@ from connectors.evolution.api import EvolutionClient
 from connectors.evolution.channel import EvolutionOutput
 from connectors.inbox import IN_PROCESS, Inbox, create_inbox_engine
 from connectors.send_chains import SendChains
-from connectors.sending import SendResult
+from connectors.sender import SendResult
 from connectors.whatsapp.errors import GraphError, Verdict
 from connectors.whatsapp.graph_api import GraphClient
 from connectors.whatsapp.output import WhatsAppOutput

@@ -14,7 +14,7 @@ import pytest
 from connectors.claims import Claims, ClaimsUnavailable
 from connectors.queue import DONE, FAILED, SENDING, SENT, STALE, InboxRow, Queue, Reply, create_queue_engine
 from connectors.sender import Sender
-from connectors.sending import RetryingSender
+from connectors.sender import RetryingSender
 from connectors.turns import TurnResult, Worker
 from connectors.whatsapp.errors import GraphError, verdict
 from connectors.whatsapp.to_rasa import InboxItem
