@@ -211,6 +211,10 @@ class QueueChannel(InputChannel):
         async def health(_: Request) -> HTTPResponse:
             return response.json({"status": "ok"})
 
+        @bp.listener("before_server_start")
+        async def tables(_app: Any, _loop: Any) -> None:
+            await self.queue.create_tables()  # before the first webhook is served
+
         @bp.listener("after_server_start")
         async def start(app: Any, _loop: Any) -> None:
             self._agent = getattr(app.ctx, "agent", None)
@@ -223,7 +227,6 @@ class QueueChannel(InputChannel):
                     self._tracker = create_queue_engine(tracker_engine.url.render_as_string(hide_password=False), 2)
                 except ValueError:  # neither SQLite nor PostgreSQL: "typing…" always shows
                     self._tracker = None
-            await self.queue.create_tables()
             reason = self.worker_off_reason()
             if reason is None:
                 reason = await self._start_worker_and_sender()

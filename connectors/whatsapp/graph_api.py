@@ -42,8 +42,10 @@ class GraphClient(RetryingSender):
         rand: Callable[[], float] = random.random,
     ) -> None:
         super().__init__(max_attempts, sleep, rand)
-        if urlparse(base_url).scheme not in ("http", "https"):  # (never the token itself in the message)
+        if urlparse(base_url).scheme not in ("http", "https"):
             raise ValueError(f"WHATSAPP_GRAPH_API_URL must be an http(s) URL, not {base_url!r}")
+        if any(char in access_token for char in "\r\n\0"):  # (never the token itself in the message)
+            raise ValueError("WHATSAPP_ACCESS_TOKEN contains a line break: it would split the Authorization header")
         self._token = access_token
         self._base = base_url.rstrip("/")
         self._version = api_version.strip("/")

@@ -1,48 +1,49 @@
-"""Fixtures for the channel tests (rasa env): inbox databases and a Graph API stand-in."""
+"""Fixtures for the channel tests (rasa env): queue databases and a Graph API stand-in."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from aiohttp import web
-from sqlalchemy import event
 
-from connectors.inbox import Inbox, create_inbox_engine
+from connectors.queue import Queue, create_queue_engine
 from tests.postgres import temporary_database
-
-from .scripted_http import scripted_servers
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL_RASA", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inbox]:
+async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Queue]:
+    """An empty channel queue on SQLite and on PostgreSQL."""
     if request.param == "sqlite":
-        yield Inbox(create_inbox_engine(f"sqlite:///{tmp_path / 'inbox.db'}"))
-        return
-    with temporary_database(POSTGRES_ADMIN_URL, "voltbay_inbox") as url:
-        box = Inbox(create_inbox_engine(url))
+        box = Queue(create_queue_engine(f"sqlite:///{tmp_path / 'queue.db'}"))
+        await box.create_tables()
         yield box
-        box.dispose()
+        await box.close()
+        return
+    with temporary_database(POSTGRES_ADMIN_URL, "voltbay_queue") as url:
+        box = Queue(create_queue_engine(url))
+        await box.create_tables()
+        yield box
+        await box.close()
 
 
-def watch_statements(inbox: Inbox, seen: Callable[[str], None]) -> None:
-    """Call `seen` with the SQL of every statement the inbox runs from this thread: SQLAlchemy's event,
-    and on a SQLite file's kept connections (connectors/sqlite_kept.py) the driver's trace."""
-    for engine in {inbox.engine, inbox._autocommit}:
-        event.listen(engine, "before_cursor_execute", lambda _c, _cur, statement, *_: seen(statement))
-    if inbox._kept is not None:
-        inbox._kept._connection().set_trace_callback(seen)
-
-
-@pytest.fixture
-def sqlite_inbox(tmp_path: Path) -> Inbox:
-    return Inbox(create_inbox_engine(f"sqlite:///{tmp_path / 'inbox.db'}"))
+def queue_states(db: Path) -> dict[str, int]:
+    """wa_inbox rows per state of a SQLite queue file, read with the stdlib (as an operator would)."""
+    if not db.exists():
+        return {}
+    with sqlite3.connect(db) as conn:
+        try:
+            return dict(conn.execute("SELECT state, COUNT(*) FROM wa_inbox GROUP BY state").fetchall())
+        except sqlite3.OperationalError:  # no tables yet
+            return {}
 
 
 class GraphStandIn:
@@ -61,7 +62,7 @@ class GraphStandIn:
         self.received.append((request.match_info["phone_number_id"], payload))
         if self.answer_when is not None:
             await self.answer_when.wait()
-        if self.failures:
+        if self.failures and payload.get("status") != "read":  # scripted failures are for sends, not receipts
             status, body = self.failures.pop(0)
             return web.json_response(body, status=status)
         if payload.get("status") == "read":
@@ -117,8 +118,17 @@ async def graph() -> AsyncIterator[GraphStandIn]:
     await runner.cleanup()
 
 
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[..., Any]]:
-    """Scripted HTTP servers on the test's loop (tests/rasa_env/scripted_http.py)."""
-    async with scripted_servers() as start:
-        yield start
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """A Sanic app served on the test's own event loop with its server listeners run (the channel's worker and
+    sender start and stop with them, as inside Rasa); yields its base URL."""
+    server = await app.create_server(host="127.0.0.1", port=0, return_asyncio_server=True)
+    await server.startup()
+    await server.before_start()
+    await server.after_start()
+    try:
+        yield f"http://127.0.0.1:{server.server.sockets[0].getsockname()[1]}"
+    finally:
+        await server.before_stop()
+        await server.close()
+        await server.after_stop()

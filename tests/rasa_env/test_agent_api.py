@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -14,9 +15,10 @@ from rasa.core.nlg import TemplatedNaturalLanguageGenerator
 from rasa.core.tracker_store import InMemoryTrackerStore
 from rasa.shared.core.domain import Domain
 from sanic import Sanic
+from sqlalchemy.engine import make_url
 
 from connectors.agent_api import parse_request
-from connectors.inbox import FAILED_SEND, SENT
+from connectors.queue import FAILED_SEND, SENT
 from connectors.whatsapp.channel import WhatsAppInput
 from connectors.whatsapp.signature import sign
 
@@ -44,11 +46,21 @@ class FakeAgent:
 @pytest.fixture
 def app_and_channel(tmp_path: Path, graph: GraphStandIn, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("CHANNEL_AGENT_TOKEN", TOKEN)
-    channel = WhatsAppInput(settings(tmp_path, graph.url))
+    channel = WhatsAppInput(settings(tmp_path, graph.url, run_worker=True))  # the sender sends agent replies
     app = Sanic(f"agent_{uuid.uuid4().hex[:8]}")
     app.ctx.agent = FakeAgent()
-    app.blueprint(channel.blueprint(lambda _m: None), url_prefix="/webhooks/whatsapp")  # type: ignore[arg-type]
+    async def turn(_message: Any) -> None:
+        """Rasa's turn on the seeded message: no reply (these tests are about the agent's)."""
+
+    app.blueprint(channel.blueprint(turn), url_prefix="/webhooks/whatsapp")
     return app, channel
+
+
+def outbound_for(channel: WhatsAppInput, conversation_id: str) -> list[dict[str, Any]]:
+    with sqlite3.connect(make_url(channel.settings.inbox_db_url).database or "") as conn:
+        rows = conn.execute("SELECT state, error_code FROM wa_outbound WHERE conversation_id = ? ORDER BY id",
+                            (conversation_id,)).fetchall()
+    return [{"state": state, "error_code": code} for state, code in rows]
 
 
 async def call(app: Sanic, body: Any, token: str | None = TOKEN, action: str = "send") -> Any:
@@ -80,7 +92,7 @@ async def test_reply_goes_through_the_channel_and_into_the_tracker(app_and_chann
     assert answer.status == 200 and answer.json == {"sent": ["wamid.OUT1"]}
     (payload,) = graph.sent()
     assert payload["to"] == USER and payload["text"]["body"] == "Hi, Ana from Voltbay here."
-    assert [r["state"] for r in channel.inbox.outbound_for(USER)] == [SENT]
+    assert [r["state"] for r in outbound_for(channel, USER)] == [SENT]
     tracker = await app.ctx.agent.tracker_store.retrieve(USER)
     (bot,) = [e for e in tracker.events if e.type_name == "bot"]
     assert bot.text == "Hi, Ana from Voltbay here." and bot.metadata["agent"] == "ana"
@@ -102,7 +114,7 @@ async def test_outside_the_window_is_a_409_not_a_silent_failure(app_and_channel:
     answer = await call(app, {"conversation_id": USER, "text": "Are you still there?"})
     assert answer.status == 409 and answer.json["error"] == "outside_24h_window"
     assert answer.json["template_available"] is False
-    assert [r["state"] for r in channel.inbox.outbound_for(USER)] == [FAILED_SEND]
+    assert [r["state"] for r in outbound_for(channel, USER)] == [FAILED_SEND]
     tracker = await app.ctx.agent.tracker_store.retrieve(USER)
     assert tracker is None or not [e for e in tracker.events if e.type_name == "bot"]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from rasa.core.run import create_http_input_channels
 
+from connectors.queue_url import default_queue_url
 from connectors.settings import (
     FALLBACK_INBOX_URL,
-    EvolutionSettings,
     WhatsAppSettings,
     parse_duration,
     tracker_store_db_url,
@@ -50,36 +50,14 @@ def test_credentials_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> No
         WhatsAppSettings.load({})
 
 
-def test_worker_lease_length(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert WhatsAppSettings.load({}).lease_seconds == 30
-    monkeypatch.setenv("WHATSAPP_WORKER_LEASE", "2m")
-    assert WhatsAppSettings.load({}).lease_seconds == 120
-    assert WhatsAppSettings.load({"worker_lease": 10}).lease_seconds == 10
-    for nonsense in ("1", "2h", "soon", "-5"):  # renewed every third: under 3 s the heartbeat cannot keep up
-        monkeypatch.setenv("WHATSAPP_WORKER_LEASE", nonsense)
-        with pytest.raises(ValueError, match="WHATSAPP_WORKER_LEASE"):
-            WhatsAppSettings.load({})
+def test_the_queue_lives_beside_a_sqlite_tracker_and_in_a_servers_database() -> None:
+    assert default_queue_url("sqlite:////srv/var/tracker.db") == "sqlite:////srv/var/channel.db"
+    assert default_queue_url("sqlite:///var/tracker.db") == "sqlite:///var/channel.db"
+    assert default_queue_url("postgresql://rasa@db/rasa") == "postgresql://rasa@db/rasa"
+    assert default_queue_url("sqlite://") == "sqlite://"
 
 
-def test_where_a_database_servers_statements_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert WhatsAppSettings.load({}).inbox_calls == "process"
-    assert WhatsAppSettings.load({"inbox_calls": "thread"}).inbox_calls == "thread"
-    monkeypatch.setenv("WHATSAPP_INBOX_CALLS", " Loop ")
-    assert WhatsAppSettings.load({}).inbox_calls == "loop"
-    assert EvolutionSettings.load({}).inbox_calls == "loop"  # one inbox, one setting
-    monkeypatch.setenv("WHATSAPP_INBOX_CALLS", "thread")
-    assert WhatsAppSettings.load({}).inbox_calls == "thread"
-    monkeypatch.setenv("WHATSAPP_INBOX_CALLS", "")  # set but empty (an env file's blank line): the default
-    assert WhatsAppSettings.load({}).inbox_calls == "process"
-    monkeypatch.setenv("WHATSAPP_INBOX_CALLS", "async")
-    assert WhatsAppSettings.load({}).inbox_calls == "async"
-    for nonsense in ("threads", "inline", "1", "asyncpg"):
-        monkeypatch.setenv("WHATSAPP_INBOX_CALLS", nonsense)
-        with pytest.raises(ValueError, match="WHATSAPP_INBOX_CALLS must be one of async, loop, thread"):
-            WhatsAppSettings.load({})
-
-
-def test_inbox_defaults_to_the_tracker_store_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_tracker_store_url_comes_from_endpoints(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(ROOT)
     url = tracker_store_db_url("endpoints.yml")
     assert url.startswith("sqlite:///") and url.endswith("/var/tracker.db")

@@ -1,4 +1,5 @@
-"""The `evolution` channel: webhook route (secret, limits, dedup, drops) and a turn through the shared core."""
+"""The `evolution` channel: webhook route (secret, limits, dedup, drops, every event, both URL forms, deletions)
+and turns through the shared core (worker, outbox, sender) against an Evolution API stand-in."""
 
 from __future__ import annotations
 
@@ -6,106 +7,141 @@ import asyncio
 import base64
 import copy
 import json
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from rasa.core.channels.channel import UserMessage
 from sanic import Sanic
-from sanic_testing import TestManager
 
-from connectors.evolution.channel import EvolutionInput, EvolutionOutput
-from connectors.inbox import FAILED_SEND, SENT
+from connectors.evolution.channel import EvolutionInput
+from connectors.queue import FAILED_SEND, REVOKED, SENT
 from connectors.settings import EvolutionSettings
 from connectors.whatsapp.updates import MAX_BODY_BYTES
 
-from .conftest import start_web
+from .conftest import queue_states, serving, start_web
 
 DATA = Path(__file__).parent / "data"
 TEXT = json.loads((DATA / "evolution_upsert_text.json").read_text())
 ROUTE = "/webhooks/evolution/webhook"
 SECRET = "evo-secret"
+CUSTOMER = "34600111222@s.whatsapp.net"
 
 
-def evo_settings(tmp_path: Path, api_url: str = "http://127.0.0.1:9") -> EvolutionSettings:
+def evo_settings(tmp_path: Path, api_url: str = "http://127.0.0.1:9", run_worker: bool = False) -> EvolutionSettings:
     return EvolutionSettings(api_url=api_url, api_key="evo-key", instance="voltbay", webhook_secret=SECRET,
                              inbox_db_url=f"sqlite:///{tmp_path / 'inbox.db'}", stale_after_seconds=10 * 365 * 86400,
-                             concurrency=4, run_worker=False)
+                             concurrency=4, run_worker=run_worker, poll_interval_seconds=0.02)
+
+
+def app_for(channel: EvolutionInput, on_new_message: Any = None) -> Sanic:
+    async def refuse(_: UserMessage) -> None:
+        raise AssertionError("the worker is off in these tests")
+
+    app = Sanic(f"evo_test_{uuid.uuid4().hex[:8]}")
+    app.blueprint(channel.blueprint(on_new_message or refuse), url_prefix="/webhooks/evolution")
+    return app
 
 
 @pytest.fixture
-def evo_app(tmp_path: Path) -> tuple[Sanic, EvolutionInput]:
-    async def on_new_message(_: UserMessage) -> None:
-        raise AssertionError("the worker is off in these tests")
-
-    channel = EvolutionInput(evo_settings(tmp_path))
-    app = Sanic(f"evo_test_{uuid.uuid4().hex[:8]}")
-    app.blueprint(channel.blueprint(on_new_message), url_prefix="/webhooks/evolution")
-    TestManager(app)
-    return app, channel
+def evo_app(tmp_path: Path) -> tuple[Sanic, Path]:
+    return app_for(EvolutionInput(evo_settings(tmp_path))), tmp_path / "inbox.db"
 
 
-def post(app: Sanic, body: Any, secret: str | None = SECRET) -> Any:
+async def post(app: Sanic, body: Any, secret: str | None = SECRET, route: str = ROUTE) -> Any:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"Content-Type": "application/json", **({"X-Evolution-Secret": secret} if secret is not None else {})}
-    _, response = app.test_client.post(ROUTE, content=raw, headers=headers)
+    _, response = await app.asgi_client.post(route, content=raw, headers=headers)
     return response
 
 
+async def post_to(base: str, body: Any) -> int:
+    """A webhook to a served app (its worker running)."""
+    async with aiohttp.ClientSession() as session, session.post(
+            base + ROUTE, json=body, headers={"X-Evolution-Secret": SECRET}) as response:
+        return response.status
+
+
 @pytest.mark.parametrize("secret", [None, "", "wrong", SECRET + "x"])
-def test_missing_or_wrong_secret_is_403_and_nothing_is_stored(evo_app: Any, secret: str | None) -> None:
-    app, channel = evo_app
-    assert post(app, TEXT, secret).status == 403
-    assert channel.inbox.states() == {}
+async def test_missing_or_wrong_secret_is_403_and_nothing_is_stored(evo_app: Any, secret: str | None) -> None:
+    app, db = evo_app
+    assert (await post(app, TEXT, secret)).status == 403
+    assert queue_states(db) == {}
 
 
-def test_unconfigured_secret_refuses_everything(tmp_path: Path) -> None:
+async def test_unconfigured_secret_refuses_everything(tmp_path: Path) -> None:
     channel = EvolutionInput(EvolutionSettings(**{**evo_settings(tmp_path).__dict__, "webhook_secret": ""}))
-    app = Sanic(f"evo_test_{uuid.uuid4().hex[:8]}")
-    app.blueprint(channel.blueprint(lambda _m: None), url_prefix="/webhooks/evolution")  # type: ignore[arg-type]
-    TestManager(app)
-    assert post(app, TEXT, "").status == 403
+    assert (await post(app_for(channel), TEXT, "")).status == 403
 
 
-def test_oversized_and_malformed_bodies(evo_app: Any) -> None:
-    app, channel = evo_app
-    assert post(app, b"x" * (MAX_BODY_BYTES + 1)).status == 413
-    assert post(app, b"{not json").status == 400
+async def test_oversized_and_malformed_bodies(evo_app: Any) -> None:
+    app, db = evo_app
+    assert (await post(app, b"x" * (MAX_BODY_BYTES + 1))).status == 413
+    assert (await post(app, b"{not json")).status == 400
+    assert (await post(app, b"[1, 2]")).status == 400  # not an object
     broken = copy.deepcopy(TEXT)
     broken["data"]["key"].pop("id")
-    response = post(app, broken)  # acknowledged (Evolution would retry it), nothing stored
+    response = await post(app, broken)  # acknowledged (Evolution would retry it), nothing stored
     assert response.status == 200 and response.json["dropped"] == 1
-    assert channel.inbox.states() == {}
+    assert (await post(app, {"event": "messages.upsert", "instance": "voltbay"})).status == 200  # no data
+    assert queue_states(db) == {}
 
 
-def test_duplicate_deliveries_are_stored_once_and_echoes_not_at_all(evo_app: Any) -> None:
-    app, channel = evo_app
+async def test_duplicates_once_echoes_never_and_every_event_acknowledged(evo_app: Any) -> None:
+    app, db = evo_app
     for _ in range(3):
-        assert post(app, TEXT).status == 200
-    assert channel.inbox.states() == {"pending": 1}
+        assert (await post(app, TEXT)).status == 200
+    assert queue_states(db) == {"pending": 1}
     echo = copy.deepcopy(TEXT)
     echo["data"]["key"].update(fromMe=True, id="ECHO1")
     group = copy.deepcopy(TEXT)
     group["data"]["key"].update(remoteJid="1203630@g.us", id="GROUP1")
-    assert post(app, echo).json["dropped"] == 1 and post(app, group).status == 200
-    assert post(app, {"event": "connection.update", "instance": "voltbay", "data": {"state": "open"}}).status == 200
-    assert channel.inbox.states() == {"pending": 1}
+    assert (await post(app, echo)).json["dropped"] == 1 and (await post(app, group)).status == 200
+    for event in ("connection.update", "qrcode.updated", "contacts.upsert", "chats.update", "presence.update",
+                  "send.message", "something.new"):
+        assert (await post(app, {"event": event, "instance": "voltbay", "data": {"state": "open"}})).status == 200
+    assert queue_states(db) == {"pending": 1}
 
 
-def test_delivery_updates_are_stored_as_statuses(evo_app: Any) -> None:
-    app, channel = evo_app
-    post(app, {"event": "messages.update", "instance": "voltbay",
-               "data": {"keyId": "OUT1", "fromMe": True, "status": "DELIVERY_ACK", "remoteJid": "346@s.whatsapp.net"}})
-    assert channel.inbox.statuses_for("OUT1") == ["delivered"]
+async def test_webhook_by_events_appends_the_event_to_the_path(evo_app: Any) -> None:
+    app, db = evo_app
+    body = copy.deepcopy(TEXT)
+    body.pop("event")
+    assert (await post(app, body, route=f"{ROUTE}/messages-upsert")).status == 200
+    assert (await post(app, {"instance": "voltbay", "data": {}}, route=f"{ROUTE}/connection-update")).status == 200
+    assert queue_states(db) == {"pending": 1}
+
+
+async def test_a_deleted_message_is_marked_revoked_and_never_answered(evo_app: Any) -> None:
+    app, db = evo_app
+    assert (await post(app, TEXT)).status == 200
+    key = TEXT["data"]["key"]
+    deletion = {"event": "messages.delete", "instance": "voltbay", "data": {"key": {**key}}}
+    assert (await post(app, deletion)).status == 200
+    assert (await post(app, deletion)).status == 200  # redelivered
+    assert queue_states(db) == {REVOKED: 1, "skipped": 1}
+
+
+async def test_delivery_updates_are_stored_as_statuses(evo_app: Any) -> None:
+    app, db = evo_app
+    await post(app, {"event": "messages.update", "instance": "voltbay",
+                     "data": {"keyId": "OUT1", "fromMe": True, "status": "DELIVERY_ACK",
+                              "remoteJid": "346@s.whatsapp.net"}})
+    with sqlite3.connect(db) as conn:
+        found = conn.execute("SELECT status FROM wa_statuses WHERE message_id = 'OUT1'").fetchall()
+    assert found == [("delivered",)]
 
 
 class EvolutionStandIn:
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.failures: list[int] = []
+        self.refused: set[str] = set()  # texts answered 400
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -117,8 +153,8 @@ class EvolutionStandIn:
                 return web.json_response({"status": 400, "response": {"message": ["not found"]}}, status=400)
             return web.json_response({"mediaType": "imageMessage", "mimetype": "image/jpeg",
                                       "base64": base64.b64encode(b"\xff\xd8\xff jpeg").decode()}, status=201)
-        if request.path.startswith("/message/") and self.failures:
-            status = self.failures.pop(0)
+        if request.path.startswith("/message/") and (self.failures or body.get("text") in self.refused):
+            status = self.failures.pop(0) if self.failures else 400
             return web.json_response({"status": status, "response": {"message": ["no"]}}, status=status)
         return web.json_response({"key": {"id": f"OUT{len(self.requests)}"}, "status": "PENDING"}, status=201)
 
@@ -136,70 +172,73 @@ async def evolution() -> AsyncIterator[EvolutionStandIn]:
     await runner.cleanup()
 
 
-async def test_a_turn_goes_through_the_shared_core(tmp_path: Path, evolution: EvolutionStandIn) -> None:
-    channel = EvolutionInput(evo_settings(tmp_path, evolution.url))
-    from connectors.evolution.webhook import receive_evolution
+async def wait_until(check: Any, seconds: float = 10) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")
 
-    await receive_evolution(json.dumps(TEXT).encode(), SECRET, SECRET, channel.inbox)
+
+def outbound(db: Path) -> list[tuple[str, str | None]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT state, error FROM wa_outbound ORDER BY id").fetchall()
+
+
+async def test_turns_go_through_the_shared_core_with_numbered_options(tmp_path: Path,
+                                                                      evolution: EvolutionStandIn) -> None:
     seen: list[UserMessage] = []
 
     async def on_new_message(message: UserMessage) -> None:
         seen.append(message)
-        assert isinstance(message.output_channel, EvolutionOutput)
-        await message.output_channel.send_response(message.sender_id, {
-            "text": "Shall I cancel it?", "buttons": [{"title": "Yes", "payload": "/affirm"},
-                                                      {"title": "No", "payload": "/deny"}]})
+        if message.text != "/deny":
+            await message.output_channel.send_response(message.sender_id, {
+                "text": "Shall I cancel it?", "buttons": [{"title": "Yes", "payload": "/affirm"},
+                                                          {"title": "No", "payload": "/deny"}]})
 
-    row = channel.inbox.claim_next("34600111222@s.whatsapp.net")
-    assert row is not None
-    answered = await channel.handle_row(row, on_new_message)
-    assert answered is not None
-    await answered.sends  # the turn returned before its send ended: the worker marks the row done after
-    menu = answered.menu
-    await asyncio.gather(*channel._receipts)
+    app = app_for(EvolutionInput(evo_settings(tmp_path, evolution.url, run_worker=True)), on_new_message)
+    async with serving(app) as base:
+        await turns_with_a_menu(base, seen, evolution, tmp_path / "inbox.db")
+
+
+async def turns_with_a_menu(base: str, seen: list[UserMessage], evolution: EvolutionStandIn, db: Path) -> None:
+    assert await post_to(base, TEXT) == 200
+    await wait_until(lambda: evolution.sends())
     assert seen[0].text == "where is my order VB-310977" and seen[0].input_channel == "evolution"
     assert seen[0].message_id == "voltbay:3EB0C767D26A1D8E9F01"
-    assert menu == {"1": "/affirm", "2": "/deny"}
-    assert evolution.sends() == [{"number": "34600111222@s.whatsapp.net",
+    assert evolution.sends() == [{"number": CUSTOMER,
                                   "text": "Shall I cancel it?\n\n1. Yes\n2. No\n\nReply with a number."}]
-    paths = [path for path, _ in evolution.requests]
-    assert "/chat/sendPresence/voltbay" in paths and "/chat/markMessageAsRead/voltbay" in paths
-    [sent] = channel.inbox.outbound_for("34600111222@s.whatsapp.net")
-    assert sent["state"] == SENT and sent["channel"] == "evolution" and sent["business_id"] == "voltbay"
-
-    # The customer answers "2": the worker's next claim carries the menu, and "2" becomes /deny.
+    await wait_until(lambda: "/chat/sendPresence/voltbay" in [path for path, _ in evolution.requests])
+    assert "/chat/markMessageAsRead/voltbay" in [path for path, _ in evolution.requests]
+    # The customer answers "2": the menu the reply offered turns it into /deny.
     answer = copy.deepcopy(TEXT)
     answer["data"]["key"]["id"] = "3EB0ANSWER"
     answer["data"]["message"] = {"conversation": "2"}
-    await receive_evolution(json.dumps(answer).encode(), SECRET, SECRET, channel.inbox)
-    following = channel.inbox.complete(row, "done", menu)
-    assert following is not None
-    seen.clear()
-
-    async def record(message: UserMessage) -> None:
-        seen.append(message)
-
-    answered = await channel.handle_row(following, record)
-    assert answered is not None
-    await answered.sends
-    assert seen[0].text == "/deny"
-    await channel.client.close()
+    assert await post_to(base, answer) == 200
+    await wait_until(lambda: len(seen) == 2)
+    assert seen[1].text == "/deny"
+    await wait_until(lambda: queue_states(db) == {"done": 2})
+    assert [state for state, _ in outbound(db)] == [SENT]
 
 
 async def test_failed_sends_are_retried_or_recorded(tmp_path: Path, evolution: EvolutionStandIn) -> None:
-    channel = EvolutionInput(evo_settings(tmp_path, evolution.url))
-    output = EvolutionOutput(channel.client, channel.inbox, "voltbay", "346@s.whatsapp.net", "346@s.whatsapp.net",
-                             turn_id="voltbay:T1")
-    output.client._sleep = lambda _s: asyncio.sleep(0)  # type: ignore[attr-defined]
+    async def two_replies(message: UserMessage) -> None:
+        await message.output_channel.send_response(message.sender_id, {"text": "hello"})
+        await message.output_channel.send_response(message.sender_id, {"text": "never"})
+
+    channel = EvolutionInput(evo_settings(tmp_path, evolution.url, run_worker=True))
+    channel.client._sleep = lambda _s: asyncio.sleep(0)  # type: ignore[attr-defined]
     evolution.failures = [500, 429]
-    await output.send_text_message("346", "hello")
-    evolution.failures = [400]
-    await output.send_text_message("346", "never")
-    rows = channel.inbox.outbound_for("346@s.whatsapp.net")
-    assert [r["state"] for r in rows] == [SENT, FAILED_SEND]
-    assert "HTTP 400" in rows[1]["error"]  # kept where the console shows failed sends
+    evolution.refused = {"never"}
+    db = tmp_path / "inbox.db"
+    async with serving(app_for(channel, two_replies)) as base:
+        assert await post_to(base, TEXT) == 200
+        await wait_until(lambda: len(outbound(db)) == 2
+                         and all(state in (SENT, FAILED_SEND) for state, _ in outbound(db)))
+    rows = outbound(db)
+    assert [state for state, _ in rows] == [SENT, FAILED_SEND]
+    assert "HTTP 400" in (rows[1][1] or "")  # kept where the console shows failed sends
     assert len(evolution.sends()) == 4  # 500, 429, then accepted; the 400 is not retried
-    await channel.client.close()
 
 
 async def test_customer_media_is_fetched_as_base64_from_evolution(evolution: EvolutionStandIn) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from connectors.evolution.api import EvolutionClient, UnsupportedOnEvolution, evolution_request
+from connectors.evolution.channel import CHANNEL
 from connectors.evolution.updates import digits_of, parse_evolution
-from connectors.evolution.webhook import CHANNEL
 from connectors.whatsapp.errors import GraphError, Verdict
 from connectors.whatsapp.render import render_response
 from connectors.whatsapp.to_rasa import to_inbox_item

@@ -24,7 +24,7 @@ def test_default_endpoints_need_no_service(monkeypatch: pytest.MonkeyPatch) -> N
     assert endpoints.tracker_store.type == "SQL"
     assert endpoints.tracker_store.kwargs["dialect"] == "sqlite"
     assert endpoints.tracker_store.kwargs["db"].startswith("var/")
-    assert endpoints.lock_store is None and endpoints.event_broker is None
+    assert endpoints.lock_store.type == "connectors.lock_store.InMemoryLockStore" and endpoints.event_broker is None
     assert endpoints.action.url == "http://localhost:5055/webhook"
 
 
@@ -39,7 +39,8 @@ def test_production_endpoints_take_every_value_from_the_environment(monkeypatch:
     assert endpoints.tracker_store.kwargs["dialect"] == "postgresql"
     assert endpoints.tracker_store.url == "db"
     assert endpoints.tracker_store.kwargs["password"] == "s3cret"
-    assert endpoints.lock_store.type == "redis"
+    assert endpoints.lock_store.type == "connectors.lock_store.RedisLockStore"
+    assert endpoints.lock_store.url == "redis" and endpoints.lock_store.kwargs["key_prefix"] == "voltbay"
     assert endpoints.event_broker.type == "pika"
     assert endpoints.action.url == "http://actions:5055/webhook"
 

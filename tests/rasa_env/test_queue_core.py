@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,29 +12,13 @@ import pytest
 
 from connectors.claims import Claims, ClaimsUnavailable
 from connectors.queue import DONE, FAILED, SENDING, SENT, STALE, InboxRow, Queue, Reply, create_queue_engine
-from connectors.sender import Sender
-from connectors.sender import RetryingSender
+from connectors.sender import RetryingSender, Sender
 from connectors.turns import TurnResult, Worker
 from connectors.whatsapp.errors import GraphError, verdict
 from connectors.whatsapp.to_rasa import InboxItem
 from tests.postgres import temporary_database
 
 from .conftest import POSTGRES_ADMIN_URL
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Queue]:
-    if request.param == "sqlite":
-        box = Queue(create_queue_engine(f"sqlite:///{tmp_path / 'queue.db'}"))
-        await box.create_tables()
-        yield box
-        await box.close()
-        return
-    with temporary_database(POSTGRES_ADMIN_URL, "voltbay_queue") as url:
-        box = Queue(create_queue_engine(url))
-        await box.create_tables()
-        yield box
-        await box.close()
 
 
 def item(n: int, conversation: str = "447700900001", sent_at: int | None = None) -> InboxItem:

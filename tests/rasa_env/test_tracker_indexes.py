@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,13 +16,12 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine, make_url
 
 from connectors import tracker_indexes
-from connectors.inbox_statements import LAST_PAUSE_OR_RESUME
+from connectors.channel import LAST_PAUSE_OR_RESUME as LOOK_UP
 from connectors.tracker_indexes import INDEXES, create_tracker_indexes
 from tests.postgres import temporary_database
 
 from .conftest import POSTGRES_ADMIN_URL
 
-LOOK_UP = text(LAST_PAUSE_OR_RESUME.format(sender=":sender"))
 PAUSE_INDEX = "ix_events_pause_resume"
 # Rasa 3.6's own look-up (SQLTrackerStore._event_query's subquery)
 SESSION_START = text("SELECT max(timestamp) FROM events WHERE sender_id = :sender AND type_name = 'session_started'")
@@ -119,22 +117,6 @@ def test_a_failure_is_logged_not_raised(tracker_engine: Engine, caplog: pytest.L
     with caplog.at_level(logging.WARNING):
         assert create_tracker_indexes(tracker_engine) is False
     assert "could not create index ix_events_" in caplog.text
-
-
-async def test_the_channel_makes_it_in_the_background_when_it_starts(tmp_path: Path) -> None:
-    from connectors.settings import WhatsAppSettings
-    from connectors.whatsapp.channel import WhatsAppInput
-
-    store = SQLTrackerStore(Domain.empty(), dialect="sqlite", db=str(tmp_path / "rasa.db"))
-    settings = WhatsAppSettings(verify_token="v", app_secret="s", access_token="t", graph_api_url="http://127.0.0.1:9",
-                                api_version="v23.0", phone_number_id="PNID",
-                                inbox_db_url=f"sqlite:///{tmp_path / 'inbox.db'}", stale_after_seconds=86400.0,
-                                concurrency=4, template=None, run_worker=False)
-    channel = WhatsAppInput(settings)
-    channel.use_agent(SimpleNamespace(tracker_store=store))
-    assert channel.tracker_indexes is not None and await channel.tracker_indexes is True
-    assert set(INDEXES) <= {index["name"] for index in inspect(store.engine).get_indexes("events")}
-
 
 
 async def test_rasas_retrieval_finds_the_last_session_through_the_index_and_returns_the_same_tracker(

@@ -1,13 +1,10 @@
-"""Graph client retry policy and the output channel, against a local Cloud API stand-in."""
+"""The Graph client and its retry policy, against a local Cloud API stand-in (the outbox around it:
+test_queue_core.py and the live tests)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-
 import pytest
 
-from connectors.inbox import Inbox
 from connectors.whatsapp.errors import (
     PERMANENT_CODES,
     RETRYABLE_CODES,
@@ -17,7 +14,6 @@ from connectors.whatsapp.errors import (
     verdict,
 )
 from connectors.whatsapp.graph_api import GraphClient
-from connectors.whatsapp.output import WhatsAppOutput
 
 from .conftest import GraphStandIn, graph_error
 
@@ -128,99 +124,11 @@ async def _noop() -> None:
     return None
 
 
-def output(graph: GraphStandIn, inbox: Inbox, template: tuple[str, str] | None = None,
-           turn_id: str | None = "wamid.IN1", rerun: bool = False) -> WhatsAppOutput:
-    return WhatsAppOutput(client(graph, []), inbox, "PNID-B", "34600111222", "US.123", turn_id=turn_id,
-                          rerun=rerun, template=template)
-
-
-async def test_output_sends_from_the_receiving_number_and_records(graph: GraphStandIn, sqlite_inbox: Inbox) -> None:
-    out = output(graph, sqlite_inbox)
-    await out.send_response("US.123", {"text": "Pick", "buttons": [{"title": "Yes", "payload": "/affirm"},
-                                                                    {"title": "No", "payload": "/deny"}]})
-    await out.client.close()
-    ((number, payload),) = graph.received
-    assert number == "PNID-B" and payload["to"] == "34600111222" and payload["type"] == "interactive"
-    assert out.menu == {"1": "/affirm", "2": "/deny"}
-    (row,) = sqlite_inbox.outbound_for("US.123")
-    assert (row["state"], row["message_id"], row["turn_key"]) == ("sent", "wamid.OUT1", "wamid.IN1#1")
-
-
-async def test_outside_the_window_the_template_goes_instead(graph: GraphStandIn, sqlite_inbox: Inbox) -> None:
-    graph.failures = [graph_error(131047)]
-    out = output(graph, sqlite_inbox, template=("reengage", "es"))
-    await out.send_text_message("US.123", "Your repair is ready")
-    await out.client.close()
-    assert [p["type"] for p in graph.sent()] == ["text", "template"]
-    assert graph.sent()[1]["template"] == {"name": "reengage", "language": {"code": "es"}}
-    failed, sent = sqlite_inbox.outbound_for("US.123")
-    assert (failed["state"], failed["error_code"]) == ("failed", 131047)
-    assert sent["state"] == "sent" and json.loads(sent["payload"])["type"] == "template"
-
-
-async def test_outside_the_window_without_template_is_recorded_not_retried(
-    graph: GraphStandIn, sqlite_inbox: Inbox
-) -> None:
-    graph.failures = [graph_error(131047)]
-    out = output(graph, sqlite_inbox)
-    await out.send_text_message("US.123", "Your repair is ready")
-    await out.client.close()
-    assert len(graph.received) == 1
-    (row,) = sqlite_inbox.outbound_for("US.123")
-    assert (row["state"], row["error_code"]) == ("failed", 131047)
-    assert "131047" in row["error"]
-
-
-async def test_a_rerun_turn_skips_what_was_already_sent(graph: GraphStandIn, sqlite_inbox: Inbox) -> None:
-    first = output(graph, sqlite_inbox)
-    await first.send_text_message("US.123", "one")
-    # crash here; the message is handled again and the reply re-rendered
-    again = output(graph, sqlite_inbox, rerun=True)
-    await again.send_text_message("US.123", "one")
-    await again.send_text_message("US.123", "two")
-    await first.client.close()
-    await again.client.close()
-    assert [p["text"]["body"] for p in graph.sent()] == ["one", "two"]
-
-
-async def test_a_send_cut_off_by_a_crash_is_sent_again(graph: GraphStandIn, sqlite_inbox: Inbox) -> None:
-    # The process died between recording "sending" and learning the outcome.
-    sqlite_inbox.begin_outbound({"channel": "whatsapp", "conversation_id": "US.123", "business_id": "PNID-B",
-                                 "turn_key": "wamid.IN1#1", "payload": "{}"})
-    again = output(graph, sqlite_inbox, rerun=True)
-    again.status_grace_seconds = 0.3  # no status webhook will come
-    await again.send_text_message("US.123", "one")
-    await again.client.close()
-    assert [p["text"]["body"] for p in graph.sent()] == ["one"]
-    states = [row["state"] for row in sqlite_inbox.outbound_for("US.123")]
-    assert states == ["interrupted", "sent"]
-
-
-async def test_a_cut_off_send_that_went_out_is_not_sent_again(graph: GraphStandIn, sqlite_inbox: Inbox) -> None:
-    import time
-
-    sqlite_inbox.begin_outbound({"channel": "whatsapp", "conversation_id": "US.123", "business_id": "PNID-B",
-                                 "turn_key": "wamid.IN1#1", "payload": "{}"})
-    # Meta's status webhook for the accepted message arrives after the restart; an older
-    # status, one to someone else and one for a message we know are no evidence.
-    now = int(time.time())
-    sqlite_inbox.add_statuses([
-        {"message_id": "wamid.OLD", "status": "sent", "sent_at": now - 60, "recipient_id": "34600111222",
-         "business_id": "PNID-B", "errors": None},
-        {"message_id": "wamid.OTHER", "status": "sent", "sent_at": now, "recipient_id": "34699999999",
-         "business_id": "PNID-B", "errors": None},
-    ])
-
-    async def status_arrives_later() -> None:
-        await asyncio.sleep(0.3)
-        sqlite_inbox.add_statuses([{"message_id": "wamid.CUT", "status": "sent", "sent_at": now,
-                                    "recipient_id": "34600111222", "business_id": "PNID-B", "errors": None}])
-
-    again = output(graph, sqlite_inbox, rerun=True)
-    arrival = asyncio.create_task(status_arrives_later())
-    await again.send_text_message("US.123", "one")
-    await arrival
-    await again.client.close()
-    assert graph.sent() == []
-    (row,) = sqlite_inbox.outbound_for("US.123")
-    assert (row["state"], row["message_id"]) == ("sent", "wamid.CUT")
+async def test_sends_carry_the_outbox_key_meta_repeats_on_statuses(graph: GraphStandIn) -> None:
+    graph_client = client(graph, [])
+    payload = {"messaging_product": "whatsapp", "to": "1", "type": "text", "text": {"body": "hi"}}
+    assert (await graph_client.send("PNID", graph_client.tagged(payload, "vb-out-7"))).ok
+    receipt = {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.X"}
+    assert graph_client.tagged(receipt, "vb-out-8") == receipt  # a read receipt is no message
+    await graph_client.close()
+    assert graph.sent()[0]["biz_opaque_callback_data"] == "vb-out-7"
