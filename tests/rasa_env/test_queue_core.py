@@ -289,3 +289,44 @@ async def test_rows_left_sending_by_an_earlier_version_are_not_lost(queue: Queue
     await queue.mark_sending(ids[0])
     pending = await queue.next_send("whatsapp", "447700900001")
     assert pending is not None and pending.state == SENDING and pending.id == ids[0]
+
+
+def edit_of(original: str, n: int, text: str = "new words") -> InboxItem:
+    base = item(n)
+    return InboxItem(message_id=f"wamid.edit.{n}", channel="whatsapp", conversation_id=base.conversation_id,
+                     reply_to=base.reply_to, business_id="PNID", sent_at=base.sent_at,
+                     message={"text": text, "edits": original, "metadata": {}})
+
+
+def revoke_of(original: str, n: int, conversation: str = "447700900001") -> InboxItem:
+    return InboxItem(message_id=f"wamid.revoke.{n}", channel="whatsapp", conversation_id=conversation,
+                     reply_to=conversation, business_id="PNID", sent_at=int(time.time()),
+                     message={"skip": "revoke", "revokes": original, "metadata": {}})
+
+
+async def test_an_edit_before_the_answer_replaces_the_message(queue: Queue) -> None:
+    await queue.store([item(1)])
+    await queue.store([edit_of("wamid.447700900001.1", 2)])
+    await queue.store([edit_of("wamid.447700900001.1", 2)])  # redelivered
+    row = await queue.next_message("whatsapp", "447700900001")
+    assert row is not None and row.message_id == "wamid.edit.2" and row.message["text"] == "new words"
+    assert (await queue.counts())["inbox"] == {"edited": 1, "pending": 1}
+
+
+async def test_an_edit_after_the_answer_or_of_an_unknown_message_is_only_recorded(queue: Queue) -> None:
+    await queue.store([item(1)])
+    row = await queue.next_message("whatsapp", "447700900001")
+    assert row is not None
+    await queue.finish(row, DONE)
+    await queue.store([edit_of("wamid.447700900001.1", 2), edit_of("wamid.nobody", 3)])
+    assert await queue.next_message("whatsapp", "447700900001") is None
+    assert (await queue.counts())["inbox"] == {DONE: 1, "skipped": 2}
+
+
+async def test_a_deleted_message_is_never_answered_and_others_cannot_delete_it(queue: Queue) -> None:
+    await queue.store([item(1), item(2)])
+    await queue.store([revoke_of("wamid.447700900001.2", 1, conversation="447700900999")])  # another customer
+    await queue.store([revoke_of("wamid.447700900001.1", 2)])
+    row = await queue.next_message("whatsapp", "447700900001")
+    assert row is not None and row.message_id == "wamid.447700900001.2"
+    assert (await queue.counts())["inbox"] == {"revoked": 1, "pending": 1, "skipped": 2}

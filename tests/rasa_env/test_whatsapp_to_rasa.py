@@ -77,3 +77,52 @@ def test_apply_menu(typed: str, expected: str) -> None:
 
 def test_without_a_menu_numbers_stay_text() -> None:
     assert apply_menu("1", {}) == "1"
+
+
+def _message(kind: str, body: dict[str, Any] | None, **raw: Any) -> Any:
+    from connectors.whatsapp.updates import InboundMessage, MessageType
+
+    return InboundMessage(wamid="wamid.X", conversation_id="4477", phone_number_id="PNID", display_phone_number=None,
+                          wa_id="4477", user_id=None, profile_name=None, timestamp=1, type=MessageType(kind),
+                          body=body or {}, raw=raw)
+
+
+def test_system_messages_are_recorded_never_answered() -> None:
+    from connectors.whatsapp.to_rasa import rasa_text
+
+    for body in ({"type": "user_changed_number", "body": "changed", "new_wa_id": "4478"},
+                 {"type": "customer_identity_changed", "identity": "abc"},
+                 {"type": "user_changed_number", "new_wa_id": "nobody-ever-wrote-from-this"}, {}):
+        text, extra = rasa_text(_message("system", body))
+        assert text is None and "system" in extra
+
+
+def test_a_flow_reply_becomes_an_intent_with_its_fields() -> None:
+    from connectors.whatsapp.to_rasa import rasa_text
+
+    reply = {"type": "nfm_reply", "nfm_reply": {"name": "flow", "response_json": '{"order_id": "VB-1", "n": 2}'}}
+    text, extra = rasa_text(_message("interactive", reply))
+    assert text == '/flow_reply{"order_id":"VB-1","n":2}' and extra["flow_reply"]["valid"] is True
+    for bad in ("[1, 2]", "not json", "", '"text"'):
+        text, extra = rasa_text(_message("interactive", {"type": "nfm_reply", "nfm_reply": {"response_json": bad}}))
+        assert text == "/flow_reply" and extra["flow_reply"]["valid"] is False
+
+
+def test_call_permission_order_and_referral() -> None:
+    from connectors.whatsapp.to_rasa import rasa_text, to_inbox_item
+
+    permission = {"type": "call_permission_reply", "call_permission_reply": {"response": "accept"}}
+    assert rasa_text(_message("interactive", permission))[0] == '/call_permission_reply{"call_permission":"accept"}'
+    order = {"catalog_id": "C1", "text": "asap", "product_items": [
+        {"product_retailer_id": "SKU-1", "quantity": 2}, {"product_retailer_id": "SKU-2", "quantity": "1"}]}
+    assert rasa_text(_message("order", order))[0] == "order: 2 × SKU-1, 1 × SKU-2. asap"
+    assert rasa_text(_message("order", {"product_items": "junk"}))[0] == "order: no items"
+    referral = {"source_url": "https://fb.me/ad", "source_type": "ad", "headline": "Sale"}
+    item = to_inbox_item(_message("text", {"body": "hi"}, referral=referral))
+    assert item.message["metadata"]["referral"] == referral
+
+
+def test_an_interactive_message_without_its_object_is_recorded_only() -> None:
+    from connectors.whatsapp.to_rasa import rasa_text
+
+    assert rasa_text(_message("interactive", {}))[0] is None
