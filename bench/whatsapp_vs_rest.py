@@ -4,19 +4,19 @@
 
 1. REST baseline: U users, each sending T messages one after the other (closed loop);
    latency = POST /webhooks/rest/webhook until its answer (it carries the replies).
-2. WhatsApp channel: the same U×T messages as signed Cloud API webhooks to connectors.ingest
+2. WhatsApp channel: the same U×T messages as signed Cloud API webhooks to the webhook receiver (connectors/receiver.py)
    (the worker inside Rasa answers them); latency = webhook POST until the reply reaches the
    Graph API stand-in (the sandbox), read from its server-side timestamp.
 3. ACK under saturation: B webhooks posted as fast as C connections allow while Rasa works through
-   them; latency = POST until the 200. Measured on connectors.ingest, and for comparison on the
-   route inside the Rasa process (which shares Rasa's event loop with model inference).
+   them; latency = POST until the 200. Measured on the webhook receiver (connectors/receiver.py), and
+   for comparison on the route inside the Rasa process (which shares Rasa's event loop with model inference).
 
 1–2 run `--repeats` rounds (default 12) back to back in one stack: the closed-loop WhatsApp phase,
 then REST and the server-side WhatsApp phase next to each other, in turns first; the ratios are taken
 per round and their median is reported (one round's ratio moves by up to ±0.1 between runs of the
 same code, so the median of 6 rounds still moved by about ±0.04: as much as the margin it is judged by).
 
-Targets (issue 3): ACK p99 ≤ 25 ms; throughput ratio ≥ 0.95; e2e p95 ≤ 1.2 × REST p95.
+Targets (issue 30): ACK p99 ≤ 25 ms on the receiver `make run` uses; throughput ratio ≥ 0.90; e2e p95 ≤ 1.25 × REST p95.
 Machines here are noisy: figures are medians/percentiles, compared within the same run.
 """
 
@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, text
 
 from bench.process_cpu import cpu_by_process, main_thread_cpu_seconds
-from connectors.inbox import PENDING, PROCESSING, Inbox, create_inbox_engine
-from connectors.inbox_tables import inbox as inbox_table
+from connectors.queue import PENDING
+from connectors.queue import inbox as inbox_table
 from connectors.rasa_serving import SERVING_DEFAULTS
-from connectors.settings import DEFAULT_INBOX_CALLS
 from connectors.whatsapp.signature import sign
 from tests.integration.harness import APP_SECRET, ROOT, Stack, text_webhook
 
@@ -233,8 +232,14 @@ async def ack_at_rate(url: str, rate: float, seconds: float, tag: str) -> dict[s
 
 
 def pending_rows(stack: Stack) -> int:
-    states = Inbox(create_inbox_engine(stack.inbox_url)).states()
-    return states.get(PENDING, 0) + states.get(PROCESSING, 0)
+    """Messages stored and not yet answered (a bench may read the tables synchronously; it is no server)."""
+    engine = create_engine(stack.inbox_url, future=True)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT COUNT(*) FROM wa_inbox WHERE state = :s"), {"s": PENDING}).scalar()
+                       or 0)
+    finally:
+        engine.dispose()
 
 
 async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
@@ -288,7 +293,6 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     return {
         "inbox": "postgresql" if stack.inbox_url.startswith("postgresql") else "sqlite",
         "tracker_store": "postgresql" if stack.tracker_db_url else "sqlite",
-        "inbox_calls": stack.env().get("WHATSAPP_INBOX_CALLS") or DEFAULT_INBOX_CALLS,  # (a server's; SQLite inline)
         "rasa_nice": stack.rasa_nice,
         "rasa_serving_env": {key: stack.env()[key] for key in SERVING_DEFAULTS},
         "rest": rest, "whatsapp": whatsapp, "whatsapp_server_side": whatsapp_server,
@@ -307,7 +311,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
 
 def rows_left_in(url: str) -> str:
     """What an earlier run left in a database the bench is to use ("" when none of its tables has a row)."""
-    engine = create_inbox_engine(url)
+    engine = create_engine(url, future=True)
     try:
         with engine.connect() as conn:
             present = set(inspect(conn).get_table_names())
@@ -325,7 +329,7 @@ def pooled_rate(rounds: list[dict[str, Any]], phase: str) -> float:
 
 def report(result: dict[str, Any]) -> bool:
     rest, wa, ack = result["rest"], result["whatsapp"], result["ack_under_saturation"]
-    print(f"inbox: {result['inbox']} (WHATSAPP_INBOX_CALLS={result.get('inbox_calls')}), Rasa's tracker store: "
+    print(f"inbox: {result['inbox']}, Rasa's tracker store: "
           f"{result['tracker_store']}; Rasa serves with "
           + ", ".join(f"{key}={value}" for key, value in result["rasa_serving_env"].items()))
     print(f"REST      : {rest['n']} msgs  p50 {rest['p50_ms']:.0f} ms  p95 {rest['p95_ms']:.0f} ms  "
@@ -355,15 +359,15 @@ def report(result: dict[str, Any]) -> bool:
     print(f"ingest capacity: {capacity['n']} webhooks over 16 connections at {capacity['acks_per_s']:.0f}/s "
           f"(p50 {capacity['p50_ms']:.1f} ms incl. client-side queueing); Rasa backlog then "
           f"{result['backlog_when_flood_acked']} msgs")
-    print(f"ACK on connectors.ingest at {ack['rate_per_s']:.0f}/s while Rasa is saturated: {ack['n']} webhooks  "
+    print(f"ACK on the receiver at {ack['rate_per_s']:.0f}/s while Rasa is saturated: {ack['n']} webhooks  "
           f"p50 {ack['p50_ms']:.1f} ms  p99 {ack['p99_ms']:.1f} ms  unanswered {ack['unanswered']}")
     inproc = result["ack_on_rasa_route_under_saturation"]
     print(f"ACK on Rasa's own route, same rate, for comparison: {inproc['n']} webhooks  p50 {inproc['p50_ms']:.1f} ms"
           f"  p99 {inproc['p99_ms']:.1f} ms  unanswered {inproc['unanswered']}")
     checks = [
         ("ACK p99 <= 25 ms, every webhook ACKed", ack["p99_ms"] <= 25 and ack["unanswered"] == 0),
-        (f"throughput ratio {result['throughput_ratio']:.2f} >= 0.95", result["throughput_ratio"] >= 0.95),
-        (f"e2e p95 ratio {result['e2e_p95_ratio']:.2f} <= 1.2", result["e2e_p95_ratio"] <= 1.2),
+        (f"throughput ratio {result['throughput_ratio']:.2f} >= 0.90", result["throughput_ratio"] >= 0.90),
+        (f"e2e p95 ratio {result['e2e_p95_ratio']:.2f} <= 1.25", result["e2e_p95_ratio"] <= 1.25),
     ]
     for name, ok in checks:
         print(f"  {'PASS' if ok else 'MISS'}  {name}")
@@ -399,7 +403,7 @@ def main() -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="bench_wa_") as tmp:
-        stack = Stack(Path(tmp), with_ingest=True, inbox_db_url=args.inbox_url, tracker_db_url=args.postgres,
+        stack = Stack(Path(tmp), inbox_db_url=args.inbox_url, tracker_db_url=args.postgres,
                       with_evolution=False, rasa_nice=args.rasa_nice)
         try:
             stack.start()

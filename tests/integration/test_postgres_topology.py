@@ -1,8 +1,8 @@
-"""The production topology: two Rasa replicas, each running the worker, sharing the tracker store and the
-inbox in PostgreSQL and the lock store in Redis; webhooks at connectors.ingest.
+"""The production topology: two Rasa replicas, each running the worker and the sender, sharing the tracker
+store and the queue in PostgreSQL and the lock store in Redis; webhooks at the receiver (connectors/receiver.py).
 
-The workers' poll is set to 30 s here, so a reply within seconds can only come from the
-LISTEN/NOTIFY wake-up the ingest's storing statement sends to the Rasa processes.
+Each replica holds the conversations it works on with PostgreSQL advisory locks on its own session: a killed
+replica's session ends, and its conversations are the survivor's at once.
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with temporary_database(POSTGRES_ADMIN_URL, "voltbay_live") as url, \
             Stack(tmp_path_factory.mktemp("postgres_topology"), tracker_db_url=url,
                   with_evolution=False, replicas=2, redis_lock_prefix=f"voltbay{uuid.uuid4().hex[:8]}",
-                  extra_env={"WHATSAPP_POLL_INTERVAL": "30", "WHATSAPP_WORKER_LEASE": "6s",
-                             "TICKET_LOCK_LIFETIME": str(LEFT_TICKET_LIFETIME)}).running() as running:
+                  extra_env={"TICKET_LOCK_LIFETIME": str(LEFT_TICKET_LIFETIME)}).running() as running:
         yield running
 
 
@@ -55,10 +54,10 @@ def inbox_states(stack: Stack, prefix: str) -> dict[str, int]:
                             p=f"{prefix}%"))
 
 
-def test_a_message_stored_by_the_ingest_is_answered_at_once(pg_stack: Stack) -> None:
+def test_a_message_stored_by_the_receiver_is_answered(pg_stack: Stack) -> None:
     user = "44722000001"
     assert pg_stack.post_webhook(text_webhook(user, "wamid.pg.1", "hi")) == 200
-    (greeting,) = wait_for(lambda: pg_stack.sent_to(user), 15, what="greeting (a 30 s poll could not bring it)")
+    (greeting,) = wait_for(lambda: pg_stack.sent_to(user), 15, what="greeting")
     assert greeting["type"] == "interactive"
     assert pg_stack.post_webhook(text_webhook(user, "wamid.pg.2", "do you take paypal")) == 200
     wait_for(lambda: len(pg_stack.sent_to(user)) >= 2, 15, what="second answer")
@@ -90,8 +89,11 @@ def test_a_ticket_left_in_rasas_redis_lock_delays_the_answer_but_never_loses_it(
     assert len(pg_stack.sent_to(user)) == 1
 
 
-def lease_owners(stack: Stack) -> set[str]:
-    return {owner for (owner,) in inbox_query(stack, "SELECT owner FROM wa_leases")}
+def claim_holders(stack: Stack) -> set[int]:
+    """The PostgreSQL sessions holding a conversation (an advisory lock) in the queue's database."""
+    return {pid for (pid,) in inbox_query(
+        stack, "SELECT DISTINCT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+               "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()")}
 
 
 def user_message_ids(stack: Stack, user: str) -> list[str]:
@@ -115,11 +117,11 @@ def test_two_replicas_answer_each_message_once_in_order_and_one_killed_loses_not
         return [pg_stack.post_webhook(text_webhook(user, f"wamid.rep.{user}.{turn}", text_))
                 for turn, text_ in enumerate(script)]
 
-    owners_seen: set[str] = set()
+    holders_seen: set[int] = set()
     with ThreadPoolExecutor(10) as pool:
         acks = list(pool.map(converse, users))
     assert acks == [[200, 200, 200]] * 30  # all stored
-    wait_for(lambda: owners_seen.update(lease_owners(pg_stack)) or len(owners_seen) >= 2
+    wait_for(lambda: holders_seen.update(claim_holders(pg_stack)) or len(holders_seen) >= 2
              or None, 30, interval=0.05, what="both replicas holding conversations")
     wait_for(lambda: sum(1 for u in users if pg_stack.sent_to(u)) >= 5, 60, what="the first answers")
     pg_stack.kill_rasa(replica=1)  # mid-flight: its conversations are taken over by the other replica
@@ -129,4 +131,4 @@ def test_two_replicas_answer_each_message_once_in_order_and_one_killed_loses_not
         assert user_message_ids(pg_stack, user) == [f"wamid.rep.{user}.{turn}" for turn in range(3)], user
     doubled = {u: n for u in users if (n := len(pg_stack.sent_to(u))) != sends_per_conversation}
     assert doubled == {}
-    assert lease_owners(pg_stack) == set()  # every lease given back or freed
+    assert claim_holders(pg_stack) == set()  # every claim given back, or ended with the killed session
