@@ -19,7 +19,8 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SANDBOX_PORT", "5006")))
     parser.add_argument("--channel-url", default=os.environ.get(
-        "SANDBOX_CHANNEL_URL", f"http://127.0.0.1:{os.environ.get('WHATSAPP_INGEST_PORT', '5007')}/webhooks/whatsapp/webhook"))
+        "SANDBOX_CHANNEL_URL",
+        f"http://127.0.0.1:{os.environ.get('WHATSAPP_INGEST_PORT', '5007')}/webhooks/whatsapp/webhook"))
     parser.add_argument("--evolution-channel-url", default=os.environ.get(
         "SANDBOX_EVOLUTION_CHANNEL_URL",
         f"http://127.0.0.1:{os.environ.get('WHATSAPP_INGEST_PORT', '5007')}/webhooks/evolution/webhook"))
