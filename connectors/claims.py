@@ -65,16 +65,21 @@ class Claims:
         if key in self._held:
             yield False
             return
-        if self.on_server and not await self._lock(key):
-            yield False
-            return
+        # Reserved before the lock is asked for: a session's advisory locks are re-entrant, so two tasks of
+        # this process asking at once would both be granted it.
         self._held.add(key)
         try:
-            yield True
+            # Shielded: a cancellation while the server grants the lock must not leave it held, unknown to us.
+            if self.on_server and not await asyncio.shield(self._lock(key)):
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                if self.on_server:
+                    await asyncio.shield(self._unlock(key))
         finally:
             self._held.discard(key)
-            if self.on_server:
-                await self._unlock(key)
 
     async def _lock(self, key: str) -> bool:
         async with self._serialised:

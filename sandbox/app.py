@@ -89,7 +89,8 @@ def create_app(config: SandboxConfig, name: str = "voltbay_sandbox") -> Sanic:
         for status in ("sent", "delivered"):
             payload = status_update(phone_number_id=config.phone_number_id, display_number=config.display_number,
                                     wamid=message.id, status=status, recipient=message.phone,
-                                    timestamp=int(message.at))
+                                    timestamp=int(message.at),
+                                    callback=message.payload.get("biz_opaque_callback_data"))
             for _ in range(STATUS_RETRIES):
                 code, _ = await poster.post_signed(config.channel_url, payload, config.app_secret)
                 if code == 200:

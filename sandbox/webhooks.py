@@ -45,7 +45,11 @@ def customer_message(
 
 
 def status_update(*, phone_number_id: str, display_number: str, wamid: str, status: str, recipient: str,
-                  timestamp: int) -> dict[str, Any]:
-    """A delivery status of one of our outbound messages."""
-    value = {"statuses": [{"id": wamid, "status": status, "timestamp": str(timestamp), "recipient_id": recipient}]}
+                  timestamp: int, callback: str | None = None) -> dict[str, Any]:
+    """A delivery status of one of our outbound messages; like Meta's, it repeats the send's
+    `biz_opaque_callback_data` when the send carried one."""
+    update: dict[str, Any] = {"id": wamid, "status": status, "timestamp": str(timestamp), "recipient_id": recipient}
+    if callback:
+        update["biz_opaque_callback_data"] = callback
+    value = {"statuses": [update]}
     return _envelope(phone_number_id, display_number, value)

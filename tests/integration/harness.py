@@ -127,8 +127,8 @@ class Stack:
 
     def _lock_store(self) -> str:
         if not self.redis_lock_prefix:
-            return ""
-        return (f'lock_store:\n  type: "redis"\n  url: "127.0.0.1"\n  port: 6379\n'
+            return "lock_store:\n  type: connectors.lock_store.InMemoryLockStore\n"  # as endpoints.yml
+        return (f'lock_store:\n  type: connectors.lock_store.RedisLockStore\n  url: "127.0.0.1"\n  port: 6379\n'
                 f'  key_prefix: "{self.redis_lock_prefix}"\n')
 
     def _tracker_store(self) -> str:
