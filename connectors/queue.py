@@ -327,60 +327,6 @@ class Queue:
             ids.append(int(result.inserted_primary_key[0]))
         return ids
 
-    async def conversations_to_send(self, channel: str, exclude: Iterable[str] = (), limit: int = 64) -> list[str]:
-        query = (select(outbox.c.conversation_id)
-                 .where(and_(outbox.c.state.in_(TO_SEND), outbox.c.channel == channel))
-                 .group_by(outbox.c.conversation_id).order_by(func.min(outbox.c.id)).limit(limit))
-        excluded = list(exclude)
-        if excluded:
-            query = query.where(outbox.c.conversation_id.not_in(excluded))
-        async with self.engine.connect() as conn:
-            return list((await conn.execute(query)).scalars())
-
-    async def next_send(self, channel: str, conversation_id: str) -> OutboxRow | None:
-        """The conversation's oldest reply not yet sent (the caller holds the conversation's sends)."""
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(outbox).where(and_(
-                outbox.c.channel == channel, outbox.c.conversation_id == conversation_id,
-                outbox.c.state.in_(TO_SEND))).order_by(outbox.c.id).limit(1))).first()
-        if row is None:
-            return None
-        return OutboxRow(id=row.id, channel=row.channel, conversation_id=row.conversation_id,
-                         business_id=row.business_id, state=row.state, payload=json.loads(row.payload),
-                         template=_json(row.template), attempts=row.attempts or 0, created_at=row.created_at)
-
-    async def mark_sending(self, row_id: int) -> None:
-        """Recorded before the request leaves: a crash leaves the row `sending`, to be settled."""
-        async with self.engine.begin() as conn:
-            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(
-                state=SENDING, attempts=func.coalesce(outbox.c.attempts, 0) + 1, updated_at=time.time()))
-
-    async def record_send(self, row_id: int, state: str, message_id: str | None = None,
-                          error_code: int | None = None, error: str | None = None,
-                          payload: dict[str, Any] | None = None) -> None:
-        """How a send ended; `payload`: what went instead (the template)."""
-        values: dict[str, Any] = {"state": state, "message_id": message_id, "error_code": error_code,
-                                  "error": error[:1000] if error else None, "updated_at": time.time()}
-        if payload is not None:
-            values["payload"] = json.dumps(payload, ensure_ascii=False)
-        async with self.engine.begin() as conn:
-            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
-
-    async def delivery_evidence(self, row: OutboxRow, recipient: str) -> str | None:
-        """The platform's id of a send a crash cut off, when a status webhook proves it went out: one
-        that repeats the row's callback key (Cloud API), else one to the same recipient, not older
-        than the send, for a message id none of our sends knows (Evolution, which has no such key)."""
-        async with self.engine.connect() as conn:
-            found = (await conn.execute(select(statuses.c.message_id).where(and_(
-                statuses.c.callback == callback_key(row.id), statuses.c.status.in_(DELIVERED))).limit(1))).scalar()
-            if found is None and row.channel != "whatsapp":
-                known = select(outbox.c.message_id).where(outbox.c.message_id.is_not(None))
-                found = (await conn.execute(select(statuses.c.message_id).where(and_(
-                    statuses.c.recipient_id == recipient, statuses.c.sent_at >= int(row.created_at),
-                    statuses.c.status.in_(DELIVERED), statuses.c.message_id.not_in(known)))
-                    .order_by(statuses.c.id).limit(1))).scalar()
-        return None if found is None else str(found)
-
     async def send_states(self, row_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """state, message_id, error_code and error of outbox rows (what an agent's request waits for)."""
         if not row_ids:

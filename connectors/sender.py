@@ -13,14 +13,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from connectors.claims import Claims
-from connectors.queue import FAILED_SEND, SENDING, SENT, OutboxRow, Queue, Reply, callback_key
+from connectors.queue import (
+    DELIVERED,
+    FAILED_SEND,
+    SENDING,
+    SENT,
+    TO_SEND,
+    OutboxRow,
+    Queue,
+    Reply,
+    callback_key,
+    outbox,
+    statuses,
+)
 from connectors.whatsapp.errors import OUTSIDE_WINDOW, GraphError, Verdict, backoff_seconds
 
 logger = logging.getLogger(__name__)
@@ -108,12 +125,76 @@ EVIDENCE_POLL_SECONDS = 0.25
 SAFETY_POLL_SECONDS = 0.5  # a look for rows nobody announced (another process's, a crash's)
 
 
+
+class Outbox:
+    """The sender's statements on the outbox (the rows are written by `Queue.finish` and `Queue.queue_replies`)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def conversations_to_send(self, channel: str, exclude: Iterable[str] = (), limit: int = 64) -> list[str]:
+        query = (select(outbox.c.conversation_id)
+                 .where(and_(outbox.c.state.in_(TO_SEND), outbox.c.channel == channel))
+                 .group_by(outbox.c.conversation_id).order_by(func.min(outbox.c.id)).limit(limit))
+        excluded = list(exclude)
+        if excluded:
+            query = query.where(outbox.c.conversation_id.not_in(excluded))
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    async def next_send(self, channel: str, conversation_id: str) -> OutboxRow | None:
+        """The conversation's oldest reply not yet sent (the caller holds the conversation's sends)."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(outbox).where(and_(
+                outbox.c.channel == channel, outbox.c.conversation_id == conversation_id,
+                outbox.c.state.in_(TO_SEND))).order_by(outbox.c.id).limit(1))).first()
+        if row is None:
+            return None
+        return OutboxRow(id=row.id, channel=row.channel, conversation_id=row.conversation_id,
+                         business_id=row.business_id, state=row.state, payload=json.loads(row.payload),
+                         template=json.loads(row.template) if row.template else None,
+                         attempts=row.attempts or 0, created_at=row.created_at)
+
+    async def mark_sending(self, row_id: int) -> None:
+        """Recorded before the request leaves: a crash leaves the row `sending`, to be settled."""
+        async with self.engine.begin() as conn:
+            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(
+                state=SENDING, attempts=func.coalesce(outbox.c.attempts, 0) + 1, updated_at=time.time()))
+
+    async def record_send(self, row_id: int, state: str, message_id: str | None = None,
+                          error_code: int | None = None, error: str | None = None,
+                          payload: dict[str, Any] | None = None) -> None:
+        """How a send ended; `payload`: what went instead (the template)."""
+        values: dict[str, Any] = {"state": state, "message_id": message_id, "error_code": error_code,
+                                  "error": error[:1000] if error else None, "updated_at": time.time()}
+        if payload is not None:
+            values["payload"] = json.dumps(payload, ensure_ascii=False)
+        async with self.engine.begin() as conn:
+            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
+
+    async def delivery_evidence(self, row: OutboxRow, recipient: str) -> str | None:
+        """The platform's id of a send a crash cut off, when a status webhook proves it went out: one
+        that repeats the row's callback key (Cloud API), else one to the same recipient, not older
+        than the send, for a message id none of our sends knows (Evolution, which has no such key)."""
+        async with self.engine.connect() as conn:
+            found = (await conn.execute(select(statuses.c.message_id).where(and_(
+                statuses.c.callback == callback_key(row.id), statuses.c.status.in_(DELIVERED))).limit(1))).scalar()
+            if found is None and row.channel != "whatsapp":
+                known = select(outbox.c.message_id).where(outbox.c.message_id.is_not(None))
+                found = (await conn.execute(select(statuses.c.message_id).where(and_(
+                    statuses.c.recipient_id == recipient, statuses.c.sent_at >= int(row.created_at),
+                    statuses.c.status.in_(DELIVERED), statuses.c.message_id.not_in(known)))
+                    .order_by(statuses.c.id).limit(1))).scalar()
+        return None if found is None else str(found)
+
+
 class Sender:
     def __init__(self, queue: Queue, claims: Claims, channel: str, client: RetryingSender, *,
                  concurrency: int = 16, poll_interval: float = SAFETY_POLL_SECONDS,
                  status_grace: float = STATUS_GRACE_SECONDS,
                  on_sent: Callable[[OutboxRow, SendResult], None] = lambda _row, _result: None) -> None:
         self.queue = queue
+        self.outbox = Outbox(queue.engine)
         self.claims = claims
         self.channel = channel
         self.client = client
@@ -144,7 +225,7 @@ class Sender:
             try:
                 room = self.max_drains - len(self._active)
                 if room > 0:
-                    for conversation_id in await self.queue.conversations_to_send(
+                    for conversation_id in await self.outbox.conversations_to_send(
                             self.channel, list(self._active), room):
                         if conversation_id not in self._active:
                             self._start(conversation_id)
@@ -174,7 +255,7 @@ class Sender:
                     return
                 while not self._stopped.is_set():
                     self._again.discard(conversation_id)
-                    row = await self.queue.next_send(self.channel, conversation_id)
+                    row = await self.outbox.next_send(self.channel, conversation_id)
                     if row is None:
                         return
                     async with self._slots:
@@ -189,11 +270,11 @@ class Sender:
             wamid = await self._evidence(row, recipient)
             if wamid is not None:
                 logger.info("outbox row %d went out before a restart (%s): not sending it again", row.id, wamid)
-                await self.queue.record_send(row.id, SENT, wamid)
+                await self.outbox.record_send(row.id, SENT, wamid)
                 return template_sent
             logger.warning("outbox row %d was cut off by a restart with no status to prove it went out; "
                            "sending it again", row.id)
-        await self.queue.mark_sending(row.id)
+        await self.outbox.mark_sending(row.id)
         result = await self.client.send(row.business_id, self.client.tagged(row.payload, callback_key(row.id)))
         if not result.ok and result.verdict is Verdict.TEMPLATE and row.template is not None and not template_sent:
             await self._record(row, result)
@@ -206,19 +287,19 @@ class Sender:
         template = row.template or {}
         (template_id,) = await self.queue.queue_replies(self.channel, row.conversation_id, row.business_id,
                                                         [Reply(template)], turn_key=f"template-for-{row.id}")
-        await self.queue.mark_sending(template_id)
+        await self.outbox.mark_sending(template_id)
         result = await self.client.send(row.business_id, self.client.tagged(template, callback_key(template_id)))
         await self._record(dataclasses.replace(row, id=template_id, payload=template), result)
         return True
 
     async def _record(self, row: OutboxRow, result: SendResult) -> None:
         if result.ok:
-            await self.queue.record_send(row.id, SENT, result.message_id)
+            await self.outbox.record_send(row.id, SENT, result.message_id)
         else:
             error = result.error
             level = logging.INFO if error is not None and error.code == OUTSIDE_WINDOW else logging.WARNING
             logger.log(level, "%s send %d failed for good: %s", self.channel, row.id, error)
-            await self.queue.record_send(row.id, FAILED_SEND, None, error.code if error else None,
+            await self.outbox.record_send(row.id, FAILED_SEND, None, error.code if error else None,
                                          str(error) if error else "send failed")
         self.on_sent(row, result)
 
@@ -227,7 +308,7 @@ class Sender:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.status_grace
         while True:
-            found = await self.queue.delivery_evidence(row, recipient)
+            found = await self.outbox.delivery_evidence(row, recipient)
             if found is not None or loop.time() >= deadline:
                 return found
             await asyncio.sleep(EVIDENCE_POLL_SECONDS)

@@ -12,7 +12,7 @@ import pytest
 
 from connectors.claims import Claims, ClaimsUnavailable
 from connectors.queue import DONE, FAILED, SENDING, SENT, STALE, InboxRow, Queue, Reply, create_queue_engine
-from connectors.sender import RetryingSender, Sender
+from connectors.sender import Outbox, RetryingSender, Sender
 from connectors.turns import TurnResult, Worker
 from connectors.whatsapp.errors import GraphError, verdict
 from connectors.whatsapp.to_rasa import InboxItem
@@ -185,7 +185,7 @@ async def test_a_send_cut_off_by_a_crash_is_settled_by_its_status_not_sent_twice
     row = await queue.next_message("whatsapp", "447700900001")
     assert row is not None
     (out_id,) = await queue.finish(row, DONE, [Reply(text("447700900001", "hello"))])
-    await queue.mark_sending(out_id)  # … and the process died before the answer was recorded
+    await Outbox(queue.engine).mark_sending(out_id)  # … and the process died before the answer was recorded
     await queue.store([], [{"message_id": "wamid.GONE", "status": "delivered", "sent_at": int(time.time()),
                             "recipient_id": "447700900001", "business_id": "PNID", "errors": None,
                             "callback": f"vb-out-{out_id}"}])
@@ -204,14 +204,14 @@ async def test_a_cut_off_send_without_evidence_is_sent_again(queue: Queue) -> No
     row = await queue.next_message("whatsapp", "447700900001")
     assert row is not None
     (out_id,) = await queue.finish(row, DONE, [Reply(text("447700900001", "hello"))])
-    await queue.mark_sending(out_id)
+    await Outbox(queue.engine).mark_sending(out_id)
     client = ScriptedClient()
     claims = Claims(queue.engine)
     sender = Sender(queue, claims, "whatsapp", client, status_grace=0.0)
     sender.notify("447700900001")
     await sender.idle()
     assert [p["biz_opaque_callback_data"] for p in client.sent] == [f"vb-out-{out_id}"]
-    assert (await queue.next_send("whatsapp", "447700900001")) is None
+    assert (await Outbox(queue.engine).next_send("whatsapp", "447700900001")) is None
     await claims.close()
 
 
@@ -285,9 +285,9 @@ async def test_rows_left_sending_by_an_earlier_version_are_not_lost(queue: Queue
     row = await queue.next_message("whatsapp", "447700900001")
     assert row is not None
     ids = await queue.finish(row, DONE, [Reply(text("447700900001", "a")), Reply(text("447700900001", "b"))])
-    assert [r.state for r in [await queue.next_send("whatsapp", "447700900001")]] == ["queued"]
-    await queue.mark_sending(ids[0])
-    pending = await queue.next_send("whatsapp", "447700900001")
+    assert [r.state for r in [await Outbox(queue.engine).next_send("whatsapp", "447700900001")]] == ["queued"]
+    await Outbox(queue.engine).mark_sending(ids[0])
+    pending = await Outbox(queue.engine).next_send("whatsapp", "447700900001")
     assert pending is not None and pending.state == SENDING and pending.id == ids[0]
 
 
