@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -122,12 +123,15 @@ async def graph() -> AsyncIterator[GraphStandIn]:
 async def serving(app: Any) -> AsyncIterator[str]:
     """A Sanic app served on the test's own event loop with its server listeners run (the channel's worker and
     sender start and stop with them, as inside Rasa); yields its base URL."""
-    server = await app.create_server(host="127.0.0.1", port=0, return_asyncio_server=True)
+    with socket.socket() as probe:  # Sanic 21.12 reads port=0 as its default, 8000: ask the OS for a free one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await app.create_server(host="127.0.0.1", port=port, return_asyncio_server=True, access_log=False)
     await server.startup()
     await server.before_start()
     await server.after_start()
     try:
-        yield f"http://127.0.0.1:{server.server.sockets[0].getsockname()[1]}"
+        yield f"http://127.0.0.1:{port}"
     finally:
         await server.before_stop()
         await server.close()

@@ -87,6 +87,7 @@ class Server:
             server = await self.app.create_server(host="127.0.0.1", port=port, return_asyncio_server=True,
                                                   access_log=False)
             await server.startup()
+            await server.before_start()  # the channel creates its tables here
             await server.after_start()
             self.server = server
             self.port = port
