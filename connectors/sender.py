@@ -11,7 +11,6 @@ backoff with full jitter, a cap on attempts) lives here once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -38,6 +37,7 @@ from connectors.queue import (
     outbox,
     statuses,
 )
+from connectors.turns import ConversationDrains
 from connectors.whatsapp.errors import OUTSIDE_WINDOW, GraphError, Verdict, backoff_seconds
 
 logger = logging.getLogger(__name__)
@@ -188,64 +188,31 @@ class Outbox:
         return None if found is None else str(found)
 
 
-class Sender:
+class Sender(ConversationDrains):
+    what = "replies to send"
+
     def __init__(self, queue: Queue, claims: Claims, channel: str, client: RetryingSender, *,
                  concurrency: int = 16, poll_interval: float = SAFETY_POLL_SECONDS,
                  status_grace: float = STATUS_GRACE_SECONDS,
                  on_sent: Callable[[OutboxRow, SendResult], None] = lambda _row, _result: None) -> None:
+        super().__init__(channel, concurrency, poll_interval)
         self.queue = queue
         self.outbox = Outbox(queue.engine)
         self.claims = claims
-        self.channel = channel
         self.client = client
-        self.poll_interval = poll_interval
         self.status_grace = status_grace
         self.on_sent = on_sent
-        self.max_drains = concurrency * 2
-        self._slots = asyncio.Semaphore(concurrency)  # requests in flight
-        self._active: dict[str, asyncio.Task[None]] = {}
-        self._again: set[str] = set()
-        self._wake = asyncio.Event()
-        self._stopped = asyncio.Event()
 
-    def notify(self, conversation_id: str) -> None:
-        """Replies of this conversation were queued in this process."""
-        if self._stopped.is_set():
-            return
-        if conversation_id in self._active:
-            self._again.add(conversation_id)
-        elif len(self._active) < self.max_drains:
+    async def dispatch_once(self) -> int:
+        """Start a drain for each conversation with replies to send and none running here."""
+        room = self.max_drains - len(self._active)
+        if room <= 0:
+            return 0
+        found = await self.outbox.conversations_to_send(self.channel, list(self._active), room)
+        started = [conversation for conversation in found if conversation not in self._active]
+        for conversation_id in started:
             self._start(conversation_id)
-        else:
-            self._wake.set()
-
-    async def run(self) -> None:
-        while not self._stopped.is_set():
-            self._wake.clear()
-            try:
-                room = self.max_drains - len(self._active)
-                if room > 0:
-                    for conversation_id in await self.outbox.conversations_to_send(
-                            self.channel, list(self._active), room):
-                        if conversation_id not in self._active:
-                            self._start(conversation_id)
-            except Exception:
-                logger.exception("%s sender: looking for replies to send failed; trying again", self.channel)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
-
-    def _start(self, conversation_id: str) -> None:
-        task = asyncio.create_task(self._drain(conversation_id))
-        self._active[conversation_id] = task
-        task.add_done_callback(lambda _task: self._ended(conversation_id))
-
-    def _ended(self, conversation_id: str) -> None:
-        self._active.pop(conversation_id, None)
-        if conversation_id in self._again and not self._stopped.is_set():
-            self._again.discard(conversation_id)
-            self._start(conversation_id)
-        else:
-            self._wake.set()
+        return len(started)
 
     async def _drain(self, conversation_id: str) -> None:
         template_sent = False  # one re-engagement template per drain, however many replies were refused
@@ -312,13 +279,3 @@ class Sender:
             if found is not None or loop.time() >= deadline:
                 return found
             await asyncio.sleep(EVIDENCE_POLL_SECONDS)
-
-    async def idle(self) -> None:
-        while self._active:
-            await asyncio.gather(*list(self._active.values()), return_exceptions=True)
-
-    async def stop(self) -> None:
-        """Finish the sends in hand; rows still queued wait for the next start."""
-        self._stopped.set()
-        self._wake.set()
-        await self.idle()

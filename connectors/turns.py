@@ -34,31 +34,25 @@ class TurnResult:
 RunTurn = Callable[[InboxRow], Awaitable[TurnResult]]
 
 
-class Worker:
-    def __init__(self, queue: Queue, claims: Claims, channel: str, run_turn: RunTurn, *,
-                 concurrency: int = 16, stale_after: float = 86400.0, poll_interval: float = 0.05,
-                 on_replies: Callable[[str], None] = lambda _conversation: None,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.queue = queue
-        self.claims = claims
+
+class ConversationDrains:
+    """One drain task per conversation with work, at most `max_drains` at once; a conversation announced while
+    its drain runs is drained again when it ends. The worker and the sender are both this, over their table."""
+
+    what = "work"
+
+    def __init__(self, channel: str, concurrency: int, poll_interval: float) -> None:
         self.channel = channel
-        self.run_turn = run_turn
-        self.stale_after = stale_after
         self.poll_interval = poll_interval
-        self.on_replies = on_replies
-        self.clock = clock
-        self.max_drains = concurrency * 2  # conversations held at once; each waits for a turn slot
+        self.max_drains = concurrency * 2  # conversations held at once; each waits for a slot
         self._slots = asyncio.Semaphore(concurrency)
         self._active: dict[str, asyncio.Task[None]] = {}
-        self._again: set[str] = set()  # announced while its drain ran: look once more when it ends
+        self._again: set[str] = set()
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._latest = -1
-        self._next_full_scan = 0.0
-        self._next_stale_check = 0.0
 
     def notify(self, conversation_id: str) -> None:
-        """A message of this conversation was stored in this process: start on it without a look."""
+        """Work for this conversation was stored in this process: start on it without a look."""
         if self._stopped.is_set():
             return
         if conversation_id in self._active:
@@ -68,15 +62,64 @@ class Worker:
         else:
             self._wake.set()
 
+    async def dispatch_once(self) -> int:
+        raise NotImplementedError
+
+    async def _drain(self, conversation_id: str) -> None:
+        raise NotImplementedError
+
     async def run(self) -> None:
         while not self._stopped.is_set():
             self._wake.clear()
             try:
                 await self.dispatch_once()
-            except Exception:  # a database hiccup must not end the worker
-                logger.exception("%s worker: looking for messages failed; trying again", self.channel)
+            except Exception:  # a database hiccup must not end the loop
+                logger.exception("%s: looking for %s failed; trying again", self.channel, self.what)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+
+    def _start(self, conversation_id: str) -> None:
+        task = asyncio.create_task(self._drain(conversation_id))
+        self._active[conversation_id] = task
+        task.add_done_callback(lambda _task: self._ended(conversation_id))
+
+    def _ended(self, conversation_id: str) -> None:
+        self._active.pop(conversation_id, None)
+        if conversation_id in self._again and not self._stopped.is_set():
+            self._again.discard(conversation_id)
+            self._start(conversation_id)
+        else:
+            self._wake.set()  # room for a conversation that waited
+
+    async def idle(self) -> None:
+        """Until no drain runs (tests, shutdown)."""
+        while self._active:
+            await asyncio.gather(*list(self._active.values()), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Let the work in hand finish; the rest waits for the next start."""
+        self._stopped.set()
+        self._wake.set()
+        await self.idle()
+
+
+class Worker(ConversationDrains):
+    what = "messages"
+
+    def __init__(self, queue: Queue, claims: Claims, channel: str, run_turn: RunTurn, *,
+                 concurrency: int = 16, stale_after: float = 86400.0, poll_interval: float = 0.05,
+                 on_replies: Callable[[str], None] = lambda _conversation: None,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(channel, concurrency, poll_interval)
+        self.queue = queue
+        self.claims = claims
+        self.run_turn = run_turn
+        self.stale_after = stale_after
+        self.on_replies = on_replies
+        self.clock = clock
+        self._latest = -1
+        self._next_full_scan = 0.0
+        self._next_stale_check = 0.0
 
     async def dispatch_once(self) -> int:
         """Start a drain for each conversation with pending messages and none running here."""
@@ -99,19 +142,6 @@ class Worker:
         for conversation_id in started:
             self._start(conversation_id)
         return len(started)
-
-    def _start(self, conversation_id: str) -> None:
-        task = asyncio.create_task(self._drain(conversation_id))
-        self._active[conversation_id] = task
-        task.add_done_callback(lambda _task: self._ended(conversation_id))
-
-    def _ended(self, conversation_id: str) -> None:
-        self._active.pop(conversation_id, None)
-        if conversation_id in self._again and not self._stopped.is_set():
-            self._again.discard(conversation_id)
-            self._start(conversation_id)
-        else:
-            self._wake.set()  # room for a conversation that waited
 
     async def _drain(self, conversation_id: str) -> None:
         """The conversation's messages one by one, a turn slot taken per message (not per conversation,
@@ -152,14 +182,3 @@ class Worker:
         if await self.queue.finish(row, DONE, result.replies, result.menu):
             self.on_replies(row.conversation_id)
         return True
-
-    async def idle(self) -> None:
-        """Until no drain runs (tests, shutdown)."""
-        while self._active:
-            await asyncio.gather(*list(self._active.values()), return_exceptions=True)
-
-    async def stop(self) -> None:
-        """Let the turns in hand finish; their conversations' next messages wait for the next start."""
-        self._stopped.set()
-        self._wake.set()
-        await self.idle()
