@@ -35,8 +35,8 @@ import aiohttp
 from sqlalchemy import create_engine, inspect, text
 
 from bench.process_cpu import cpu_by_process, main_thread_cpu_seconds
-from connectors.queue import PENDING
-from connectors.queue import inbox as inbox_table
+from connectors.queue_schema import PENDING
+from connectors.queue_schema import inbox as inbox_table
 from connectors.rasa_serving import SERVING_DEFAULTS
 from connectors.whatsapp.signature import sign
 from tests.integration.harness import APP_SECRET, ROOT, Stack, text_webhook

@@ -26,7 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connectors.agent_api import add_agent_routes
 from connectors.claims import Claims, ClaimsUnavailable
 from connectors.process_tuning import check_action_results_with_compiled_schema, freeze_loaded_model
-from connectors.queue import InboxRow, Queue, Reply, create_queue_engine
+from connectors.queue import InboxRow, Queue, Reply
+from connectors.queue_schema import create_queue_engine
 from connectors.receiver import Received, store_received
 from connectors.sender import RetryingSender, Sender
 from connectors.tracker_indexes import create_tracker_indexes

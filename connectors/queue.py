@@ -8,106 +8,34 @@ so no call blocks an event loop. See docs/architecture.md for how the three use 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    and_,
-    delete,
-    event,
-    func,
-    inspect,
-    select,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from connectors.queue_schema import (
+    EDITED,
+    PENDING,
+    QUEUED,
+    REVOKED,
+    SKIPPED,
+    STALE,
+    add_missing_columns,
+    aliases,
+    inbox,
+    insert_ignoring,
+    menus,
+    metadata,
+    outbox,
+    statuses,
+)
 from connectors.whatsapp.to_rasa import InboxItem
 
-# wa_inbox.state; "revoked": deleted by the customer before it was answered; "edited": answered as its edit
-PENDING, DONE, STALE, SKIPPED, FAILED = "pending", "done", "stale", "skipped", "failed"
-REVOKED, EDITED = "revoked", "edited"
-# wa_outbound.state
-QUEUED, SENDING, SENT, FAILED_SEND = "queued", "sending", "sent", "failed"
-TO_SEND = (QUEUED, SENDING)
-DELIVERED = ("sent", "delivered", "read", "played")  # statuses that prove a send went out
-
-metadata = MetaData()
-
-inbox = Table(
-    "wa_inbox",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("message_id", String(256), nullable=False, unique=True),  # wamid / Evolution key.id
-    Column("channel", String(32), nullable=False),
-    Column("conversation_id", String(128), nullable=False),
-    Column("reply_to", String(128), nullable=False),
-    Column("business_id", String(64), nullable=False),  # phone_number_id / Evolution instance
-    Column("sent_at", Integer, nullable=False),  # the platform's timestamp (s)
-    Column("received_at", Float, nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),  # turns begun on it (> 0: maybe handled)
-    Column("message", Text, nullable=False),  # JSON: text + metadata for Rasa
-    Column("updated_at", Float, nullable=False),
-    Index("ix_wa_inbox_state_conversation", "state", "conversation_id", "id"),
-)
-
-outbox = Table(
-    "wa_outbound",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("channel", String(32), nullable=False),
-    Column("conversation_id", String(128), nullable=False, index=True),
-    Column("business_id", String(64), nullable=False),
-    Column("message_id", String(256), index=True),  # the platform's id, once it accepted the send
-    Column("turn_key", String(300), index=True),  # "<inbound message id>#<n>"; agent replies: "agent"
-    Column("state", String(16), nullable=False),  # queued | sending | sent | failed
-    Column("error_code", Integer),
-    Column("error", Text),
-    Column("payload", Text, nullable=False),  # the rendered platform message (JSON)
-    Column("created_at", Float, nullable=False),
-    # Added after the first release: nullable, so create_tables can add them to an existing table.
-    Column("template", Text),  # what goes instead when refused outside the 24-hour window (131047)
-    Column("attempts", Integer),
-    Column("updated_at", Float),
-)
-Index("ix_wa_outbound_state_conversation", outbox.c.state, outbox.c.conversation_id, outbox.c.id)
-
-statuses = Table(
-    "wa_statuses",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("message_id", String(256), nullable=False, index=True),  # our outbound message's id
-    Column("status", String(16), nullable=False),
-    Column("sent_at", Integer, nullable=False),
-    Column("recipient_id", String(128)),
-    Column("business_id", String(64), nullable=False),
-    Column("errors", Text),
-    Column("callback", String(512), index=True),  # biz_opaque_callback_data: our outbox row's key
-)
-
-menus = Table(
-    "wa_menus",
-    metadata,
-    Column("conversation_id", String(128), primary_key=True),
-    Column("channel", String(32), primary_key=True),
-    Column("menu", Text, nullable=False),
-    Column("updated_at", Float, nullable=False),
-)
-
+logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class InboxRow(InboxItem):
@@ -139,60 +67,6 @@ class OutboxRow:
     created_at: float
 
 
-def callback_key(row_id: int) -> str:
-    """The key a Cloud API send carries (biz_opaque_callback_data) and its statuses repeat."""
-    return f"vb-out-{row_id}"
-
-
-def async_url(url: str) -> str:
-    """A tracker-store style URL on the async driver of its database."""
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
-    if backend == "postgresql":
-        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-    raise ValueError(f"the channels' queue needs SQLite or PostgreSQL, not {backend!r}")
-
-
-def create_queue_engine(url: str, pool_size: int = 8) -> AsyncEngine:
-    """The queue's engine. On SQLite every commit is synced to disk before it returns (synchronous=FULL):
-    the receiver's precedes an ACK that Meta never repeats, so it must survive a power loss too; a database
-    server's commits are durable already. SQLite waits up to 30 s for another process's write lock, in
-    aiosqlite's thread, so the event loop goes on meanwhile."""
-    url = async_url(url)
-    if url.startswith("sqlite"):
-        engine = create_async_engine(url, poolclass=AsyncAdaptedQueuePool, pool_size=pool_size, max_overflow=4,
-                                     connect_args={"timeout": 30})
-        def pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers (the console) never block a writer
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.close()
-
-        event.listen(engine.sync_engine, "connect", pragmas)
-        return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
-
-
-def _add_missing_columns(conn: Any) -> None:
-    """Tables made by an earlier release get the nullable columns added since, and the new indexes."""
-    found = inspect(conn)
-    for table in metadata.sorted_tables:
-        have = {column["name"] for column in found.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in have and column.nullable:
-                kind = column.type.compile(dialect=conn.dialect)
-                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
-        for index in table.indexes:
-            index.create(conn, checkfirst=True)
-
-
-def _insert(dialect: str, table: Table) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING in the database's own dialect."""
-    return (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)).on_conflict_do_nothing()
-
-
 def _json(value: str | None) -> Any:
     return json.loads(value) if value else None
 
@@ -211,7 +85,7 @@ class Queue:
             try:
                 async with self.engine.begin() as conn:
                     await conn.run_sync(metadata.create_all)
-                    await conn.run_sync(_add_missing_columns)
+                    await conn.run_sync(add_missing_columns)
                 return
             except Exception:
                 if attempt:
@@ -234,19 +108,52 @@ class Queue:
             rows = []
             for item in items:
                 values = _inbox_values(item, now)
+                values["conversation_id"] = await _followed(conn, item.channel, item.conversation_id)
                 original = item.message.get("revokes") or item.message.get("edits")
                 if original:
                     superseded = await conn.execute(update(inbox).where(and_(
-                        inbox.c.message_id == str(original)[:256], inbox.c.conversation_id == item.conversation_id,
+                        inbox.c.message_id == str(original)[:256], inbox.c.conversation_id == values["conversation_id"],
                         inbox.c.state == PENDING, inbox.c.attempts == 0))
                         .values(state=REVOKED if "revokes" in item.message else EDITED, updated_at=now))
                     if "edits" in item.message and not superseded.rowcount:
                         values["state"] = SKIPPED
+                if item.message.get("links"):
+                    values.update(await self._link(conn, item, values["conversation_id"], now))
                 rows.append(values)
             if rows:
-                await conn.execute(_insert(self.dialect, inbox), rows)
+                await conn.execute(insert_ignoring(self.dialect, inbox), rows)
             if status_rows:
                 await conn.execute(statuses.insert(), list(status_rows))
+
+    async def _link(self, conn: AsyncConnection, item: InboxItem, conversation_id: str,
+                    now: float) -> dict[str, Any]:
+        """A changed number or BSUID: the new ids are linked to the conversation the customer wrote from, so
+        that their next messages continue it (the tracker and its slots, one conversation in the console)
+        and replies go to the new number. Nothing is linked when nobody wrote from the old ids, or to a new
+        id that already has a conversation of its own (two conversations are never merged)."""
+        links = item.message["links"]
+        known = None
+        for old in [conversation_id, *links.get("from", [])]:
+            candidate = await _followed(conn, item.channel, str(old))
+            if await _has_messages(conn, item.channel, candidate):
+                known = candidate
+                break
+        if known is None:
+            logger.info("%s: a number change from ids nobody wrote from; recorded, nothing linked", item.message_id)
+            return {}
+        for new in links.get("to", []):
+            target = await _followed(conn, item.channel, str(new))
+            if target == known:
+                continue
+            if await _has_messages(conn, item.channel, target):
+                logger.warning("%s: the new id already has a conversation of its own; not merged", item.message_id)
+                continue
+            await conn.execute(insert_ignoring(self.dialect, aliases).values(
+                channel=item.channel, alias=str(new)[:128], conversation_id=known,
+                linked_by=item.message_id, linked_at=now))
+        last = await self.last_message_in(conn, item.channel, known)
+        reply_to = links.get("reply_to") or (last.reply_to if last is not None else item.reply_to)
+        return {"conversation_id": known, "reply_to": str(reply_to)[:128]}
 
     # --- worker -------------------------------------------------------------------------------
     async def latest_message_id(self) -> int:
@@ -301,11 +208,16 @@ class Queue:
         return int(result.rowcount or 0)
 
     async def last_message_of(self, channel: str, conversation_id: str) -> InboxRow | None:
-        """The customer's latest message on a channel: where a reply outside a turn goes."""
+        """The customer's latest message on a channel: where a reply outside a turn goes (after a number
+        change, the system message's row, which carries the new number)."""
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(inbox).where(and_(
-                inbox.c.channel == channel, inbox.c.conversation_id == conversation_id))
-                .order_by(inbox.c.id.desc()).limit(1))).first()
+            return await self.last_message_in(conn, channel, conversation_id)
+
+    @staticmethod
+    async def last_message_in(conn: AsyncConnection, channel: str, conversation_id: str) -> InboxRow | None:
+        row = (await conn.execute(select(inbox).where(and_(
+            inbox.c.channel == channel, inbox.c.conversation_id == conversation_id))
+            .order_by(inbox.c.id.desc()).limit(1))).first()
         return None if row is None else _inbox_row(row, attempts=row.attempts, menu={})
 
     # --- outbox -------------------------------------------------------------------------------
@@ -348,6 +260,18 @@ class Queue:
                 rows = await conn.execute(select(table.c.state, func.count()).group_by(table.c.state))
                 result[name] = {state: count for state, count in rows}
         return result
+
+
+async def _followed(conn: AsyncConnection, channel: str, conversation_id: str) -> str:
+    """The conversation a sender's id belongs to: the one it was linked to, else its own."""
+    linked = (await conn.execute(select(aliases.c.conversation_id).where(and_(
+        aliases.c.channel == channel, aliases.c.alias == conversation_id)))).scalar()
+    return str(linked or conversation_id)
+
+
+async def _has_messages(conn: AsyncConnection, channel: str, conversation_id: str) -> bool:
+    return (await conn.execute(select(inbox.c.id).where(and_(
+        inbox.c.channel == channel, inbox.c.conversation_id == conversation_id)).limit(1))).first() is not None
 
 
 async def _save_menu(conn: AsyncConnection, channel: str, conversation_id: str, menu: dict[str, str],

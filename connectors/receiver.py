@@ -29,7 +29,8 @@ from typing import Any
 from aiohttp import web
 
 from connectors.evolution.updates import parse_evolution
-from connectors.queue import Queue, create_queue_engine
+from connectors.queue import Queue
+from connectors.queue_schema import create_queue_engine
 from connectors.whatsapp.signature import is_valid_signature, secrets_match
 from connectors.whatsapp.to_rasa import InboxItem, to_inbox_item
 from connectors.whatsapp.updates import MAX_BODY_BYTES, MalformedWebhook, StatusUpdate, decode_body, parse_webhook

@@ -24,19 +24,8 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.claims import Claims
-from connectors.queue import (
-    DELIVERED,
-    FAILED_SEND,
-    SENDING,
-    SENT,
-    TO_SEND,
-    OutboxRow,
-    Queue,
-    Reply,
-    callback_key,
-    outbox,
-    statuses,
-)
+from connectors.queue import OutboxRow, Queue, Reply
+from connectors.queue_schema import DELIVERED, FAILED_SEND, SENDING, SENT, TO_SEND, callback_key, outbox, statuses
 from connectors.turns import ConversationDrains
 from connectors.whatsapp.errors import OUTSIDE_WINDOW, GraphError, Verdict, backoff_seconds
 

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from connectors.claims import Claims
-from connectors.queue import DONE, FAILED, STALE, InboxRow, Queue, Reply
+from connectors.queue import InboxRow, Queue, Reply
+from connectors.queue_schema import DONE, FAILED, STALE
 
 logger = logging.getLogger(__name__)
 

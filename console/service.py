@@ -82,7 +82,7 @@ class Console:
             canned = store.canned(conn)
         events = store.tracker_events(self.readers, sender_id)
         sends, statuses = store.sends_and_statuses(self.readers, sender_id)
-        entries = build_transcript(events, sends, statuses)
+        entries = build_transcript(events, sends, statuses, store.unanswered_messages(self.readers, sender_id))
         return {"conversation": row, "transcript": entries, "notes": notes, "canned": canned,
                 "outside_window": whatsapp_window_closed(row), "can_message": row.get("channel") in AGENT_CHANNELS}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import time
 from typing import Any
@@ -12,6 +14,8 @@ from sqlalchemy.engine import Connection
 from console.auth import audit
 from console.readers import Readers, parse_event
 from console.tables import ASSIGNED, CLOSED, WAITING, agents, audit_log, canned_responses, conversations, notes
+
+logger = logging.getLogger(__name__)
 
 FILTERS = ("unassigned", "mine", "all", "closed")
 PAGE = 50
@@ -102,6 +106,27 @@ def sends_and_statuses(readers: Readers, sender_id: str) -> tuple[list[dict[str,
                     select(statuses.c.message_id, statuses.c.status, statuses.c.errors)
                     .where(statuses.c.message_id.in_(ids[start:start + 500])))]
     return sends, found
+
+
+def unanswered_messages(readers: Readers, sender_id: str, limit: int = 500) -> list[dict[str, Any]]:
+    """The conversation's inbox rows the bot did not answer: deletions, edits, number changes, reactions."""
+    inbox = readers.table(readers.inbox, "wa_inbox")
+    if inbox is None:
+        return []
+    with readers.inbox.connect() as conn:
+        rows = conn.execute(select(inbox.c.message_id, inbox.c.state, inbox.c.message, inbox.c.received_at)
+                            .where(and_(inbox.c.conversation_id == sender_id,
+                                        inbox.c.state.in_(("skipped", "revoked", "edited"))))
+                            .order_by(desc(inbox.c.id)).limit(limit)).all()
+    found = []
+    for row in reversed(rows):
+        try:
+            message = json.loads(row.message)
+        except ValueError:
+            logger.warning("inbox row %s is not JSON; not shown", row.message_id)
+            continue
+        found.append({**row._mapping, "message": message if isinstance(message, dict) else {}})
+    return found
 
 
 def claim(conn: Connection, sender_id: str, agent_id: int, by: int) -> None:

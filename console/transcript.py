@@ -39,6 +39,11 @@ class Entry:
     media: dict[str, Any] | None = None  # inbound media/location/contacts as the channel described them
     agent: str | None = None
     deliveries: list[Delivery] = field(default_factory=list)
+    message_id: str | None = None  # the platform's id of a customer message
+    revoked: bool = False  # the customer deleted it (shown struck through)
+    edits: list[str] = field(default_factory=list)  # texts the customer changed it to after the bot answered
+    edited: bool = False  # it is the customer's edit of an earlier message, answered as such
+    referral: dict[str, Any] | None = None  # the click-to-WhatsApp ad it came from
 
     @property
     def failed(self) -> bool:
@@ -72,6 +77,18 @@ def _media(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _referral(value: Any) -> dict[str, str] | None:
+    """The ad a customer came from, as text; a link only when it is http(s) (it is shown as one)."""
+    if not isinstance(value, Mapping):
+        return None
+    shown = {k: str(value[k])[:300] for k in ("headline", "body", "source_type", "source_id", "ctwa_clid")
+             if isinstance(value.get(k), (str, int))}
+    url = value.get("source_url")
+    if isinstance(url, str) and url.startswith(("https://", "http://")):
+        shown["source_url"] = url[:2000]
+    return shown or None
+
+
 def _customer(event: Mapping[str, Any]) -> Entry:
     parse = event.get("parse_data") or {}
     intent = parse.get("intent") or {}
@@ -82,11 +99,15 @@ def _customer(event: Mapping[str, Any]) -> Entry:
                  intent=selector.get("intent_response_key") or name,
                  confidence=intent.get("confidence"),
                  entities=[{"entity": e.get("entity"), "value": e.get("value")} for e in parse.get("entities") or []],
-                 media=_media(metadata))
+                 media=_media(metadata), message_id=event.get("message_id"), edited=bool(metadata.get("edits")),
+                 referral=_referral(metadata.get("referral")))
 
 
 def build_transcript(events: Sequence[Mapping[str, Any]], outbound: Sequence[Mapping[str, Any]] = (),
-                     statuses: Sequence[Mapping[str, Any]] = ()) -> list[Entry]:
+                     statuses: Sequence[Mapping[str, Any]] = (),
+                     unanswered: Sequence[Mapping[str, Any]] = ()) -> list[Entry]:
+    """`unanswered`: the channels' inbox rows the bot did not answer (skipped, revoked, edited), which the
+    tracker never saw: deletions, edits, number changes."""
     ticks = latest_statuses(statuses)
     entries: list[Entry] = []
     last_action: Mapping[str, Any] = {}
@@ -125,7 +146,48 @@ def build_transcript(events: Sequence[Mapping[str, Any]], outbound: Sequence[Map
         elif kind == "slot" and event.get("name") == "handback_note" and event.get("value"):
             entries.append(Entry("system", at, text=f"Hand-back note: {event.get('value')}"))
     _attach_sends(entries, outbound, ticks)
-    return entries
+    return _with_unanswered(entries, unanswered)
+
+
+def _system_line(system: Mapping[str, Any], links: Mapping[str, Any]) -> str:
+    kind = system.get("type")
+    if links.get("reply_to"):
+        return f"The customer changed their number to {links['reply_to']}; replies go there now"
+    if links:
+        return "The customer's WhatsApp user id changed; this conversation continues"
+    if kind in ("customer_identity_changed", "user_identity_changed"):
+        return "The customer's security code changed (a new phone or a reinstall)"
+    return f"WhatsApp notice: {system.get('body') or kind or 'system message'}"
+
+
+def _with_unanswered(entries: list[Entry], rows: Sequence[Mapping[str, Any]]) -> list[Entry]:
+    """Deletions strike their message through; an edit after the answer is shown on its message; a message
+    deleted or replaced before the bot answered it, and a number change, become entries of their own."""
+    by_id = {e.message_id: e for e in entries if e.kind == "customer" and e.message_id}
+    added: list[Entry] = []
+    for row in rows:
+        message = row.get("message") if isinstance(row.get("message"), Mapping) else {}
+        metadata = message.get("metadata") if isinstance(message.get("metadata"), Mapping) else {}
+        at = float(row.get("received_at") or 0)
+        target = by_id.get(str(message.get("revokes") or message.get("edits") or ""))
+        if message.get("revokes"):
+            if target is not None:
+                target.revoked = True
+        elif message.get("edits") and row.get("state") == "skipped":
+            if target is not None:
+                target.edits.append(str(message.get("text") or ""))
+            else:
+                added.append(Entry("customer", at, text=str(message.get("text") or ""), edited=True,
+                                   message_id=row.get("message_id")))
+        elif row.get("state") in ("revoked", "edited"):
+            added.append(Entry("customer", at, text=str(message.get("text") or ""), message_id=row.get("message_id"),
+                               revoked=row.get("state") == "revoked",
+                               edits=["(replaced by the customer's edit before the bot answered)"]
+                               if row.get("state") == "edited" else []))
+        elif isinstance(metadata.get("system"), Mapping):
+            links = message.get("links") if isinstance(message.get("links"), Mapping) else {}
+            added.append(Entry("system", at, text=_system_line(metadata["system"], links)))
+    return sorted(entries + added, key=lambda e: e.timestamp) if added else entries
 
 
 def _attach_sends(entries: list[Entry], outbound: Sequence[Mapping[str, Any]],

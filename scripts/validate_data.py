@@ -14,9 +14,9 @@ ourselves instead:
   of actions/shop.py or a value of a `RESPONSES` table) or the channels' agent API
   sends (connectors/, as a `…_RESPONSE = "…"` constant).
 - "The intent '…' is listed in the domain file, but is not found in the NLU training
-  data" for an intent that one of our NLU components sets instead of a classifier
-  (rasa_components/, as a `…_INTENT = "…"` constant), as Rasa's own FallbackClassifier
-  sets nlu_fallback.
+  data" for an intent that one of our NLU components or channels sets instead of a classifier
+  (rasa_components/ or connectors/, as a `…_INTENT = "…"` constant), as Rasa's own
+  FallbackClassifier sets nlu_fallback.
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     output = run.stdout + run.stderr
     used_elsewhere = (form_questions(ROOT / domain) | action_responses(ROOT / "actions")
-                      | action_responses(ROOT / "connectors") | component_intents(ROOT / "rasa_components"))
+                      | action_responses(ROOT / "connectors") | component_intents(ROOT / "rasa_components")
+                      | component_intents(ROOT / "connectors"))
     found = problems(output, used_elsewhere, retrieval_intents(ROOT / "data"))
     for line in output.splitlines():
         if "rasa.validator" in line or line in found:

@@ -16,8 +16,14 @@ from typing import Any
 from connectors.whatsapp.updates import MEDIA_TYPES, InboundMessage, MessageType, json_object
 
 CHANNEL = "whatsapp"
+# Intents only the channel sets, no NLU examples (scripts/validate_data.py reads these constants).
+FLOW_REPLY_INTENT = "flow_reply"
+CALL_PERMISSION_INTENT = "call_permission_reply"
 MAX_TEXT_CHARS = 4096
 _NUMBER_REPLY = re.compile(r"^\s*#?(\d{1,2})\s*[.)]?\s*$")
+# system.type of a changed phone number (customer_changed_number before Graph API v12), and of a changed BSUID
+NUMBER_CHANGES = frozenset({"user_changed_number", "customer_changed_number"})
+USER_ID_CHANGES = frozenset({"user_changed_user_id"})
 
 
 @dataclass(frozen=True)
@@ -82,13 +88,35 @@ def rasa_text(message: InboundMessage) -> tuple[str | None, dict[str, Any]]:
         return new_text[:MAX_TEXT_CHARS], {"edits": _scalar(body.get("original_message_id"))}
     if kind is MessageType.SYSTEM:
         # A changed number or identity key: recorded for the conversation, never answered (above all not as media).
-        keep = ("type", "body", "wa_id", "new_wa_id", "customer", "identity", "user_id", "new_user_id")
-        return None, {"system": {k: body[k] for k in keep if _scalar(body.get(k))}}
+        keep = ("type", "body", "wa_id", "new_wa_id", "customer", "identity", "user_id", "new_user_id",
+                "previous_user_id")
+        change = identity_change(message)
+        return None, {"system": {k: body[k] for k in keep if _scalar(body.get(k))},
+                      **({"links": change} if change else {})}
     # unsupported (e.g. polls, view-once) and types we do not know yet
     errors = body.get("errors")
     return intent_payload("share_media", {"media_type": "unsupported"}), {
         "unsupported": errors if isinstance(errors, list) else []
     }
+
+
+def identity_change(message: InboundMessage) -> dict[str, Any] | None:
+    """A system message that gives the customer new ids: {"from": ids they wrote from, "to": their new ids,
+    "reply_to": their new number or None}, for the inbox to link (Queue.store). Meta's user_changed_number
+    names the new number (system.wa_id; new_wa_id before v12) and, since 2026, the new and previous BSUIDs;
+    user_changed_user_id only the BSUIDs. None when it names no new id (e.g. an identity key change)."""
+    body = message.body
+    kind = _scalar(body.get("type")) or ""
+    new_number = (_scalar(body.get("wa_id")) or _scalar(body.get("new_wa_id"))) if kind in NUMBER_CHANGES else None
+    if kind not in NUMBER_CHANGES and kind not in USER_ID_CHANGES:
+        return None
+    old = [i for i in (message.conversation_id, message.wa_id, message.user_id,
+                       _scalar(body.get("previous_user_id"))) if i]
+    new = [i for i in dict.fromkeys((new_number, _scalar(body.get("user_id")), _scalar(body.get("new_user_id"))))
+           if i and i not in old and len(i) <= 128]
+    if not new:
+        return None
+    return {"kind": kind, "from": list(dict.fromkeys(old)), "to": new, "reply_to": new_number}
 
 
 def _interactive(body: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
@@ -102,14 +130,16 @@ def _interactive(body: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
         except ValueError:
             answer = None
         if not isinstance(answer, dict):  # a Flow reply whose JSON is not an object: the intent, no fields
-            return intent_payload("flow_reply"), {"flow_reply": {"name": _scalar(reply.get("name")), "valid": False}}
+            return intent_payload(FLOW_REPLY_INTENT), {"flow_reply": {"name": _scalar(reply.get("name")),
+                                                                       "valid": False}}
         fields = {k[:64]: v for k, v in list(answer.items())[:50] if _scalar(v) is not None}
-        return intent_payload("flow_reply", fields), {"flow_reply": {"name": _scalar(reply.get("name")),
+        return intent_payload(FLOW_REPLY_INTENT, fields), {"flow_reply": {"name": _scalar(reply.get("name")),
                                                                      "response": answer, "valid": True}}
     if kind == "call_permission_reply":
         reply = json_object(body.get("call_permission_reply"))
-        response = _scalar(reply.get("response")) or "unknown"
-        return intent_payload("call_permission_reply", {"call_permission": response[:32]}), {
+        # Meta answers accept or reject; anything else did not allow a call.
+        allowed = "accept" if reply.get("response") == "accept" else "reject"
+        return intent_payload(CALL_PERMISSION_INTENT, {"call_permission": allowed}), {
             "call_permission": {k: reply[k] for k in ("response", "is_permanent", "expiration_timestamp")
                                 if k in reply}}
     reply = json_object(body.get("button_reply")) or json_object(body.get("list_reply"))
@@ -152,7 +182,7 @@ def to_inbox_item(message: InboundMessage, channel: str = CHANNEL) -> InboxItem:
         **extra,
     }
     content: dict[str, Any] = {"metadata": metadata}
-    for change in ("revokes", "edits"):  # what the inbox does with the original message (Queue.store)
+    for change in ("revokes", "edits", "links"):  # what the inbox does with other rows (Queue.store)
         if extra.get(change):
             content[change] = extra[change]
     if text is None:

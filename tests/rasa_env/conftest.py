@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 import pytest
 from aiohttp import web
 
-from connectors.queue import Queue, create_queue_engine
+from connectors.queue import Queue
+from connectors.queue_schema import create_queue_engine
 from tests.postgres import temporary_database
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL_RASA", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -1,4 +1,4 @@
-"""Shared harness of the webhook fuzz tests (Cloud API and Evolution routes)."""
+"""Shared harness of the webhook fuzz tests (Cloud API and Evolution routes of the receiver)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,23 @@ import asyncio
 import copy
 import json
 import os
-import socket
 import sqlite3
-import threading
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aiohttp import ClientSession, ClientTimeout
+from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from rasa.core.channels.channel import UserMessage
-from sanic import Sanic
+
+from connectors.queue import Queue
+from connectors.queue_schema import create_queue_engine
+from connectors.receiver import create_app
+
+CLOUD_SECRET = "fuzz-app-secret"
+EVOLUTION_SECRET = "fuzz-evolution-secret"
 
 # CI runs 10,000 bodies per route; FUZZ_EXAMPLES=200 for a quick local look.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))
@@ -68,59 +71,36 @@ def mutations(valid: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
     return mutated()
 
 
-class Server:
-    def __init__(self, app: Sanic) -> None:
-        self.app = app
+class Receiver:
+    """The webhook receiver (connectors/receiver.py, the routes `make run` serves) on a free port, driven from
+    one event loop the fixture owns, so that each example is a real HTTP round trip without threads."""
+
+    def __init__(self, db: Path) -> None:
         self.loop = asyncio.new_event_loop()
-        self.port = 0
-        self.server: Any = None
-        self.ready = threading.Event()
+        self.queue = Queue(create_queue_engine(f"sqlite:///{db}"))
+        self.loop.run_until_complete(self.queue.create_tables())
+        app = create_app(self.queue, CLOUD_SECRET, "verify-me", EVOLUTION_SECRET)
+        self.server = TestServer(app, host="127.0.0.1")
+        self.loop.run_until_complete(self.server.start_server(loop=self.loop))
+        self.session = self.loop.run_until_complete(self._session())
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
+    @staticmethod
+    async def _session() -> ClientSession:
+        return ClientSession(timeout=ClientTimeout(total=10))
 
-        async def start() -> None:
-            # Sanic 21.12 reads port=0 as "default" (8000): ask the OS for a free port first.
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
-            server = await self.app.create_server(host="127.0.0.1", port=port, return_asyncio_server=True,
-                                                  access_log=False)
-            await server.startup()
-            await server.before_start()  # the channel creates its tables here
-            await server.after_start()
-            self.server = server
-            self.port = port
-            self.ready.set()
-
-        self.loop.run_until_complete(start())
-        self.loop.run_forever()
-
-    def stop(self) -> None:
-        async def close() -> None:
-            if self.server is not None:
-                self.server.close()
-                await self.server.wait_closed()
-            self.loop.stop()
-
-        asyncio.run_coroutine_threadsafe(close(), self.loop)
-
-    def start(self) -> None:
-        threading.Thread(target=self._run, daemon=True).start()
-        assert self.ready.wait(30)
-
-    def post(self, body: bytes, signature: str | None, route: str = "/webhooks/whatsapp/webhook",
-             header: str = "X-Hub-Signature-256") -> int:
-        headers = {"Content-Type": "application/json"}
-        if signature is not None:
-            headers[header] = signature
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{route}", data=body,
-                                         headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+    def post(self, route: str, body: bytes, headers: dict[str, str]) -> int:
+        async def send() -> int:
+            async with self.session.post(self.server.make_url(route), data=body,
+                                         headers={"Content-Type": "application/json", **headers}) as response:
+                await response.read()
                 return response.status
-        except urllib.error.HTTPError as error:
-            return error.code
+
+        return self.loop.run_until_complete(send())
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.session.close())
+        self.loop.run_until_complete(self.server.close())  # the app's cleanup closes the queue
+        self.loop.close()
 
 
 def stored(db: Path, ids: list[str]) -> int:
@@ -168,16 +148,3 @@ def assert_all_or_nothing(status: int, authorised: bool, db: Path, ids: list[str
         assert count == len(expected)
     else:
         assert count == 0
-
-
-def serve(channel: Any, prefix: str) -> Server:
-    """The channel's blueprint (worker off) in a real Sanic server on a free port."""
-
-    async def on_new_message(_: UserMessage) -> None:
-        raise AssertionError("the worker is off in the fuzz tests")
-
-    app = Sanic(f"fuzz_{uuid.uuid4().hex[:8]}")
-    app.blueprint(channel.blueprint(on_new_message), url_prefix=prefix)
-    running = Server(app)
-    running.start()
-    return running

@@ -18,7 +18,7 @@ from sanic import Sanic
 from sqlalchemy.engine import make_url
 
 from connectors.agent_api import parse_request
-from connectors.queue import FAILED_SEND, SENT
+from connectors.queue_schema import FAILED_SEND, SENT
 from connectors.whatsapp.channel import WhatsAppInput
 from connectors.whatsapp.signature import sign
 

@@ -20,7 +20,7 @@ from rasa.core.channels.channel import UserMessage
 from sanic import Sanic
 
 from connectors.evolution.channel import EvolutionInput
-from connectors.queue import FAILED_SEND, REVOKED, SENT
+from connectors.queue_schema import FAILED_SEND, REVOKED, SENT
 from connectors.settings import EvolutionSettings
 from connectors.whatsapp.updates import MAX_BODY_BYTES
 

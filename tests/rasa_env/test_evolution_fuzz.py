@@ -1,4 +1,4 @@
-"""Fuzz the Evolution webhook route with ≥10,000 malformed bodies: no 5xx, nothing half-written.
+"""Fuzz the receiver's Evolution webhook route with ≥10,000 malformed bodies: no 5xx, nothing half-written.
 
 Same harness and strategies as the Cloud API fuzz (test_whatsapp_fuzz.py), mutating a valid
 messages.upsert body; the secret header is right in most cases so bodies reach the parser.
@@ -15,23 +15,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.evolution.channel import EvolutionInput
 from connectors.evolution.updates import parse_evolution
+from connectors.receiver import EVOLUTION_ROUTE, EVOLUTION_SECRET_HEADER
 
-from .fuzzing import (
-    FUZZ_SETTINGS,
-    Server,
-    assert_all_or_nothing,
-    body_cases,
-    encode_case,
-    serve,
-)
-from .test_evolution_channel import SECRET, evo_settings
+from .fuzzing import EVOLUTION_SECRET, FUZZ_SETTINGS, Receiver, assert_all_or_nothing, body_cases, encode_case
 
 DATA = Path(__file__).parent / "data"
 VALID = json.loads((DATA / "evolution_upsert_text.json").read_text())
 VALID_LIST = {**VALID, "data": [VALID["data"], {**VALID["data"], "key": {**VALID["data"]["key"], "id": "SECOND"}}]}
-ROUTE = "/webhooks/evolution/webhook"
 
 
 def _unique(payload: Any, tag: str) -> tuple[Any, list[str]]:
@@ -61,19 +52,19 @@ bodies = body_cases(VALID_LIST, ["event", "instance", "data"])
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
-    tmp = tmp_path_factory.mktemp("evo_fuzz")
-    running = serve(EvolutionInput(evo_settings(tmp)), "/webhooks/evolution")
-    yield running, tmp / "inbox.db"
-    running.stop()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver, Path]]:
+    db = tmp_path_factory.mktemp("evo_fuzz") / "inbox.db"
+    running = Receiver(db)
+    yield running, db
+    running.close()
 
 
 @FUZZ_SETTINGS
 @given(case=bodies, secret=st.sampled_from(["good", "good", "good", "good", "bad", "none"]))
-def test_fuzzed_evolution_webhooks(server: tuple[Server, Path], case: tuple[str, Any], secret: str) -> None:
+def test_fuzzed_evolution_webhooks(server: tuple[Receiver, Path], case: tuple[str, Any], secret: str) -> None:
     running, db = server
     body, ids = encode_case(case, _unique)  # ids: messages of an accepted body that are ours to answer
-    header = {"good": SECRET, "bad": "nope", "none": None}[secret]
-    status = running.post(body, header, ROUTE, "X-Evolution-Secret")
+    header = {"good": EVOLUTION_SECRET, "bad": "nope", "none": None}[secret]
+    status = running.post(EVOLUTION_ROUTE, body, {EVOLUTION_SECRET_HEADER: header} if header else {})
     assert_all_or_nothing(status, secret == "good", db, ids, body,
                           lambda payload: [m.wamid for m in parse_evolution(payload).messages])

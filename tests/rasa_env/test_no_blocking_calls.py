@@ -21,7 +21,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from connectors.claims import Claims
-from connectors.queue import DONE, SENT, InboxRow, Queue, Reply, create_queue_engine
+from connectors.queue import InboxRow, Queue, Reply
+from connectors.queue_schema import DONE, SENT, create_queue_engine
 from connectors.receiver import create_app
 from connectors.sender import Sender
 from connectors.turns import TurnResult, Worker

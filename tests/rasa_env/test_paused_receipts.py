@@ -12,7 +12,8 @@ from rasa.shared.core.events import ConversationPaused, ConversationResumed, Use
 from sqlalchemy.engine import make_url
 
 from connectors.channel import _rasa_sql_engine
-from connectors.queue import InboxRow, create_queue_engine
+from connectors.queue import InboxRow
+from connectors.queue_schema import create_queue_engine
 from connectors.whatsapp.channel import WhatsAppInput
 from tests.postgres import temporary_database
 from tests.rasa_env.conftest import POSTGRES_ADMIN_URL

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from connectors.claims import Claims, ClaimsUnavailable
-from connectors.queue import DONE, FAILED, SENDING, SENT, STALE, InboxRow, Queue, Reply, create_queue_engine
+from connectors.queue import InboxRow, Queue, Reply
+from connectors.queue_schema import DONE, FAILED, SENDING, SENT, STALE, create_queue_engine
 from connectors.sender import Outbox, RetryingSender, Sender
 from connectors.turns import TurnResult, Worker
 from connectors.whatsapp.errors import GraphError, verdict

@@ -113,6 +113,9 @@ def test_call_permission_order_and_referral() -> None:
 
     permission = {"type": "call_permission_reply", "call_permission_reply": {"response": "accept"}}
     assert rasa_text(_message("interactive", permission))[0] == '/call_permission_reply{"call_permission":"accept"}'
+    for answer in ({"response": "reject"}, {"response": "maybe"}, {}):  # anything but accept allowed no call
+        declined = {"type": "call_permission_reply", "call_permission_reply": answer}
+        assert rasa_text(_message("interactive", declined))[0] == '/call_permission_reply{"call_permission":"reject"}'
     order = {"catalog_id": "C1", "text": "asap", "product_items": [
         {"product_retailer_id": "SKU-1", "quantity": 2}, {"product_retailer_id": "SKU-2", "quantity": "1"}]}
     assert rasa_text(_message("order", order))[0] == "order: 2 × SKU-1, 1 × SKU-2. asap"

@@ -228,3 +228,71 @@ def test_an_older_console_database_gets_the_new_column(tmp_path: Any) -> None:
     assert "language" in {c["name"] for c in inspect(console).get_columns("console_conversations")}
     with console.connect() as conn:
         assert conn.execute(text("SELECT sender_id, language FROM console_conversations")).all() == [("a", None)]
+
+
+def inbox_row(message_id: str, state: str, message: dict[str, Any], at: float) -> dict[str, Any]:
+    return {"message_id": message_id, "state": state, "message": message, "received_at": at}
+
+
+def test_deletions_edits_number_changes_and_ads_in_the_transcript() -> None:
+    t = 1000.0
+    ad = {"source_url": "https://fb.me/ad1", "source_type": "ad", "headline": "Winter sale"}
+    events = [
+        {**user("hi, about the sale", at=t), "message_id": "wamid.1",
+         "metadata": {"wa_id": "491", "referral": ad}},
+        {**user("my order VB-1", at=t + 2), "message_id": "wamid.2"},
+        {**user("my order VB-104233", at=t + 6), "message_id": "wamid.4",
+         "metadata": {"edits": "wamid.3", "wa_id": "491"}},
+        {**user("hello again", at=t + 9), "message_id": "wamid.6", "metadata": {"referral": {
+            "source_url": "javascript:alert(1)", "headline": "<b>x</b>"}}},
+    ]
+    unanswered = [
+        inbox_row("wamid.2b", "skipped", {"skip": "edit", "edits": "wamid.2", "text": "my order VB-2"}, t + 3),
+        inbox_row("wamid.3", "edited", {"text": "my order VB-10423"}, t + 4),
+        inbox_row("wamid.5", "revoked", {"text": "oops wrong chat"}, t + 7),
+        inbox_row("wamid.1d", "skipped", {"skip": "revoke", "revokes": "wamid.1"}, t + 7.5),
+        inbox_row("wamid.S", "skipped", {"skip": "system", "links": {"from": ["491"], "to": ["492"],
+                                                                    "reply_to": "492"},
+                                         "metadata": {"system": {"type": "user_changed_number"}}}, t + 8),
+        inbox_row("wamid.K", "skipped", {"skip": "system", "metadata": {"system": {
+            "type": "customer_identity_changed"}}}, t + 8.5),
+    ]
+    entries = build_transcript(events, unanswered=unanswered)
+    texts = [(e.kind, e.text) for e in entries]
+    assert texts == [("customer", "hi, about the sale"), ("customer", "my order VB-1"),
+                     ("customer", "my order VB-10423"), ("customer", "my order VB-104233"),
+                     ("customer", "oops wrong chat"),
+                     ("system", "The customer changed their number to 492; replies go there now"),
+                     ("system", "The customer's security code changed (a new phone or a reinstall)"),
+                     ("customer", "hello again")]
+    first, second, replaced, edit, deleted, *_rest, last = entries
+    assert first.revoked and first.referral == ad  # deleted after the answer; from an ad
+    assert second.edits == ["my order VB-2"] and not second.revoked  # edited after the answer
+    assert replaced.edits and edit.edited  # replaced before the answer: the edit was answered
+    assert deleted.revoked
+    assert last.referral == {"headline": "<b>x</b>"}  # no javascript: link
+
+
+async def test_the_page_strikes_deleted_messages_through_and_shows_the_number_change(env: dict[str, Any]) -> None:
+    from sqlalchemy import text
+
+    _admin, agent = await admin_and_agent(env)
+    add_events(env["tracker"], "34600000007", [
+        {**user("this one I delete", wa_id="34600000007"), "message_id": "wamid.D"}, *handoff_events()])
+    with env["tracker"].begin() as conn:  # the channels' inbox table (here in the tracker's database)
+        conn.execute(text("CREATE TABLE wa_inbox (id INTEGER PRIMARY KEY, message_id TEXT, conversation_id TEXT, "
+                          "state TEXT, message TEXT, received_at FLOAT)"))
+        for n, (wamid, message) in enumerate([
+                ("wamid.D#deleted", {"skip": "revoke", "revokes": "wamid.D"}),
+                ("wamid.S", {"skip": "system", "links": {"reply_to": "34600000070"},
+                             "metadata": {"system": {"type": "user_changed_number"}}}),
+                ("wamid.bad", "not json at all")]):
+            conn.execute(text("INSERT INTO wa_inbox VALUES (:id, :m, '34600000007', 'skipped', :j, :t)"),
+                         {"id": n + 1, "m": wamid, "t": time.time() + n,
+                          "j": json.dumps(message) if isinstance(message, dict) else message})
+    env["app"].ctx.projector.catch_up()
+    page = await agent.request("get", "/c/34600000007")
+    assert '<del title="deleted by the customer">this one I delete</del>' in page.text
+    assert "The customer changed their number to 34600000070" in page.text
+    view = await agent.api("get", "/api/conversations/34600000007")
+    assert view.json["transcript"][0]["revoked"] is True
