@@ -21,13 +21,12 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.agent_api import add_agent_routes
 from connectors.claims import Claims, ClaimsUnavailable
 from connectors.process_tuning import check_action_results_with_compiled_schema, freeze_loaded_model
 from connectors.queue import InboxRow, Queue, Reply
-from connectors.queue_schema import create_queue_engine
+from connectors.queue_schema import Database
 from connectors.receiver import Received, store_received
 from connectors.sender import RetryingSender, Sender
 from connectors.tracker_indexes import create_tracker_indexes
@@ -107,13 +106,13 @@ class QueueChannel(InputChannel):
         self._agent: Any = None
         self._on_new_message: OnNewMessage | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._tracker: AsyncEngine | None = None  # Rasa's SQL tracker store, read-only
+        self._tracker: Database | None = None  # Rasa's SQL tracker store, read-only
 
     @property
     def queue(self) -> Queue:
         # Opened on first use (server start), not at import or construction.
         if self._queue is None:
-            self._queue = Queue(create_queue_engine(self.settings.inbox_db_url,
+            self._queue = Queue(Database(self.settings.inbox_db_url,
                                                     pool_size=min(32, self.settings.concurrency + 4)))
         return self._queue
 
@@ -160,8 +159,8 @@ class QueueChannel(InputChannel):
         if self._tracker is None:
             return False
         try:
-            async with self._tracker.connect() as conn:
-                last = (await conn.execute(LAST_PAUSE_OR_RESUME, {"sender": conversation_id})).scalar()
+            last = await self._tracker.read(
+                lambda conn: conn.execute(LAST_PAUSE_OR_RESUME, {"sender": conversation_id}).scalar())
         except Exception:  # only decides whether "typing…" shows; never fails a turn
             logger.debug("could not tell whether %s is paused", conversation_id, exc_info=True)
             return False
@@ -225,7 +224,7 @@ class QueueChannel(InputChannel):
             if tracker_engine is not None:  # in a thread: the worker answers meanwhile, its look-ups slower
                 self._in_background(asyncio.to_thread(create_tracker_indexes, tracker_engine))
                 try:
-                    self._tracker = create_queue_engine(tracker_engine.url.render_as_string(hide_password=False), 2)
+                    self._tracker = Database(tracker_engine.url.render_as_string(hide_password=False), 2)
                 except ValueError:  # neither SQLite nor PostgreSQL: "typing…" always shows
                     self._tracker = None
             reason = self.worker_off_reason()
@@ -247,7 +246,7 @@ class QueueChannel(InputChannel):
                 await self._tracker.dispose()
 
     async def _start_worker_and_sender(self) -> str | None:
-        claims = Claims(self.queue.engine)
+        claims = Claims(self.queue.db)
         try:
             claims.take_database(f"{self.name()}-channel")
         except ClaimsUnavailable as error:

@@ -18,8 +18,9 @@ from contextlib import asynccontextmanager
 from typing import IO, Any
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from connectors.queue_schema import Database
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,9 @@ class ClaimsUnavailable(RuntimeError):
 class Claims:
     """`hold(key)` yields True while this process holds `key`, False when another holder has it."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.on_server = engine.dialect.name == "postgresql"
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.on_server = db.async_engine is not None
         self._held: set[str] = set()
         self._file: IO[str] | None = None
         self._conn: AsyncConnection | None = None
@@ -44,8 +45,8 @@ class Claims:
         ClaimsUnavailable when another one does. Nothing on a database server."""
         if self.on_server or self._file is not None:
             return
-        database = make_url(str(self.engine.url)).database or ""
-        if not database or database == ":memory:":
+        database = self.db.database
+        if not database:
             return
         lock_file = open(f"{database}.{role}.lock", "w")  # noqa: SIM115 - held for the process's life
         try:
@@ -103,7 +104,8 @@ class Claims:
     async def _connection(self) -> AsyncConnection:
         if self._conn is None:
             # Autocommit: a session lock needs no transaction, and an open one would hold back vacuum.
-            self._conn = await (await self.engine.connect()).execution_options(isolation_level="AUTOCOMMIT")
+            assert self.db.async_engine is not None
+            self._conn = await (await self.db.async_engine.connect()).execution_options(isolation_level="AUTOCOMMIT")
         return self._conn
 
     async def _drop_connection(self) -> None:

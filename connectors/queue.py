@@ -1,8 +1,8 @@
 """The database as the queue: the inbox of customer messages and the outbox of replies.
 
-Every statement the receiver, the worker and the sender run is here, on SQLAlchemy's async engine
-(aiosqlite for a SQLite file, asyncpg for PostgreSQL): the same Core statements on both, awaited,
-so no call blocks an event loop. See docs/architecture.md for how the three use the tables.
+The inbox's statements (the outbox's drain is in connectors/sender.py): the same SQLAlchemy Core statements
+on SQLite and PostgreSQL, each transaction a function of a Connection that `Database` runs without blocking
+the event loop (connectors/queue_schema.py). See docs/architecture.md for how the processes use the tables.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection
 
 from connectors.queue_schema import (
     EDITED,
@@ -24,6 +24,7 @@ from connectors.queue_schema import (
     REVOKED,
     SKIPPED,
     STALE,
+    Database,
     add_missing_columns,
     aliases,
     inbox,
@@ -74,25 +75,23 @@ def _json(value: str | None) -> Any:
 class Queue:
     """The tables as the receiver, the worker and the sender use them."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.dialect = engine.dialect.name
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.dialect = db.dialect
 
     async def create_tables(self) -> None:
         """Create what is missing. Several processes may start at once on a new database: the loser
         of a race on a table gets an error, and by then the table exists, so a second try passes."""
         for attempt in range(2):
             try:
-                async with self.engine.begin() as conn:
-                    await conn.run_sync(metadata.create_all)
-                    await conn.run_sync(add_missing_columns)
+                await self.db.write(_create_tables)
                 return
             except Exception:
                 if attempt:
                     raise
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self.db.dispose()
 
     # --- receiver -----------------------------------------------------------------------------
     async def store(self, items: Sequence[InboxItem], status_rows: Sequence[dict[str, Any]] = ()) -> None:
@@ -103,29 +102,31 @@ class Queue:
         an edit of a message answered already (or unknown) is recorded only, for the agent to see."""
         if not items and not status_rows:
             return
-        now = time.time()
-        async with self.engine.begin() as conn:
-            rows = []
-            for item in items:
-                values = _inbox_values(item, now)
-                values["conversation_id"] = await _followed(conn, item.channel, item.conversation_id)
-                original = item.message.get("revokes") or item.message.get("edits")
-                if original:
-                    superseded = await conn.execute(update(inbox).where(and_(
-                        inbox.c.message_id == str(original)[:256], inbox.c.conversation_id == values["conversation_id"],
-                        inbox.c.state == PENDING, inbox.c.attempts == 0))
-                        .values(state=REVOKED if "revokes" in item.message else EDITED, updated_at=now))
-                    if "edits" in item.message and not superseded.rowcount:
-                        values["state"] = SKIPPED
-                if item.message.get("links"):
-                    values.update(await self._link(conn, item, values["conversation_id"], now))
-                rows.append(values)
-            if rows:
-                await conn.execute(insert_ignoring(self.dialect, inbox), rows)
-            if status_rows:
-                await conn.execute(statuses.insert(), list(status_rows))
+        await self.db.write(self._store, items, status_rows, time.time())
 
-    async def _link(self, conn: AsyncConnection, item: InboxItem, conversation_id: str,
+    def _store(self, conn: Connection, items: Sequence[InboxItem], status_rows: Sequence[dict[str, Any]],
+               now: float) -> None:
+        rows = []
+        for item in items:
+            values = _inbox_values(item, now)
+            values["conversation_id"] = _followed(conn, item.channel, item.conversation_id)
+            original = item.message.get("revokes") or item.message.get("edits")
+            if original:
+                superseded = conn.execute(update(inbox).where(and_(
+                    inbox.c.message_id == str(original)[:256], inbox.c.conversation_id == values["conversation_id"],
+                    inbox.c.state == PENDING, inbox.c.attempts == 0))
+                    .values(state=REVOKED if "revokes" in item.message else EDITED, updated_at=now))
+                if "edits" in item.message and not superseded.rowcount:
+                    values["state"] = SKIPPED
+            if item.message.get("links"):
+                values.update(self._link(conn, item, values["conversation_id"], now))
+            rows.append(values)
+        if rows:
+            conn.execute(insert_ignoring(self.dialect, inbox), rows)
+        if status_rows:
+            conn.execute(statuses.insert(), list(status_rows))
+
+    def _link(self, conn: Connection, item: InboxItem, conversation_id: str,
                     now: float) -> dict[str, Any]:
         """A changed number or BSUID: the new ids are linked to the conversation the customer wrote from, so
         that their next messages continue it (the tracker and its slots, one conversation in the console)
@@ -134,31 +135,30 @@ class Queue:
         links = item.message["links"]
         known = None
         for old in [conversation_id, *links.get("from", [])]:
-            candidate = await _followed(conn, item.channel, str(old))
-            if await _has_messages(conn, item.channel, candidate):
+            candidate = _followed(conn, item.channel, str(old))
+            if _has_messages(conn, item.channel, candidate):
                 known = candidate
                 break
         if known is None:
             logger.info("%s: a number change from ids nobody wrote from; recorded, nothing linked", item.message_id)
             return {}
         for new in links.get("to", []):
-            target = await _followed(conn, item.channel, str(new))
+            target = _followed(conn, item.channel, str(new))
             if target == known:
                 continue
-            if await _has_messages(conn, item.channel, target):
+            if _has_messages(conn, item.channel, target):
                 logger.warning("%s: the new id already has a conversation of its own; not merged", item.message_id)
                 continue
-            await conn.execute(insert_ignoring(self.dialect, aliases).values(
+            conn.execute(insert_ignoring(self.dialect, aliases).values(
                 channel=item.channel, alias=str(new)[:128], conversation_id=known,
                 linked_by=item.message_id, linked_at=now))
-        last = await self.last_message_in(conn, item.channel, known)
+        last = _last_message(conn, item.channel, known)
         reply_to = links.get("reply_to") or (last.reply_to if last is not None else item.reply_to)
         return {"conversation_id": known, "reply_to": str(reply_to)[:128]}
 
     # --- worker -------------------------------------------------------------------------------
     async def latest_message_id(self) -> int:
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(select(func.max(inbox.c.id)))).scalar() or 0)
+        return await self.db.read(lambda conn: int(conn.execute(select(func.max(inbox.c.id))).scalar() or 0))
 
     async def pending_conversations(self, channel: str, exclude: Iterable[str] = (), limit: int = 64) -> list[str]:
         """Conversations with messages to answer, the one waiting longest first."""
@@ -168,119 +168,120 @@ class Queue:
         excluded = list(exclude)
         if excluded:
             query = query.where(inbox.c.conversation_id.not_in(excluded))
-        async with self.engine.connect() as conn:
-            return list((await conn.execute(query)).scalars())
+        return await self.db.read(lambda conn: list(conn.execute(query).scalars()))
 
     async def next_message(self, channel: str, conversation_id: str) -> InboxRow | None:
         """The conversation's oldest pending message, its attempt counted, with the conversation's menu.
         The caller holds the conversation (connectors/claims.py)."""
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(
-                select(inbox).where(and_(inbox.c.channel == channel, inbox.c.conversation_id == conversation_id,
-                                         inbox.c.state == PENDING)).order_by(inbox.c.id).limit(1))).first()
-            if row is None:
-                return None
-            await conn.execute(update(inbox).where(inbox.c.id == row.id)
-                               .values(attempts=inbox.c.attempts + 1, updated_at=time.time()))
-            menu = (await conn.execute(select(menus.c.menu).where(
-                and_(menus.c.conversation_id == conversation_id, menus.c.channel == channel)))).scalar()
-        return _inbox_row(row, attempts=row.attempts + 1, menu=_json(menu) or {})
+        return await self.db.write(_next_message, channel, conversation_id)
 
     async def finish(self, row: InboxRow, state: str, replies: Sequence[Reply] = (),
                      menu: dict[str, str] | None = None) -> list[int]:
         """The turn's end, in one transaction: its replies into the outbox, the menu its last reply
         offered (None: leave the stored one), and the message marked `state`. Returns the outbox ids."""
-        now = time.time()
-        async with self.engine.begin() as conn:
-            ids = await self._queue(conn, row.channel, row.conversation_id, row.business_id, replies,
-                                    row.message_id, now)
+        def finish(conn: Connection) -> list[int]:
+            now = time.time()
+            ids = _queue(conn, row.channel, row.conversation_id, row.business_id, replies, row.message_id, now)
             if menu is not None and (menu or row.menu):
-                await _save_menu(conn, row.channel, row.conversation_id, menu, now)
-            await conn.execute(update(inbox).where(inbox.c.id == row.id).values(state=state, updated_at=now))
-        return ids
+                _save_menu(conn, row.channel, row.conversation_id, menu, now)
+            conn.execute(update(inbox).where(inbox.c.id == row.id).values(state=state, updated_at=now))
+            return ids
+
+        return await self.db.write(finish)
 
     async def mark_stale(self, channel: str, older_than: float) -> int:
         """Pending messages the platform dated before `older_than` (epoch s) are not answered."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(update(inbox).where(and_(
-                inbox.c.state == PENDING, inbox.c.channel == channel, inbox.c.sent_at < int(older_than)))
-                .values(state=STALE, updated_at=time.time()))
-        return int(result.rowcount or 0)
+        statement = (update(inbox).where(and_(inbox.c.state == PENDING, inbox.c.channel == channel,
+                                              inbox.c.sent_at < int(older_than)))
+                     .values(state=STALE, updated_at=time.time()))
+        return await self.db.write(lambda conn: int(conn.execute(statement).rowcount or 0))
 
     async def last_message_of(self, channel: str, conversation_id: str) -> InboxRow | None:
         """The customer's latest message on a channel: where a reply outside a turn goes (after a number
         change, the system message's row, which carries the new number)."""
-        async with self.engine.connect() as conn:
-            return await self.last_message_in(conn, channel, conversation_id)
-
-    @staticmethod
-    async def last_message_in(conn: AsyncConnection, channel: str, conversation_id: str) -> InboxRow | None:
-        row = (await conn.execute(select(inbox).where(and_(
-            inbox.c.channel == channel, inbox.c.conversation_id == conversation_id))
-            .order_by(inbox.c.id.desc()).limit(1))).first()
-        return None if row is None else _inbox_row(row, attempts=row.attempts, menu={})
+        return await self.db.read(_last_message, channel, conversation_id)
 
     # --- outbox -------------------------------------------------------------------------------
     async def queue_replies(self, channel: str, conversation_id: str, business_id: str,
                             replies: Sequence[Reply], turn_key: str = "agent") -> list[int]:
         """Replies made outside a turn (an agent's, a reminder's), queued behind the bot's."""
-        async with self.engine.begin() as conn:
-            return await self._queue(conn, channel, conversation_id, business_id, replies, turn_key, time.time())
-
-    async def _queue(self, conn: AsyncConnection, channel: str, conversation_id: str, business_id: str,
-                     replies: Sequence[Reply], turn_key: str, now: float) -> list[int]:
-        ids = []
-        for n, reply in enumerate(replies, start=1):
-            result = await conn.execute(outbox.insert().values(
-                channel=channel, conversation_id=conversation_id, business_id=business_id, state=QUEUED,
-                turn_key=f"{turn_key}#{n}", payload=json.dumps(reply.payload, ensure_ascii=False),
-                template=json.dumps(reply.template, ensure_ascii=False) if reply.template else None,
-                attempts=0, created_at=now, updated_at=now))
-            ids.append(int(result.inserted_primary_key[0]))
-        return ids
+        return await self.db.write(_queue, channel, conversation_id, business_id, replies, turn_key, time.time())
 
     async def send_states(self, row_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """state, message_id, error_code and error of outbox rows (what an agent's request waits for)."""
         if not row_ids:
             return {}
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(outbox.c.id, outbox.c.state, outbox.c.message_id, outbox.c.error_code,
-                                              outbox.c.error).where(outbox.c.id.in_(list(row_ids))))).all()
-        return {row.id: dict(row._mapping) for row in rows}
+        query = select(outbox.c.id, outbox.c.state, outbox.c.message_id, outbox.c.error_code,
+                       outbox.c.error).where(outbox.c.id.in_(list(row_ids)))
+        return await self.db.read(lambda conn: {row.id: dict(row._mapping) for row in conn.execute(query)})
 
     async def save_menu(self, channel: str, conversation_id: str, menu: dict[str, str]) -> None:
-        async with self.engine.begin() as conn:
-            await _save_menu(conn, channel, conversation_id, menu, time.time())
+        await self.db.write(_save_menu, channel, conversation_id, menu, time.time())
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """Rows per state of both queues (health checks, tests)."""
-        async with self.engine.connect() as conn:
-            result = {}
-            for name, table in (("inbox", inbox), ("outbox", outbox)):
-                rows = await conn.execute(select(table.c.state, func.count()).group_by(table.c.state))
-                result[name] = {state: count for state, count in rows}
-        return result
+        def counts(conn: Connection) -> dict[str, dict[str, int]]:
+            return {name: dict(conn.execute(select(table.c.state, func.count()).group_by(table.c.state)).all())
+                    for name, table in (("inbox", inbox), ("outbox", outbox))}
+
+        return await self.db.read(counts)
 
 
-async def _followed(conn: AsyncConnection, channel: str, conversation_id: str) -> str:
+def _create_tables(conn: Connection) -> None:
+    metadata.create_all(conn)
+    add_missing_columns(conn)
+
+
+def _next_message(conn: Connection, channel: str, conversation_id: str) -> InboxRow | None:
+    row = conn.execute(select(inbox).where(and_(
+        inbox.c.channel == channel, inbox.c.conversation_id == conversation_id, inbox.c.state == PENDING))
+        .order_by(inbox.c.id).limit(1)).first()
+    if row is None:
+        return None
+    conn.execute(update(inbox).where(inbox.c.id == row.id).values(attempts=inbox.c.attempts + 1,
+                                                                  updated_at=time.time()))
+    menu = conn.execute(select(menus.c.menu).where(
+        and_(menus.c.conversation_id == conversation_id, menus.c.channel == channel))).scalar()
+    return _inbox_row(row, attempts=row.attempts + 1, menu=_json(menu) or {})
+
+
+def _last_message(conn: Connection, channel: str, conversation_id: str) -> InboxRow | None:
+    row = conn.execute(select(inbox).where(and_(
+        inbox.c.channel == channel, inbox.c.conversation_id == conversation_id))
+        .order_by(inbox.c.id.desc()).limit(1)).first()
+    return None if row is None else _inbox_row(row, attempts=row.attempts, menu={})
+
+
+def _queue(conn: Connection, channel: str, conversation_id: str, business_id: str, replies: Sequence[Reply],
+           turn_key: str, now: float) -> list[int]:
+    ids = []
+    for n, reply in enumerate(replies, start=1):
+        result = conn.execute(outbox.insert().values(
+            channel=channel, conversation_id=conversation_id, business_id=business_id, state=QUEUED,
+            turn_key=f"{turn_key}#{n}", payload=json.dumps(reply.payload, ensure_ascii=False),
+            template=json.dumps(reply.template, ensure_ascii=False) if reply.template else None,
+            attempts=0, created_at=now, updated_at=now))
+        ids.append(int(result.inserted_primary_key[0]))
+    return ids
+
+
+def _followed(conn: Connection, channel: str, conversation_id: str) -> str:
     """The conversation a sender's id belongs to: the one it was linked to, else its own."""
-    linked = (await conn.execute(select(aliases.c.conversation_id).where(and_(
-        aliases.c.channel == channel, aliases.c.alias == conversation_id)))).scalar()
+    linked = conn.execute(select(aliases.c.conversation_id).where(and_(
+        aliases.c.channel == channel, aliases.c.alias == conversation_id))).scalar()
     return str(linked or conversation_id)
 
 
-async def _has_messages(conn: AsyncConnection, channel: str, conversation_id: str) -> bool:
-    return (await conn.execute(select(inbox.c.id).where(and_(
-        inbox.c.channel == channel, inbox.c.conversation_id == conversation_id)).limit(1))).first() is not None
+def _has_messages(conn: Connection, channel: str, conversation_id: str) -> bool:
+    return conn.execute(select(inbox.c.id).where(and_(
+        inbox.c.channel == channel, inbox.c.conversation_id == conversation_id)).limit(1)).first() is not None
 
 
-async def _save_menu(conn: AsyncConnection, channel: str, conversation_id: str, menu: dict[str, str],
-                     now: float) -> None:
-    await conn.execute(delete(menus).where(
-        and_(menus.c.conversation_id == conversation_id, menus.c.channel == channel)))
+def _save_menu(conn: Connection, channel: str, conversation_id: str, menu: dict[str, str], now: float) -> None:
+    conn.execute(delete(menus).where(and_(menus.c.conversation_id == conversation_id, menus.c.channel == channel)))
     if menu:
-        await conn.execute(menus.insert().values(conversation_id=conversation_id, channel=channel,
-                                                 menu=json.dumps(menu), updated_at=now))
+        conn.execute(menus.insert().values(conversation_id=conversation_id, channel=channel,
+                                           menu=json.dumps(menu), updated_at=now))
 
 
 def _inbox_values(item: InboxItem, now: float) -> dict[str, Any]:

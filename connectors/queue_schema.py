@@ -4,13 +4,17 @@ console agree on. The statements that use them are in connectors/queue.py and co
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text, event, inspect
+from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text, create_engine, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.pool import QueuePool
 
 # wa_inbox.state; "revoked": deleted by the customer before it was answered; "edited": answered as its edit
 PENDING, DONE, STALE, SKIPPED, FAILED = "pending", "done", "stale", "skipped", "failed"
@@ -100,35 +104,95 @@ def callback_key(row_id: int) -> str:
     return f"vb-out-{row_id}"
 
 
-def async_url(url: str) -> str:
-    """A tracker-store style URL on the async driver of its database."""
+def _url_on(url: str, sqlite_driver: str, postgres_driver: str) -> str:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+        return parsed.set(drivername=f"sqlite+{sqlite_driver}").render_as_string(hide_password=False)
     if backend == "postgresql":
-        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+        return parsed.set(drivername=f"postgresql+{postgres_driver}").render_as_string(hide_password=False)
     raise ValueError(f"the channels' queue needs SQLite or PostgreSQL, not {backend!r}")
 
 
-def create_queue_engine(url: str, pool_size: int = 8) -> AsyncEngine:
-    """The queue's engine. On SQLite every commit is synced to disk before it returns (synchronous=FULL):
-    the receiver's precedes an ACK that Meta never repeats, so it must survive a power loss too; a database
-    server's commits are durable already. SQLite waits up to 30 s for another process's write lock, in
-    aiosqlite's thread, so the event loop goes on meanwhile."""
-    url = async_url(url)
-    if url.startswith("sqlite"):
-        engine = create_async_engine(url, poolclass=AsyncAdaptedQueuePool, pool_size=pool_size, max_overflow=4,
-                                     connect_args={"timeout": 30})
-        def pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers (the console) never block a writer
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.close()
+T = TypeVar("T")
 
-        event.listen(engine.sync_engine, "connect", pragmas)
-        return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+class Database:
+    """The queue's database, and the one way statements run on it: a function of a SQLAlchemy Connection,
+    run as one transaction (`write`) or one read (`read`), awaited, never blocking the event loop.
+
+    - PostgreSQL: SQLAlchemy's async engine on asyncpg (`AsyncConnection.run_sync`).
+    - SQLite: SQLAlchemy's pool on the stdlib driver, each transaction whole in a thread of our own, so the
+      file's write lock is held for the statements only, never while an event loop is busy elsewhere (Rasa's
+      is, with inference, for tens of ms at a time; another process's webhook ACK would wait that long). A
+      write transaction begins IMMEDIATE (it takes the write lock first, so it never fails to upgrade from a
+      read), and this process's writers queue on a lock of ours instead of SQLite's sleeping retries. Every
+      commit is synced to disk before it returns (synchronous=FULL): the receiver's precedes an ACK that Meta
+      never repeats, so it must survive a power loss too. Another process's write lock is waited for up to 30 s.
+    """
+
+    def __init__(self, url: str, pool_size: int = 8) -> None:
+        self.url = make_url(url)
+        self.dialect = self.url.get_backend_name()
+        self.async_engine: AsyncEngine | None = None
+        self._sync: Engine | None = None
+        if self.dialect == "postgresql":
+            self.async_engine = create_async_engine(_url_on(url, "pysqlite", "asyncpg"), pool_size=pool_size,
+                                                    max_overflow=pool_size, pool_pre_ping=True)
+            return
+        self._sync = create_engine(_url_on(url, "pysqlite", "asyncpg"), future=True, poolclass=QueuePool,
+                                   pool_size=pool_size, max_overflow=0,
+                                   connect_args={"timeout": 30, "check_same_thread": False})
+        self._threads = ThreadPoolExecutor(pool_size, thread_name_prefix="queue-sqlite")
+        self._writing = threading.Lock()
+        event.listen(self._sync, "connect", _sqlite_connection)
+        event.listen(self._sync, "begin", _sqlite_begin)
+
+    @property
+    def database(self) -> str:
+        """The SQLite file ("" on a server or in memory)."""
+        name = self.url.database or ""
+        return "" if self.dialect != "sqlite" or name == ":memory:" else name
+
+    async def write(self, work: Callable[..., T], *args: Any) -> T:
+        if self.async_engine is not None:
+            async with self.async_engine.begin() as conn:
+                return await conn.run_sync(work, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self._sqlite_write, work, args)
+
+    async def read(self, work: Callable[..., T], *args: Any) -> T:
+        if self.async_engine is not None:
+            async with self.async_engine.connect() as conn:
+                return await conn.run_sync(work, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self._sqlite_read, work, args)
+
+    def _sqlite_write(self, work: Callable[..., T], args: tuple[Any, ...]) -> T:
+        assert self._sync is not None
+        with self._writing, self._sync.begin() as conn:
+            return work(conn, *args)
+
+    def _sqlite_read(self, work: Callable[..., T], args: tuple[Any, ...]) -> T:
+        assert self._sync is not None
+        with self._sync.connect().execution_options(queue_read=True) as conn:
+            return work(conn, *args)
+
+    async def dispose(self) -> None:
+        if self.async_engine is not None:
+            await self.async_engine.dispose()
+        if self._sync is not None:  # its threads stay: a disposed engine may be used again, as SQLAlchemy's may
+            self._sync.dispose()
+
+
+def _sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # transactions begin where _sqlite_begin says, not in the driver
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers (the console) never block a writer
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("queue_read") else "BEGIN IMMEDIATE")
 
 
 def add_missing_columns(conn: Any) -> None:

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from connectors.evolution.updates import parse_evolution
 from connectors.queue import Queue
-from connectors.queue_schema import create_queue_engine
+from connectors.queue_schema import Database
 from connectors.whatsapp.signature import is_valid_signature, secrets_match
 from connectors.whatsapp.to_rasa import InboxItem, to_inbox_item
 from connectors.whatsapp.updates import MAX_BODY_BYTES, MalformedWebhook, StatusUpdate, decode_body, parse_webhook
@@ -194,7 +194,7 @@ def main() -> int:
     if not cloud.app_secret:
         logger.warning("WHATSAPP_APP_SECRET is not set: every Cloud API webhook will be refused with 403")
     loop = asyncio.new_event_loop()
-    queue = Queue(create_queue_engine(cloud.inbox_db_url))
+    queue = Queue(Database(cloud.inbox_db_url))
     loop.run_until_complete(queue.create_tables())
     web.run_app(create_app(queue, cloud.app_secret, cloud.verify_token, evolution.webhook_secret),
                 host=args.host, port=args.port, print=None, access_log=None, loop=loop)

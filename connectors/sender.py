@@ -21,11 +21,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Connection
 
 from connectors.claims import Claims
 from connectors.queue import OutboxRow, Queue, Reply
-from connectors.queue_schema import DELIVERED, FAILED_SEND, SENDING, SENT, TO_SEND, callback_key, outbox, statuses
+from connectors.queue_schema import (
+    DELIVERED,
+    FAILED_SEND,
+    SENDING,
+    SENT,
+    TO_SEND,
+    Database,
+    callback_key,
+    outbox,
+    statuses,
+)
 from connectors.turns import ConversationDrains
 from connectors.whatsapp.errors import OUTSIDE_WINDOW, GraphError, Verdict, backoff_seconds
 
@@ -118,8 +128,8 @@ SAFETY_POLL_SECONDS = 0.5  # a look for rows nobody announced (another process's
 class Outbox:
     """The sender's statements on the outbox (the rows are written by `Queue.finish` and `Queue.queue_replies`)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     async def conversations_to_send(self, channel: str, exclude: Iterable[str] = (), limit: int = 64) -> list[str]:
         query = (select(outbox.c.conversation_id)
@@ -128,15 +138,13 @@ class Outbox:
         excluded = list(exclude)
         if excluded:
             query = query.where(outbox.c.conversation_id.not_in(excluded))
-        async with self.engine.connect() as conn:
-            return list((await conn.execute(query)).scalars())
+        return await self.db.read(lambda conn: list(conn.execute(query).scalars()))
 
     async def next_send(self, channel: str, conversation_id: str) -> OutboxRow | None:
         """The conversation's oldest reply not yet sent (the caller holds the conversation's sends)."""
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(outbox).where(and_(
-                outbox.c.channel == channel, outbox.c.conversation_id == conversation_id,
-                outbox.c.state.in_(TO_SEND))).order_by(outbox.c.id).limit(1))).first()
+        query = select(outbox).where(and_(outbox.c.channel == channel, outbox.c.conversation_id == conversation_id,
+                                          outbox.c.state.in_(TO_SEND))).order_by(outbox.c.id).limit(1)
+        row = await self.db.read(lambda conn: conn.execute(query).first())
         if row is None:
             return None
         return OutboxRow(id=row.id, channel=row.channel, conversation_id=row.conversation_id,
@@ -146,9 +154,9 @@ class Outbox:
 
     async def mark_sending(self, row_id: int) -> None:
         """Recorded before the request leaves: a crash leaves the row `sending`, to be settled."""
-        async with self.engine.begin() as conn:
-            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(
-                state=SENDING, attempts=func.coalesce(outbox.c.attempts, 0) + 1, updated_at=time.time()))
+        statement = update(outbox).where(outbox.c.id == row_id).values(
+            state=SENDING, attempts=func.coalesce(outbox.c.attempts, 0) + 1, updated_at=time.time())
+        await self.db.write(lambda conn: conn.execute(statement))
 
     async def record_send(self, row_id: int, state: str, message_id: str | None = None,
                           error_code: int | None = None, error: str | None = None,
@@ -158,22 +166,25 @@ class Outbox:
                                   "error": error[:1000] if error else None, "updated_at": time.time()}
         if payload is not None:
             values["payload"] = json.dumps(payload, ensure_ascii=False)
-        async with self.engine.begin() as conn:
-            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(**values))
+        statement = update(outbox).where(outbox.c.id == row_id).values(**values)
+        await self.db.write(lambda conn: conn.execute(statement))
 
     async def delivery_evidence(self, row: OutboxRow, recipient: str) -> str | None:
         """The platform's id of a send a crash cut off, when a status webhook proves it went out: one
         that repeats the row's callback key (Cloud API), else one to the same recipient, not older
         than the send, for a message id none of our sends knows (Evolution, which has no such key)."""
-        async with self.engine.connect() as conn:
-            found = (await conn.execute(select(statuses.c.message_id).where(and_(
-                statuses.c.callback == callback_key(row.id), statuses.c.status.in_(DELIVERED))).limit(1))).scalar()
+        def evidence(conn: Connection) -> Any:
+            found = conn.execute(select(statuses.c.message_id).where(and_(
+                statuses.c.callback == callback_key(row.id), statuses.c.status.in_(DELIVERED))).limit(1)).scalar()
             if found is None and row.channel != "whatsapp":
                 known = select(outbox.c.message_id).where(outbox.c.message_id.is_not(None))
-                found = (await conn.execute(select(statuses.c.message_id).where(and_(
+                found = conn.execute(select(statuses.c.message_id).where(and_(
                     statuses.c.recipient_id == recipient, statuses.c.sent_at >= int(row.created_at),
                     statuses.c.status.in_(DELIVERED), statuses.c.message_id.not_in(known)))
-                    .order_by(statuses.c.id).limit(1))).scalar()
+                    .order_by(statuses.c.id).limit(1)).scalar()
+            return found
+
+        found = await self.db.read(evidence)
         return None if found is None else str(found)
 
 
@@ -186,7 +197,7 @@ class Sender(ConversationDrains):
                  on_sent: Callable[[OutboxRow, SendResult], None] = lambda _row, _result: None) -> None:
         super().__init__(channel, concurrency, poll_interval)
         self.queue = queue
-        self.outbox = Outbox(queue.engine)
+        self.outbox = Outbox(queue.db)
         self.claims = claims
         self.client = client
         self.status_grace = status_grace

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from connectors.queue import Queue
-from connectors.queue_schema import create_queue_engine
+from connectors.queue_schema import Database
 from tests.postgres import temporary_database
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL_RASA", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -25,13 +25,13 @@ POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL_RASA", "postgresql://post
 async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Queue]:
     """An empty channel queue on SQLite and on PostgreSQL."""
     if request.param == "sqlite":
-        box = Queue(create_queue_engine(f"sqlite:///{tmp_path / 'queue.db'}"))
+        box = Queue(Database(f"sqlite:///{tmp_path / 'queue.db'}"))
         await box.create_tables()
         yield box
         await box.close()
         return
     with temporary_database(POSTGRES_ADMIN_URL, "voltbay_queue") as url:
-        box = Queue(create_queue_engine(url))
+        box = Queue(Database(url))
         await box.create_tables()
         yield box
         await box.close()

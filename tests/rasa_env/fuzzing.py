@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from connectors.queue import Queue
-from connectors.queue_schema import create_queue_engine
+from connectors.queue_schema import Database
 from connectors.receiver import create_app
 
 CLOUD_SECRET = "fuzz-app-secret"
@@ -77,7 +77,7 @@ class Receiver:
 
     def __init__(self, db: Path) -> None:
         self.loop = asyncio.new_event_loop()
-        self.queue = Queue(create_queue_engine(f"sqlite:///{db}"))
+        self.queue = Queue(Database(f"sqlite:///{db}"))
         self.loop.run_until_complete(self.queue.create_tables())
         app = create_app(self.queue, CLOUD_SECRET, "verify-me", EVOLUTION_SECRET)
         self.server = TestServer(app, host="127.0.0.1")

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from connectors.claims import Claims
 from connectors.queue import InboxRow, Queue, Reply
-from connectors.queue_schema import DONE, SENT, create_queue_engine
+from connectors.queue_schema import DONE, SENT, Database
 from connectors.receiver import create_app
 from connectors.sender import Sender
 from connectors.turns import TurnResult, Worker
@@ -119,9 +119,9 @@ async def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 async def test_a_message_from_webhook_to_reply_blocks_no_loop(guard: LoopGuard, queue_url: str,
                                                              graph: GraphStandIn) -> None:
     watch_this_loop(guard)
-    queue = Queue(create_queue_engine(queue_url))
+    queue = Queue(Database(queue_url))
     await queue.create_tables()
-    claims = Claims(queue.engine)
+    claims = Claims(queue.db)
     client = GraphClient("test-token", graph.url, "v23.0")
     sender = Sender(queue, claims, "whatsapp", client)
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from connectors.channel import _rasa_sql_engine
 from connectors.queue import InboxRow
-from connectors.queue_schema import create_queue_engine
+from connectors.queue_schema import Database
 from connectors.whatsapp.channel import WhatsAppInput
 from tests.postgres import temporary_database
 from tests.rasa_env.conftest import POSTGRES_ADMIN_URL
@@ -54,7 +54,7 @@ async def receipts_follow_the_pause(store: SQLTrackerStore, channel: WhatsAppInp
     wrapped = AwaitableTrackerStore(FailSafeTrackerStore(store))  # as Rasa wraps it
     engine = _rasa_sql_engine(Agent(wrapped))
     assert engine is not None
-    channel._tracker = create_queue_engine(engine.url.render_as_string(hide_password=False), 2)
+    channel._tracker = Database(engine.url.render_as_string(hide_password=False), 2)
     receipts = Receipts()
     channel.client = receipts  # type: ignore[assignment]
     await save(store, "a", UserUttered("hi"))

@@ -12,7 +12,7 @@ import pytest
 
 from connectors.claims import Claims, ClaimsUnavailable
 from connectors.queue import InboxRow, Queue, Reply
-from connectors.queue_schema import DONE, FAILED, SENDING, SENT, STALE, create_queue_engine
+from connectors.queue_schema import DONE, FAILED, SENDING, SENT, STALE, Database
 from connectors.sender import Outbox, RetryingSender, Sender
 from connectors.turns import TurnResult, Worker
 from connectors.whatsapp.errors import GraphError, verdict
@@ -76,7 +76,7 @@ async def test_a_message_stored_three_times_is_answered_once(queue: Queue) -> No
         await queue.store([item(1)])
     seen: list[str] = []
     client = ScriptedClient()
-    claims = Claims(queue.engine)
+    claims = Claims(queue.db)
     sender = Sender(queue, claims, "whatsapp", client)
     worker = Worker(queue, claims, "whatsapp", echo_turn(seen), on_replies=sender.notify)
     await drain(worker, sender)
@@ -91,7 +91,7 @@ async def test_turns_and_replies_keep_each_conversations_order(queue: Queue) -> 
     await queue.store([item(n, conversation) for n in range(1, 6) for conversation in ("c1", "c2")])
     seen: list[str] = []
     client = ScriptedClient()
-    claims = Claims(queue.engine)
+    claims = Claims(queue.db)
     sender = Sender(queue, claims, "whatsapp", client)
     worker = Worker(queue, claims, "whatsapp", echo_turn(seen), on_replies=sender.notify, concurrency=2)
     await drain(worker, sender)
@@ -112,7 +112,7 @@ async def test_a_failing_turn_is_tried_again_then_marked_failed_and_the_conversa
             raise RuntimeError("the action server is down")
         return TurnResult()
 
-    claims = Claims(queue.engine)
+    claims = Claims(queue.db)
     worker = Worker(queue, claims, "whatsapp", flaky)
     for _ in range(3):
         worker._latest, worker._next_full_scan = -1, 0.0  # look again at once
@@ -126,7 +126,7 @@ async def test_a_failing_turn_is_tried_again_then_marked_failed_and_the_conversa
 async def test_old_messages_are_marked_stale_not_answered(queue: Queue) -> None:
     await queue.store([item(1, sent_at=int(time.time()) - 3 * 86400)])
     seen: list[str] = []
-    claims = Claims(queue.engine)
+    claims = Claims(queue.db)
     worker = Worker(queue, claims, "whatsapp", echo_turn(seen))
     await worker.dispatch_once()
     await worker.idle()
@@ -138,7 +138,7 @@ async def test_old_messages_are_marked_stale_not_answered(queue: Queue) -> None:
 async def test_retryable_send_errors_are_retried_and_permanent_ones_recorded(queue: Queue) -> None:
     await queue.store([item(1), item(2)])
     client = ScriptedClient([GraphError(400, 130429, "throughput"), GraphError(500, None, "down")])
-    claims = Claims(queue.engine)
+    claims = Claims(queue.db)
     sender = Sender(queue, claims, "whatsapp", client)
     worker = Worker(queue, claims, "whatsapp", echo_turn([]), on_replies=sender.notify, concurrency=1)
     await worker.dispatch_once()
@@ -170,7 +170,7 @@ async def test_outside_the_window_the_template_goes_once(queue: Queue) -> None:
             return await super().post(business_id, payload)
 
     client = OutsideTheWindow()
-    claims = Claims(queue.engine)
+    claims = Claims(queue.db)
     sender = Sender(queue, claims, "whatsapp", client)
     worker = Worker(queue, claims, "whatsapp", two_replies, on_replies=sender.notify)
     await drain(worker, sender)
@@ -186,12 +186,12 @@ async def test_a_send_cut_off_by_a_crash_is_settled_by_its_status_not_sent_twice
     row = await queue.next_message("whatsapp", "447700900001")
     assert row is not None
     (out_id,) = await queue.finish(row, DONE, [Reply(text("447700900001", "hello"))])
-    await Outbox(queue.engine).mark_sending(out_id)  # … and the process died before the answer was recorded
+    await Outbox(queue.db).mark_sending(out_id)  # … and the process died before the answer was recorded
     await queue.store([], [{"message_id": "wamid.GONE", "status": "delivered", "sent_at": int(time.time()),
                             "recipient_id": "447700900001", "business_id": "PNID", "errors": None,
                             "callback": f"vb-out-{out_id}"}])
     client = ScriptedClient()
-    claims = Claims(queue.engine)
+    claims = Claims(queue.db)
     sender = Sender(queue, claims, "whatsapp", client, status_grace=0.0)
     sender.notify("447700900001")
     await sender.idle()
@@ -205,14 +205,14 @@ async def test_a_cut_off_send_without_evidence_is_sent_again(queue: Queue) -> No
     row = await queue.next_message("whatsapp", "447700900001")
     assert row is not None
     (out_id,) = await queue.finish(row, DONE, [Reply(text("447700900001", "hello"))])
-    await Outbox(queue.engine).mark_sending(out_id)
+    await Outbox(queue.db).mark_sending(out_id)
     client = ScriptedClient()
-    claims = Claims(queue.engine)
+    claims = Claims(queue.db)
     sender = Sender(queue, claims, "whatsapp", client, status_grace=0.0)
     sender.notify("447700900001")
     await sender.idle()
     assert [p["biz_opaque_callback_data"] for p in client.sent] == [f"vb-out-{out_id}"]
-    assert (await Outbox(queue.engine).next_send("whatsapp", "447700900001")) is None
+    assert (await Outbox(queue.db).next_send("whatsapp", "447700900001")) is None
     await claims.close()
 
 
@@ -225,7 +225,7 @@ async def test_a_message_claimed_before_a_crash_is_pending_again_with_its_attemp
 
 
 async def test_one_holder_per_conversation(queue: Queue) -> None:
-    one, other = Claims(queue.engine), Claims(queue.engine)
+    one, other = Claims(queue.db), Claims(queue.db)
     async with one.hold("turn:whatsapp:c1") as held:
         assert held
         async with one.hold("turn:whatsapp:c1") as again:
@@ -241,8 +241,8 @@ async def test_one_holder_per_conversation(queue: Queue) -> None:
 
 async def test_a_replica_that_dies_gives_its_conversations_up_at_once(tmp_path: Path) -> None:
     with temporary_database(POSTGRES_ADMIN_URL, "voltbay_claims") as url:
-        queue = Queue(create_queue_engine(url))
-        dying, survivor = Claims(queue.engine), Claims(queue.engine)
+        queue = Queue(Database(url))
+        dying, survivor = Claims(queue.db), Claims(queue.db)
         holding = dying.hold("turn:whatsapp:c1")
         assert await holding.__aenter__()
         assert dying._conn is not None
@@ -256,7 +256,7 @@ async def test_a_replica_that_dies_gives_its_conversations_up_at_once(tmp_path: 
 
 def test_one_sqlite_process_serves_a_database(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'queue.db'}"
-    first, second = Claims(create_queue_engine(url)), Claims(create_queue_engine(url))
+    first, second = Claims(Database(url)), Claims(Database(url))
     first.take_database("worker")
     with pytest.raises(ClaimsUnavailable):
         second.take_database("worker")
@@ -273,7 +273,7 @@ async def test_a_turn_sees_the_menu_its_conversations_last_reply_offered(queue: 
         menus.append(row.menu)
         return TurnResult([], {"1": "/order_status"} if row.message_id.endswith(".1") else {})
 
-    claims = Claims(queue.engine)
+    claims = Claims(queue.db)
     worker = Worker(queue, claims, "whatsapp", offers)
     await worker.dispatch_once()
     await worker.idle()
@@ -286,9 +286,9 @@ async def test_rows_left_sending_by_an_earlier_version_are_not_lost(queue: Queue
     row = await queue.next_message("whatsapp", "447700900001")
     assert row is not None
     ids = await queue.finish(row, DONE, [Reply(text("447700900001", "a")), Reply(text("447700900001", "b"))])
-    assert [r.state for r in [await Outbox(queue.engine).next_send("whatsapp", "447700900001")]] == ["queued"]
-    await Outbox(queue.engine).mark_sending(ids[0])
-    pending = await Outbox(queue.engine).next_send("whatsapp", "447700900001")
+    assert [r.state for r in [await Outbox(queue.db).next_send("whatsapp", "447700900001")]] == ["queued"]
+    await Outbox(queue.db).mark_sending(ids[0])
+    pending = await Outbox(queue.db).next_send("whatsapp", "447700900001")
     assert pending is not None and pending.state == SENDING and pending.id == ids[0]
 
 
