@@ -38,6 +38,7 @@ from connectors.whatsapp.to_rasa import InboxItem
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class InboxRow(InboxItem):
     """A stored message taken by the worker."""

@@ -104,13 +104,14 @@ def callback_key(row_id: int) -> str:
     return f"vb-out-{row_id}"
 
 
-def _url_on(url: str, sqlite_driver: str, postgres_driver: str) -> str:
+def _driver_url(url: str) -> str:
+    """A tracker-store style URL on the driver the queue uses for its database."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return parsed.set(drivername=f"sqlite+{sqlite_driver}").render_as_string(hide_password=False)
+        return parsed.set(drivername="sqlite+pysqlite").render_as_string(hide_password=False)
     if backend == "postgresql":
-        return parsed.set(drivername=f"postgresql+{postgres_driver}").render_as_string(hide_password=False)
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
     raise ValueError(f"the channels' queue needs SQLite or PostgreSQL, not {backend!r}")
 
 
@@ -137,10 +138,10 @@ class Database:
         self.async_engine: AsyncEngine | None = None
         self._sync: Engine | None = None
         if self.dialect == "postgresql":
-            self.async_engine = create_async_engine(_url_on(url, "pysqlite", "asyncpg"), pool_size=pool_size,
+            self.async_engine = create_async_engine(_driver_url(url), pool_size=pool_size,
                                                     max_overflow=pool_size, pool_pre_ping=True)
             return
-        self._sync = create_engine(_url_on(url, "pysqlite", "asyncpg"), future=True, poolclass=QueuePool,
+        self._sync = create_engine(_driver_url(url), future=True, poolclass=QueuePool,
                                    pool_size=pool_size, max_overflow=0,
                                    connect_args={"timeout": 30, "check_same_thread": False})
         self._threads = ThreadPoolExecutor(pool_size, thread_name_prefix="queue-sqlite")

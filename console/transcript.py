@@ -41,7 +41,7 @@ class Entry:
     deliveries: list[Delivery] = field(default_factory=list)
     message_id: str | None = None  # the platform's id of a customer message
     revoked: bool = False  # the customer deleted it (shown struck through)
-    edits: list[str] = field(default_factory=list)  # texts the customer changed it to after the bot answered
+    edits: list[str] = field(default_factory=list)  # what the customer changed it to (or that an edit replaced it)
     edited: bool = False  # it is the customer's edit of an earlier message, answered as such
     referral: dict[str, Any] | None = None  # the click-to-WhatsApp ad it came from
 

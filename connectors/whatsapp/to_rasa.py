@@ -107,9 +107,9 @@ def identity_change(message: InboundMessage) -> dict[str, Any] | None:
     user_changed_user_id only the BSUIDs. None when it names no new id (e.g. an identity key change)."""
     body = message.body
     kind = _scalar(body.get("type")) or ""
-    new_number = (_scalar(body.get("wa_id")) or _scalar(body.get("new_wa_id"))) if kind in NUMBER_CHANGES else None
     if kind not in NUMBER_CHANGES and kind not in USER_ID_CHANGES:
         return None
+    new_number = (_scalar(body.get("wa_id")) or _scalar(body.get("new_wa_id"))) if kind in NUMBER_CHANGES else None
     old = [i for i in (message.conversation_id, message.wa_id, message.user_id,
                        _scalar(body.get("previous_user_id"))) if i]
     new = [i for i in dict.fromkeys((new_number, _scalar(body.get("user_id")), _scalar(body.get("new_user_id"))))
